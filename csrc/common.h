@@ -1,0 +1,61 @@
+/*
+ * common.h - what every numeric file of the ddpm core shares.
+ *
+ * Status codes (0 = ok) returned by every numeric function, the one BLAS macro
+ * that owns the symbol prefix, and the thread-count knob.  Nothing here touches
+ * Python: the numeric C is usable (and testable) from plain C.
+ */
+#ifndef DDPM_COMMON_H
+#define DDPM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- status codes: module.c turns each into a Python exception ---- */
+enum ddpm_status {
+    DDPM_OK = 0,
+    DDPM_ERR_VALUE = 1,       /* an argument is out of its documented range   */
+    DDPM_ERR_NONFINITE = 2,   /* NaN or Inf found in an input                 */
+    DDPM_ERR_NOMEM = 3,       /* an allocation failed                         */
+    DDPM_ERR_INTERRUPTED = 4, /* the caller's stop hook asked us to stop      */
+    DDPM_ERR_TIMESTEP = 5,    /* a timestep t outside 1..T                    */
+};
+
+/* ---- BLAS through one macro: the symbol prefix lives here and nowhere else.
+ * The scipy-openblas32 wheel exports scipy_cblas_sgemm, scipy_openblas_...;
+ * a system OpenBLAS found by pkg-config exports cblas_sgemm, openblas_...
+ * setup.py defines BLAS_SYMBOL_PREFIX (as the wheel's pkg-config does). ---- */
+#ifndef BLAS_SYMBOL_PREFIX
+#define BLAS_SYMBOL_PREFIX
+#endif
+#define DDPM_CAT_(a, b) a##b
+#define DDPM_CAT(a, b) DDPM_CAT_(a, b)
+#define BLAS(name) DDPM_CAT(BLAS_SYMBOL_PREFIX, name)
+
+/* ---- SIMD: hot elementwise loops are cloned for AVX2 with a baseline
+ * fallback chosen at load time (GCC/Clang on x86-64 with ifunc support).
+ * No FMA in the clone list: fused multiply-add would change the bits. ---- */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(DDPM_NO_CLONES)
+#define DDPM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DDPM_SIMD_CLONES
+#endif
+
+/* ---- NaN/Inf detection that vectorises: a float is non-finite exactly when
+ * its exponent bits are all ones.  An integer OR-reduction, unlike a float
+ * one, needs no reassociation, so the compiler turns it into SIMD. ---- */
+#include <string.h>
+static inline uint32_t ddpm_nonfinite_bit(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+/* ---- threads: one number for our OpenMP loops and OpenBLAS together ---- */
+int ddpm_get_num_threads(void);
+/* Sets both our loop threads and OpenBLAS's; n >= 1. */
+void ddpm_set_num_threads(int n);
+/* Runs work split over `num_threads` (read once per call). */
+int ddpm_threads_for(size_t work_items, size_t min_items_per_thread);
+
+#endif /* DDPM_COMMON_H */

@@ -1,0 +1,41 @@
+/*
+ * rng.h - counter-based random numbers (Philox4x32-10) and a fast N(0,1).
+ *
+ * Every value is a pure function of (seed, stream, index): the i-th normal of
+ * stream s under seed k is the same number however the work is split across
+ * threads or calls.  That is what makes "same seed, same numbers, whatever the
+ * thread count" true by construction.
+ *
+ * Layout: Philox key = seed (64 bits), counter = (block index (64 bits),
+ * stream (64 bits)).  One block gives 4 uint32 words; words (0,1) and (2,3)
+ * each feed one Box-Muller pair, so normal i lives in block i/4, lane i%4.
+ */
+#ifndef DDPM_RNG_H
+#define DDPM_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Stream ids used by the library, so different consumers of one seed never
+ * share numbers. Sampling steps use DDPM_STREAM_SAMPLE_STEP + step. */
+#define DDPM_STREAM_Q_SAMPLE      0x0000000000000001ULL
+#define DDPM_STREAM_CHAIN_BASE    0x0000000100000000ULL  /* + t              */
+#define DDPM_STREAM_USER          0x0000000200000000ULL  /* ddpm.randn       */
+
+/* One Philox4x32-10 block: out = philox(ctr, key). */
+void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
+
+/* out[i] = i-th uint32 of (seed, stream), i = offset .. offset + n - 1. */
+void rng_uint32_fill(uint32_t* out, size_t n, uint64_t seed, uint64_t stream,
+                     uint64_t offset);
+
+/* out[i] = standard normal number (offset + i) of (seed, stream); float32,
+ * Box-Muller on 32-bit uniforms (tails reach about 6.7 sigma).  Single thread. */
+void rng_normal_fill(float* out, size_t n, uint64_t seed, uint64_t stream,
+                     uint64_t offset);
+
+/* Same, split over threads (results identical to the serial call). */
+void rng_normal_fill_parallel(float* out, size_t n, uint64_t seed, uint64_t stream,
+                              uint64_t offset);
+
+#endif /* DDPM_RNG_H */

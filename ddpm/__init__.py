@@ -1,0 +1,42 @@
+"""ddpm: denoising diffusion probabilistic models on a laptop CPU.
+
+A C engine (schedules, counter-based RNG, forward noising, the U-Net's
+forward and backward passes, optimizer, samplers) under a small Python API
+whose names follow the course: ``NoiseSchedule``, ``q_sample``,
+``alpha_bars``, ``posterior_variance``...
+
+>>> import ddpm
+>>> s = ddpm.NoiseSchedule("cosine")
+>>> xt, eps = s.q_sample(ddpm.datasets.tshirt()[None], t=500, seed=0)
+"""
+try:  # load OpenBLAS (from the scipy-openblas32 wheel) before the engine links to it
+    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+except ImportError:  # pragma: no cover - only for DDPM_BLAS=system builds
+    _scipy_openblas32 = None
+
+from . import _core
+from . import datasets
+from .rng import new_seed, randn
+from .schedule import KINDS, NoiseSchedule
+from . import visuals
+from .visuals import make_grid, save_grid, show
+
+__version__ = "0.1.0"
+
+__all__ = ["NoiseSchedule", "KINDS", "randn", "new_seed", "set_num_threads",
+           "get_num_threads", "datasets", "save_grid", "show", "make_grid"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads for ddpm's own loops and for OpenBLAS (never more than n in all).
+
+    Results do not depend on n: every parallel loop writes disjoint outputs
+    and reduces in a fixed order.
+    """
+    from ._checks import as_int
+    _core.set_num_threads(as_int(n, "n", "set_num_threads", lo=1, hi=1024))
+
+
+def get_num_threads() -> int:
+    """Number of threads ddpm uses (default: the machine's cores, or $OMP_NUM_THREADS)."""
+    return _core.get_num_threads()

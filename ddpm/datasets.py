@@ -1,0 +1,296 @@
+"""Data for the lessons: Fashion-MNIST / MNIST from IDX files, and procedural toys.
+
+Real data
+---------
+:func:`fashion_mnist` and :func:`mnist` read the IDX format (gzip or raw),
+validating magic number, dimensions and sizes, and return float32 images in
+[-1, 1] shaped (N, 1, 28, 28) with uint8 labels.  Files are looked up, in
+order, in: ``path=``, ``$DDPM_DATA``, ``~/.cache/ddpm/<name>``, and Debian's
+``/usr/share/datasets/<name>`` (``apt-get install dataset-fashion-mnist``).
+Where none has them and ``download=True``, the canonical files are fetched
+into the cache and checked against their published MD5 before use.
+
+Procedural data
+---------------
+The course's 28x28 T-shirt silhouette, checkerboard and circle patterns, and
+2-D toy distributions (Gaussian mixture, two moons), all generated in code.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["fashion_mnist", "mnist", "read_idx", "find_dataset", "FASHION_MNIST_CLASSES",
+           "tshirt", "checkerboard", "circle", "gaussian_mixture", "two_moons"]
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+
+# Published MD5 of the canonical .gz files (as torchvision and the datasets'
+# own pages list them): a download is used only if it matches.
+_SOURCES = {
+    "fashion-mnist": {
+        "urls": ["https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                 "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"],
+        "md5": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+        "debian": "/usr/share/datasets/fashion-mnist",
+        "apt": "dataset-fashion-mnist",
+    },
+    "mnist": {
+        "urls": ["https://ossci-datasets.s3.amazonaws.com/mnist/"],
+        "md5": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+        "debian": "/usr/share/datasets/mnist",
+        "apt": None,
+    },
+}
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_MAX_IDX_BYTES = 1 << 31
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (raw or gzip) and return its array.
+
+    Raises
+    ------
+    OSError
+        Truncated or corrupt gzip stream, or fewer bytes than the header announces.
+    ValueError
+        Bad magic number, unknown type code, absurd dimensions, trailing data.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) != 4:
+                raise OSError(f"{path}: truncated IDX file (no header)")
+            zero, code, ndim = struct.unpack(">HBB", magic)
+            if zero != 0 or code not in _DTYPES or not 1 <= ndim <= 4:
+                raise ValueError(f"{path}: not an IDX file (bad magic number "
+                                 f"0x{magic.hex()})")
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) != 4 * ndim:
+                raise OSError(f"{path}: truncated IDX header")
+            dims = struct.unpack(">" + "I" * ndim, dims_raw)
+            dtype = np.dtype(_DTYPES[code])
+            count = int(np.prod(dims, dtype=np.int64))
+            nbytes = count * dtype.itemsize
+            if nbytes > _MAX_IDX_BYTES:
+                raise ValueError(f"{path}: IDX dimensions {dims} are implausibly large")
+            data = f.read(nbytes)
+            if len(data) != nbytes:
+                raise OSError(f"{path}: truncated IDX data ({len(data)} of {nbytes} bytes)")
+            if f.read(1):
+                raise ValueError(f"{path}: trailing bytes after the IDX data of shape {dims}")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise OSError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _candidates(name: str, path=None):
+    if path is not None:
+        yield Path(path)
+        return
+    env = os.environ.get("DDPM_DATA")
+    if env:
+        yield Path(env) / name
+        yield Path(env)
+    yield Path.home() / ".cache" / "ddpm" / name
+    deb = _SOURCES[name]["debian"]
+    if deb:
+        yield Path(deb)
+
+
+def _find_file(folder: Path, stem: str):
+    for suffix in (".gz", ""):
+        p = folder / (stem + suffix)
+        if p.is_file():
+            return p
+    return None
+
+
+def find_dataset(name: str, split: str, path=None):
+    """Paths of the (images, labels) IDX files of a split, or None."""
+    img, lab, _ = _FILES[split]
+    for folder in _candidates(name, path):
+        pi, pl = _find_file(folder, img), _find_file(folder, lab)
+        if pi and pl:
+            return pi, pl
+    return None
+
+
+def _download(name: str, split: str) -> tuple:
+    src = _SOURCES[name]
+    cache = Path.home() / ".cache" / "ddpm" / name
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for stem in _FILES[split][:2]:
+        fname = stem + ".gz"
+        target = cache / fname
+        if target.is_file():
+            out.append(target)
+            continue
+        last = None
+        for base in src["urls"]:
+            try:
+                with urllib.request.urlopen(base + fname, timeout=30) as r:
+                    blob = r.read(64 << 20)
+            except OSError as exc:
+                last = exc
+                continue
+            digest = hashlib.md5(blob).hexdigest()
+            if digest != src["md5"][fname]:
+                last = OSError(f"checksum mismatch for {base + fname}: {digest}")
+                continue
+            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, target)
+            break
+        else:
+            raise OSError(f"could not download {fname}: {last}")
+        out.append(target)
+    return tuple(out)
+
+
+def _load(name: str, split: str, path, download: bool):
+    if split not in _FILES:
+        raise ValueError(f"{name}(): split must be 'train' or 'test', got {split!r}")
+    found = find_dataset(name, split, path)
+    reason = ""
+    if found is None and path is None and download:
+        try:
+            found = _download(name, split)
+        except OSError as exc:
+            found = None
+            reason = f" (download failed: {exc})"
+    if found is None:
+        where = [str(p) for p in _candidates(name, path)]
+        apt = _SOURCES[name]["apt"]
+        hint = f" On Debian/Ubuntu: sudo apt-get install {apt}." if apt else ""
+        raise FileNotFoundError(
+            f"{name} {split} files not found in {where}{reason}.{hint} Or put the four "
+            f"IDX files in a folder and pass path= or set DDPM_DATA.")
+    images = read_idx(found[0])
+    labels = read_idx(found[1])
+    n_expected = _FILES[split][2]
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise ValueError(f"{found[0]}: expected uint8 images of shape (N, 28, 28), "
+                         f"got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise ValueError(f"{found[1]}: expected uint8 labels of shape (N,), got {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{name} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    if path is None and images.shape[0] != n_expected:
+        raise ValueError(f"{name} {split}: expected {n_expected} images, got {images.shape[0]}")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{found[1]}: labels must be 0..9, found {int(labels.max())}")
+    x = images.astype(np.float32)[:, None] / np.float32(127.5) - np.float32(1.0)
+    return x, labels.copy()
+
+
+def fashion_mnist(split: str = "train", *, path=None, download: bool = True):
+    """Fashion-MNIST images in [-1, 1] and labels.
+
+    Returns
+    -------
+    images : ndarray float32, (N, 1, 28, 28), in [-1, 1]
+    labels : ndarray uint8, (N,), class index (see FASHION_MNIST_CLASSES)
+
+    Examples
+    --------
+    >>> x, y = fashion_mnist("test")          # doctest: +SKIP
+    >>> x.shape, x.min(), x.max()             # doctest: +SKIP
+    ((10000, 1, 28, 28), -1.0, 1.0)
+    """
+    return _load("fashion-mnist", split, path, download)
+
+
+def mnist(split: str = "train", *, path=None, download: bool = True):
+    """MNIST digits, same layout as :func:`fashion_mnist`."""
+    return _load("mnist", split, path, download)
+
+
+# ---------------------------------------------------------------------- procedural
+def tshirt(size: int = 28) -> np.ndarray:
+    """The course's T-shirt silhouette: (1, size, size) float32 in [-1, 1].
+
+    Background -1, shirt +1, a slightly darker collar band, built from a
+    torso rectangle, two slanted sleeves and a scooped neckline.
+    """
+    s = size / 28.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / s
+    torso = (xx >= 8) & (xx <= 19) & (yy >= 6) & (yy <= 25)
+    # sleeves: from the shoulders (y 6..8) down and out to the cuffs
+    left = (yy >= 6) & (yy <= 14) & (xx >= 3 + (14 - yy) * 0.1) & (xx <= 8) \
+        & (yy - 6 >= (8 - xx) * 0.55 - 0.5)
+    right = (yy >= 6) & (yy <= 14) & (xx <= 24 - (14 - yy) * 0.1) & (xx >= 19) \
+        & (yy - 6 >= (xx - 19) * 0.55 - 0.5)
+    shirt = torso | left | right
+    neck = ((xx - 13.5) ** 2 / 9.0 + (yy - 5.0) ** 2 / 6.0) <= 1.0
+    collar = (((xx - 13.5) ** 2 / 12.0 + (yy - 5.0) ** 2 / 9.0) <= 1.0) & ~neck & shirt
+    img = np.where(shirt & ~neck, 1.0, -1.0)
+    img = np.where(collar, 0.4, img)
+    return img[None].astype(np.float32)
+
+
+def checkerboard(size: int = 28, squares: int = 4) -> np.ndarray:
+    """(1, size, size) float32 checkerboard of +-1 with squares x squares cells."""
+    idx = (np.arange(size) * squares) // size
+    board = (idx[:, None] + idx[None, :]) % 2
+    return (board * 2.0 - 1.0)[None].astype(np.float32)
+
+
+def circle(size: int = 28, radius: float = 0.6) -> np.ndarray:
+    """(1, size, size) float32 filled circle (+1) on -1, radius as a fraction of half the size."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = (yy - c) ** 2 + (xx - c) ** 2 <= (radius * size / 2.0) ** 2
+    return np.where(inside, 1.0, -1.0)[None].astype(np.float32)
+
+
+def gaussian_mixture(n: int, *, centers=None, std: float = 0.1, seed: int = 0):
+    """n points (n, 2) float32 from a mixture of isotropic Gaussians (default: 8 on a circle)."""
+    rng = np.random.default_rng(seed)
+    if centers is None:
+        ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+        centers = np.stack([np.cos(ang), np.sin(ang)], 1)
+    centers = np.asarray(centers, dtype=np.float64)
+    k = rng.integers(0, len(centers), size=n)
+    return (centers[k] + std * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def two_moons(n: int, *, noise: float = 0.05, seed: int = 0):
+    """n points (n, 2) float32 on two interleaved half circles, scaled to about [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n1 = n // 2
+    a = rng.uniform(0, np.pi, n1)
+    b = rng.uniform(0, np.pi, n - n1)
+    top = np.stack([np.cos(a), np.sin(a)], 1)
+    bottom = np.stack([1 - np.cos(b), 0.5 - np.sin(b)], 1)
+    pts = np.concatenate([top, bottom]) + noise * rng.standard_normal((n, 2))
+    pts = (pts - [0.5, 0.25]) / 1.25
+    return pts[rng.permutation(n)].astype(np.float32)

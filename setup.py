@@ -1,0 +1,89 @@
+"""Build of ddpm's C engine, the extension ddpm._core.
+
+OpenBLAS comes from the scipy-openblas32 wheel by default (a build requirement,
+pinned in pyproject.toml; its symbols carry the ``scipy_`` prefix).  Set
+``DDPM_BLAS=system`` to build against a system OpenBLAS found by pkg-config
+instead (``apt-get install libopenblas-dev pkg-config``).  ``DDPM_OPENMP=0``
+builds without OpenMP (same numbers, one thread for ddpm's own loops).
+"""
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from glob import glob
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def blas_config():
+    """include_dirs, library_dirs, libraries, macros, link_args for OpenBLAS."""
+    mode = os.environ.get("DDPM_BLAS", "wheel").lower()
+    if mode == "system":
+        try:
+            cflags = subprocess.check_output(["pkg-config", "--cflags", "openblas"], text=True)
+            libs = subprocess.check_output(["pkg-config", "--libs", "openblas"], text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            sys.exit("DDPM_BLAS=system: pkg-config could not find openblas "
+                     f"(install libopenblas-dev and pkg-config): {exc}")
+        inc = [f[2:] for f in shlex.split(cflags) if f.startswith("-I")]
+        libdirs = [f[2:] for f in shlex.split(libs) if f.startswith("-L")]
+        libnames = [f[2:] for f in shlex.split(libs) if f.startswith("-l")]
+        return inc, libdirs, libnames, [], []
+    if mode != "wheel":
+        sys.exit(f"DDPM_BLAS must be 'wheel' or 'system', got {mode!r}")
+    import scipy_openblas32 as sob
+
+    # rpath: the wheel's lib dir beside ours in site-packages for a normal
+    # install; ddpm/__init__ also imports scipy_openblas32 first, which loads
+    # the library globally, so editable installs work too.
+    rpath = "-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib"
+    return ([sob.get_include_dir()], [sob.get_lib_dir()], [sob.get_library()],
+            [("BLAS_SYMBOL_PREFIX", "scipy_")], [rpath])
+
+
+def has_openmp(compiler):
+    if os.environ.get("DDPM_OPENMP", "1") == "0":
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objs, os.path.join(tmp, "omp"), extra_postargs=["-fopenmp"])
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        omp = has_openmp(self.compiler)
+        for ext in self.extensions:
+            if omp:
+                ext.extra_compile_args.append("-fopenmp")
+                ext.extra_link_args.append("-fopenmp")
+        super().build_extensions()
+
+
+inc, libdirs, libs, macros, link_args = blas_config()
+sources = sorted(glob(os.path.join("csrc", "*.c")))
+
+ext = Extension(
+    "ddpm._core",
+    sources=sources,
+    include_dirs=["csrc", numpy.get_include()] + inc,
+    library_dirs=libdirs,
+    libraries=libs + ["m"],
+    define_macros=macros,
+    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno",
+                        "-fvisibility=hidden"],
+    extra_link_args=link_args,
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
