@@ -133,6 +133,11 @@ class NoiseSchedule:
 
     def _init(self, kind, betas, rescale):
         betas = np.ascontiguousarray(betas, dtype=np.float64)
+        if 1.0 - betas[1] == 1.0:
+            # alpha_1 = 1 - beta_1 would round to 1: alpha_bar_1 = 1, infinite SNR and a
+            # 0/0 posterior variance at t = 1 (NaN tables).
+            raise ValueError(f"beta_1 = {betas[1]:g} (betas / beta_start) is too small: "
+                             f"1 - beta_1 rounds to 1 in float64; use beta_1 >= 1e-15")
         if rescale:
             _core.rescale_zero_terminal_snr(betas)
         tables = _core.schedule_tables(betas)

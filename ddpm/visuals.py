@@ -45,6 +45,8 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"make_grid(): images must be (N, 1|3, H, W) or (N, H, W), got {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"make_grid(): no images to draw (empty batch or image), shape {x.shape}")
     if value_range is None:
         value_range = (0.0, 1.0) if (x.min() >= 0.0 and x.max() <= 1.0) else (-1.0, 1.0)
     lo, hi = value_range

@@ -1,0 +1,76 @@
+"""Shared fixtures and helpers for the ddpm test suite.
+
+* ``run_in_subprocess(code)`` runs Python code in a fresh interpreter, so a
+  bad-input test whose call might crash the process (segfault, abort) becomes a
+  failed test instead of a dead test runner (CONVENTIONS.md, rule 15).
+* Every test gets its thread count restored afterwards (an autouse fixture),
+  so a test that calls ``ddpm.set_num_threads`` cannot leak into the next one.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ddpm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_in_subprocess(code: str, timeout: float = 120.0, cwd: str | None = None,
+                      env: dict | None = None):
+    """Run ``code`` with ``sys.executable -c`` and return (returncode, stdout, stderr).
+
+    A negative return code means the child died of a signal (-11 = SIGSEGV).
+    """
+    full_env = dict(os.environ)
+    full_env.setdefault("PYTHONFAULTHANDLER", "1")
+    if env:
+        full_env.update(env)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd or REPO, env=full_env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_subprocess_ok(code: str, **kw) -> str:
+    """Run code in a subprocess; fail (with its output) unless it exits 0. Returns stdout."""
+    rc, out, err = run_in_subprocess(code, **kw)
+    if rc < 0:
+        pytest.fail(f"subprocess killed by signal {-rc} (crash)\nstdout:\n{out}\nstderr:\n{err}")
+    assert rc == 0, f"subprocess exited with {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_num_threads():
+    """Restore ddpm's thread count after every test (set_num_threads is process-global)."""
+    before = ddpm.get_num_threads()
+    yield
+    if ddpm.get_num_threads() != before:
+        ddpm.set_num_threads(before)
+
+
+@pytest.fixture
+def threads():
+    """Call ``threads(n)`` inside a test to switch thread count (restored afterwards)."""
+    return ddpm.set_num_threads
+
+
+@pytest.fixture
+def rng():
+    """A NumPy generator with a fixed seed, for test inputs (never for the code under test)."""
+    return np.random.default_rng(20240601)
+
+
+@pytest.fixture(scope="session")
+def linear():
+    return ddpm.NoiseSchedule("linear")
+
+
+@pytest.fixture(scope="session")
+def cosine():
+    return ddpm.NoiseSchedule("cosine")
