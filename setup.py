@@ -81,7 +81,7 @@ ext = Extension(
     library_dirs=libdirs,
     libraries=libs + ["m"],
     define_macros=macros,
-    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno",
+    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno", "-fno-trapping-math",
                         "-fvisibility=hidden"],
     extra_link_args=link_args,
 )

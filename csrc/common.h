@@ -51,9 +51,36 @@ static inline uint32_t ddpm_nonfinite_bit(float x) {
     return (u & 0x7f800000u) == 0x7f800000u;
 }
 
+/* ---- exp(x) in float32 that vectorises (libm's expf does not): Cephes'
+ * minimax polynomial on x - k ln2, |x - k ln2| <= ln2/2, scaled by 2^k built
+ * from exponent bits.  Within 2 ulp of the exact value on [-87, 88]; inputs
+ * beyond are clamped (exp(-87) ~ 1.6e-38, far below anything that matters
+ * for SiLU or softmax).  Branch-free, so loops calling it stay SIMD. ---- */
+static inline float ddpm_expf(float x) {
+    x = x < 88.3762626647949f ? x : 88.3762626647949f;
+    x = x > -87.3365447504f ? x : -87.3365447504f;
+    float fx = x * 1.44269504088896341f + 0.5f;
+    float kf = (float)(int32_t)fx;
+    kf -= (kf > fx) ? 1.0f : 0.0f;                 /* floor */
+    float r = x - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    float z = r * r;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * z + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)kf + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
 /* ---- threads: one number for our OpenMP loops and OpenBLAS together ---- */
 int ddpm_get_num_threads(void);
-/* Sets both our loop threads and OpenBLAS's; n >= 1. */
+/* Sets the number of threads of ddpm's pool (OpenBLAS runs inside it); n >= 1. */
 void ddpm_set_num_threads(int n);
 /* Runs work split over `num_threads` (read once per call). */
 int ddpm_threads_for(size_t work_items, size_t min_items_per_thread);

@@ -24,6 +24,13 @@
 #include "rng.h"
 #include "schedule.h"
 #include "noising.h"
+#include "conv2d.h"
+#include "groupnorm.h"
+#include "linear.h"
+#include "timestep.h"
+#include "attention.h"
+#include "resample.h"
+#include "unet.h"
 
 #define MAX_TIMESTEPS 1000000
 
@@ -167,16 +174,57 @@ static PyObject* py_has_openmp(PyObject* self, PyObject* unused) {
 PyDoc_STRVAR(philox_doc,
 "philox4x32_10(counter, key)\n--\n\n"
 "One Philox4x32-10 block: counter is 4 uint32, key 2 uint32; returns 4 uint32.");
+/* An int in [0, 2**bits) (bits <= 64), with a ValueError naming it otherwise. */
+static int parse_uint(PyObject* obj, const char* F, const char* name, int bits, uint64_t* out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s(): %s must be an int", F, name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if ((v == (unsigned long long)-1 && PyErr_Occurred()) ||
+        (bits < 64 && v >> bits)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s(): %s must be in [0, 2**%d)", F, name, bits);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
 static PyObject* py_philox(PyObject* self, PyObject* args) {
     (void)self;
-    unsigned int c[4], k[2];
-    if (!PyArg_ParseTuple(args, "(IIII)(II):philox4x32_10", &c[0], &c[1], &c[2], &c[3],
-                          &k[0], &k[1]))
+    const char* F = "philox4x32_10";
+    PyObject *co, *ko;
+    if (!PyArg_ParseTuple(args, "OO:philox4x32_10", &co, &ko)) return NULL;
+    if (!PyTuple_Check(co) || PyTuple_GET_SIZE(co) != 4 || !PyTuple_Check(ko) ||
+        PyTuple_GET_SIZE(ko) != 2) {
+        PyErr_Format(PyExc_TypeError, "%s(): counter must be a 4-tuple and key a 2-tuple", F);
         return NULL;
-    uint32_t ctr[4] = {c[0], c[1], c[2], c[3]}, key[2] = {k[0], k[1]}, out[4];
+    }
+    uint32_t ctr[4], key[2], out[4];
+    for (int i = 0; i < 4; i++) {
+        uint64_t v;
+        if (parse_uint(PyTuple_GET_ITEM(co, i), F, "counter words", 32, &v)) return NULL;
+        ctr[i] = (uint32_t)v;
+    }
+    for (int i = 0; i < 2; i++) {
+        uint64_t v;
+        if (parse_uint(PyTuple_GET_ITEM(ko, i), F, "key words", 32, &v)) return NULL;
+        key[i] = (uint32_t)v;
+    }
     philox4x32_10(out, ctr, key);
     return Py_BuildValue("(kkkk)", (unsigned long)out[0], (unsigned long)out[1],
                          (unsigned long)out[2], (unsigned long)out[3]);
+}
+
+/* offset .. offset + n - 1 must not wrap past 2**64 */
+static int parse_offset(PyObject* obj, const char* F, size_t n, uint64_t* offset) {
+    if (parse_uint(obj, F, "offset", 64, offset)) return -1;
+    if (n && *offset > UINT64_MAX - (n - 1)) {
+        PyErr_Format(PyExc_ValueError, "%s(): offset + size exceeds 2**64", F);
+        return -1;
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(rng_normal_doc,
@@ -185,15 +233,16 @@ PyDoc_STRVAR(rng_normal_doc,
 static PyObject* py_rng_normal(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "rng_normal";
-    PyObject *out_o, *seed_o, *stream_o;
-    unsigned long long offset;
-    if (!PyArg_ParseTuple(args, "OOOK", &out_o, &seed_o, &stream_o, &offset)) return NULL;
+    PyObject *out_o, *seed_o, *stream_o, *off_o;
+    if (!PyArg_ParseTuple(args, "OOOO", &out_o, &seed_o, &stream_o, &off_o)) return NULL;
     PyArrayObject* out = check_array(out_o, F, "out", NPY_FLOAT32, 1);
     if (!out) return NULL;
-    uint64_t seed, stream;
-    if (parse_seed(seed_o, F, &seed) || parse_seed(stream_o, F, &stream)) return NULL;
+    uint64_t seed, stream, offset;
     float* p = (float*)PyArray_DATA(out);
     size_t n = (size_t)PyArray_SIZE(out);
+    if (parse_seed(seed_o, F, &seed) || parse_seed(stream_o, F, &stream) ||
+        parse_offset(off_o, F, n, &offset))
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
     rng_normal_fill_parallel(p, n, seed, stream, offset);
     Py_END_ALLOW_THREADS
@@ -206,15 +255,16 @@ PyDoc_STRVAR(rng_uint32_doc,
 static PyObject* py_rng_uint32(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "rng_uint32";
-    PyObject *out_o, *seed_o, *stream_o;
-    unsigned long long offset;
-    if (!PyArg_ParseTuple(args, "OOOK", &out_o, &seed_o, &stream_o, &offset)) return NULL;
+    PyObject *out_o, *seed_o, *stream_o, *off_o;
+    if (!PyArg_ParseTuple(args, "OOOO", &out_o, &seed_o, &stream_o, &off_o)) return NULL;
     PyArrayObject* out = check_array(out_o, F, "out", NPY_UINT32, 1);
     if (!out) return NULL;
-    uint64_t seed, stream;
-    if (parse_seed(seed_o, F, &seed) || parse_seed(stream_o, F, &stream)) return NULL;
+    uint64_t seed, stream, offset;
     uint32_t* p = (uint32_t*)PyArray_DATA(out);
     size_t n = (size_t)PyArray_SIZE(out);
+    if (parse_seed(seed_o, F, &seed) || parse_seed(stream_o, F, &stream) ||
+        parse_offset(off_o, F, n, &offset))
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
     rng_uint32_fill(p, n, seed, stream, offset);
     Py_END_ALLOW_THREADS
@@ -459,6 +509,562 @@ static PyObject* py_q_posterior_mean(PyObject* self, PyObject* args) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* single layers (channel-major activations), for tests and experiments      */
+/* ------------------------------------------------------------------------ */
+
+/* A float32 array argument holding exactly `count` values; None allowed when
+ * optional (returns NULL without an error set, *ok = 1). */
+static float* f32_arg(PyObject* obj, const char* F, const char* name, size_t count,
+                      int writeable, int optional, int* ok) {
+    *ok = 0;
+    if (optional && obj == Py_None) { *ok = 1; return NULL; }
+    PyArrayObject* a = check_array(obj, F, name, NPY_FLOAT32, writeable);
+    if (!a) return NULL;
+    if ((size_t)PyArray_SIZE(a) != count) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must hold %zu values, got %zd", F, name, count,
+                     (Py_ssize_t)PyArray_SIZE(a));
+        return NULL;
+    }
+    *ok = 1;
+    return (float*)PyArray_DATA(a);
+}
+
+#define F32(var, obj, name, count, wr, opt)                                  \
+    int ok_##var;                                                             \
+    float* var = f32_arg(obj, F, name, count, wr, opt, &ok_##var);            \
+    if (!ok_##var) return NULL;
+
+static int positive(const char* F, const char* what, long v) {
+    if (v < 1 || v > (1L << 30)) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must be a positive size, got %ld", F, what, v);
+        return 0;
+    }
+    return 1;
+}
+
+static int conv_dims(const char* F, int B, int C, int H, int W, int OC, int K, int S) {
+    if (!positive(F, "B", B) || !positive(F, "C", C) || !positive(F, "H", H) ||
+        !positive(F, "W", W) || !positive(F, "OC", OC))
+        return 0;
+    if (!(K == 1 || K == 3) || !(S == 1 || S == 2)) {
+        PyErr_Format(PyExc_ValueError, "%s(): K must be 1 or 3 and S 1 or 2", F);
+        return 0;
+    }
+    return 1;
+}
+
+static int out_dim(int n, int K, int S) { return (n + 2 * (K / 2) - K) / S + 1; }
+
+PyDoc_STRVAR(conv2d_forward_doc,
+"conv2d_forward(out, inp, weight, bias, B, C, H, W, OC, K, S, accumulate)\n--\n\n"
+"Channel-major convolution: out (OC,B,Ho,Wo) (+)= conv(inp (C,B,H,W)) + bias.");
+static PyObject* py_conv2d_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "conv2d_forward";
+    PyObject *oo, *io, *wo, *bo;
+    int B, C, H, W, OC, K, S, acc;
+    if (!PyArg_ParseTuple(args, "OOOOiiiiiiip", &oo, &io, &wo, &bo, &B, &C, &H, &W, &OC, &K, &S, &acc)) return NULL;
+    if (!conv_dims(F, B, C, H, W, OC, K, S)) return NULL;
+    size_t Ho = out_dim(H, K, S), Wo = out_dim(W, K, S);
+    F32(out, oo, "out", (size_t)OC * B * Ho * Wo, 1, 0);
+    F32(inp, io, "inp", (size_t)C * B * H * W, 0, 0);
+    F32(w, wo, "weight", (size_t)OC * C * K * K, 0, 0);
+    F32(b, bo, "bias", (size_t)OC, 0, 1);
+    size_t nc = conv2d_col_floats(B, C, H, W, K, S);
+    float* col = malloc(sizeof(float) * (nc ? nc : 1));
+    if (!col) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    conv2d_forward(out, col, inp, w, b, B, C, H, W, OC, K, S, acc);
+    Py_END_ALLOW_THREADS
+    free(col);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(conv2d_backward_doc,
+"conv2d_backward(dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K, S)\n--\n\n"
+"Accumulates (+=) the gradients of conv2d_forward; dinp and dbias may be None.");
+static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "conv2d_backward";
+    PyObject *dio, *dwo, *dbo, *doo, *io, *wo;
+    int B, C, H, W, OC, K, S;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiii", &dio, &dwo, &dbo, &doo, &io, &wo, &B, &C, &H, &W, &OC, &K, &S)) return NULL;
+    if (!conv_dims(F, B, C, H, W, OC, K, S)) return NULL;
+    size_t Ho = out_dim(H, K, S), Wo = out_dim(W, K, S);
+    F32(dinp, dio, "dinp", (size_t)C * B * H * W, 1, 1);
+    F32(dw, dwo, "dweight", (size_t)OC * C * K * K, 1, 0);
+    F32(db, dbo, "dbias", (size_t)OC, 1, 1);
+    F32(dout, doo, "dout", (size_t)OC * B * Ho * Wo, 0, 0);
+    F32(inp, io, "inp", (size_t)C * B * H * W, 0, 0);
+    F32(w, wo, "weight", (size_t)OC * C * K * K, 0, 0);
+    size_t nc = conv2d_col_floats(B, C, H, W, K, S);
+    float* col = malloc(sizeof(float) * (nc ? nc : 1));
+    if (!col) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    conv2d_backward(dinp, dw, db, col, dout, inp, w, B, C, H, W, OC, K, S);
+    Py_END_ALLOW_THREADS
+    free(col);
+    Py_RETURN_NONE;
+}
+
+static int gn_dims(const char* F, int B, int C, int HW, int G) {
+    if (!positive(F, "B", B) || !positive(F, "C", C) || !positive(F, "HW", HW) || !positive(F, "G", G)) return 0;
+    if (C % G) { PyErr_Format(PyExc_ValueError, "%s(): C must be divisible by G", F); return 0; }
+    return 1;
+}
+
+PyDoc_STRVAR(groupnorm_forward_doc,
+"groupnorm_forward(out, mean, rstd, inp, weight, bias, B, C, HW, G, eps, silu)\n--\n\n"
+"Channel-major GroupNorm (optionally followed by SiLU); saves mean/rstd (B, G).");
+static PyObject* py_groupnorm_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "groupnorm_forward";
+    PyObject *oo, *mo, *ro, *io, *wo, *bo;
+    int B, C, HW, G, silu;
+    float eps;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiifp", &oo, &mo, &ro, &io, &wo, &bo, &B, &C, &HW, &G, &eps, &silu)) return NULL;
+    if (!gn_dims(F, B, C, HW, G)) return NULL;
+    F32(out, oo, "out", (size_t)C * B * HW, 1, 0);
+    F32(mean, mo, "mean", (size_t)B * G, 1, 0);
+    F32(rstd, ro, "rstd", (size_t)B * G, 1, 0);
+    F32(inp, io, "inp", (size_t)C * B * HW, 0, 0);
+    F32(w, wo, "weight", (size_t)C, 0, 0);
+    F32(b, bo, "bias", (size_t)C, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    groupnorm_forward(out, mean, rstd, inp, w, b, B, C, HW, G, eps, silu);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(groupnorm_backward_doc,
+"groupnorm_backward(dinp, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu)\n--\n\n"
+"Accumulates (+=) the gradients of groupnorm_forward.");
+static PyObject* py_groupnorm_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "groupnorm_backward";
+    PyObject *dio, *dwo, *dbo, *doo, *io, *wo, *bo, *mo, *ro;
+    int B, C, HW, G, silu;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiiiip", &dio, &dwo, &dbo, &doo, &io, &wo, &bo, &mo, &ro, &B, &C, &HW, &G, &silu)) return NULL;
+    if (!gn_dims(F, B, C, HW, G)) return NULL;
+    F32(dinp, dio, "dinp", (size_t)C * B * HW, 1, 0);
+    F32(dw, dwo, "dweight", (size_t)C, 1, 0);
+    F32(db, dbo, "dbias", (size_t)C, 1, 0);
+    F32(dout, doo, "dout", (size_t)C * B * HW, 0, 0);
+    F32(inp, io, "inp", (size_t)C * B * HW, 0, 0);
+    F32(w, wo, "weight", (size_t)C, 0, 0);
+    F32(b, bo, "bias", (size_t)C, 0, 0);
+    F32(mean, mo, "mean", (size_t)B * G, 0, 0);
+    F32(rstd, ro, "rstd", (size_t)B * G, 0, 0);
+    float* scratch = malloc(sizeof(float) * (size_t)groupnorm_scratch_floats(B, C));
+    if (!scratch) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    groupnorm_backward(dinp, dw, db, scratch, dout, inp, w, b, mean, rstd, B, C, HW, G, silu);
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(linear_forward_doc,
+"linear_forward(out, inp, weight, bias, B, IN, OUT)\n--\n\nout (B,OUT) = inp (B,IN) weight^T + bias.");
+static PyObject* py_linear_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "linear_forward";
+    PyObject *oo, *io, *wo, *bo;
+    int B, IN, OUT;
+    if (!PyArg_ParseTuple(args, "OOOOiii", &oo, &io, &wo, &bo, &B, &IN, &OUT)) return NULL;
+    if (!positive(F, "B", B) || !positive(F, "IN", IN) || !positive(F, "OUT", OUT)) return NULL;
+    F32(out, oo, "out", (size_t)B * OUT, 1, 0);
+    F32(inp, io, "inp", (size_t)B * IN, 0, 0);
+    F32(w, wo, "weight", (size_t)OUT * IN, 0, 0);
+    F32(b, bo, "bias", (size_t)OUT, 0, 1);
+    Py_BEGIN_ALLOW_THREADS
+    linear_forward(out, inp, w, b, B, IN, OUT);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(linear_backward_doc,
+"linear_backward(dinp, dweight, dbias, dout, inp, weight, B, IN, OUT)\n--\n\n"
+"Accumulates (+=); dinp and dbias may be None.");
+static PyObject* py_linear_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "linear_backward";
+    PyObject *dio, *dwo, *dbo, *doo, *io, *wo;
+    int B, IN, OUT;
+    if (!PyArg_ParseTuple(args, "OOOOOOiii", &dio, &dwo, &dbo, &doo, &io, &wo, &B, &IN, &OUT)) return NULL;
+    if (!positive(F, "B", B) || !positive(F, "IN", IN) || !positive(F, "OUT", OUT)) return NULL;
+    F32(dinp, dio, "dinp", (size_t)B * IN, 1, 1);
+    F32(dw, dwo, "dweight", (size_t)OUT * IN, 1, 0);
+    F32(db, dbo, "dbias", (size_t)OUT, 1, 1);
+    F32(dout, doo, "dout", (size_t)B * OUT, 0, 0);
+    F32(inp, io, "inp", (size_t)B * IN, 0, 0);
+    F32(w, wo, "weight", (size_t)OUT * IN, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    linear_backward(dinp, dw, db, dout, inp, w, B, IN, OUT);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(silu_forward_doc, "silu_forward(out, inp)\n--\n\nout = inp * sigmoid(inp).");
+static PyObject* py_silu_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "silu_forward";
+    PyObject *oo, *io;
+    if (!PyArg_ParseTuple(args, "OO", &oo, &io)) return NULL;
+    PyArrayObject* ia = check_array(io, F, "inp", NPY_FLOAT32, 0);
+    if (!ia) return NULL;
+    size_t n = (size_t)PyArray_SIZE(ia);
+    F32(out, oo, "out", n, 1, 0);
+    const float* inp = (const float*)PyArray_DATA(ia);
+    Py_BEGIN_ALLOW_THREADS
+    silu_forward(out, inp, n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(silu_backward_doc, "silu_backward(dinp, dout, inp)\n--\n\ndinp += dout * silu'(inp).");
+static PyObject* py_silu_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "silu_backward";
+    PyObject *dio, *doo, *io;
+    if (!PyArg_ParseTuple(args, "OOO", &dio, &doo, &io)) return NULL;
+    PyArrayObject* ia = check_array(io, F, "inp", NPY_FLOAT32, 0);
+    if (!ia) return NULL;
+    size_t n = (size_t)PyArray_SIZE(ia);
+    F32(dinp, dio, "dinp", n, 1, 0);
+    F32(dout, doo, "dout", n, 0, 0);
+    const float* inp = (const float*)PyArray_DATA(ia);
+    Py_BEGIN_ALLOW_THREADS
+    silu_backward(dinp, dout, inp, n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(timestep_embedding_doc,
+"timestep_embedding(out, t, B, dim, flip_sin_to_cos, freq_shift, max_period)\n--\n\n"
+"Sinusoidal embedding (B, dim) of the float32 time values t (B,).");
+static PyObject* py_timestep_embedding(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "timestep_embedding";
+    PyObject *oo, *to;
+    int B, dim, flip;
+    float shift, period;
+    if (!PyArg_ParseTuple(args, "OOiipff", &oo, &to, &B, &dim, &flip, &shift, &period)) return NULL;
+    if (!positive(F, "B", B) || !positive(F, "dim", dim)) return NULL;
+    if (dim < 2 || !((float)(dim / 2) - shift != 0.0f) || !(period > 0)) {
+        PyErr_Format(PyExc_ValueError, "%s(): need dim >= 2, dim/2 != freq_shift, max_period > 0", F);
+        return NULL;
+    }
+    F32(out, oo, "out", (size_t)B * dim, 1, 0);
+    F32(t, to, "t", (size_t)B, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    timestep_embedding_forward(out, t, B, dim, flip, shift, period);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(attention_forward_doc,
+"attention_forward(out, att, qkv, B, C, HW, NH)\n--\n\n"
+"Softmax attention: qkv (3C,B,HW) -> out (C,B,HW); att (B,NH,HW,HW) probabilities.");
+static PyObject* py_attention_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "attention_forward";
+    PyObject *oo, *ao, *qo;
+    int B, C, HW, NH;
+    if (!PyArg_ParseTuple(args, "OOOiiii", &oo, &ao, &qo, &B, &C, &HW, &NH)) return NULL;
+    if (!positive(F, "B", B) || !positive(F, "C", C) || !positive(F, "HW", HW) || !positive(F, "NH", NH)) return NULL;
+    if (C % NH) { PyErr_Format(PyExc_ValueError, "%s(): C must be divisible by NH", F); return NULL; }
+    F32(out, oo, "out", (size_t)C * B * HW, 1, 0);
+    F32(att, ao, "att", (size_t)B * NH * HW * HW, 1, 0);
+    F32(qkv, qo, "qkv", (size_t)3 * C * B * HW, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    attention_forward(out, att, qkv, B, C, HW, NH);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(attention_backward_doc,
+"attention_backward(dqkv, dout, qkv, att, B, C, HW, NH)\n--\n\nAccumulates dqkv (+=).");
+static PyObject* py_attention_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "attention_backward";
+    PyObject *dqo, *doo, *qo, *ao;
+    int B, C, HW, NH;
+    if (!PyArg_ParseTuple(args, "OOOOiiii", &dqo, &doo, &qo, &ao, &B, &C, &HW, &NH)) return NULL;
+    if (!positive(F, "B", B) || !positive(F, "C", C) || !positive(F, "HW", HW) || !positive(F, "NH", NH)) return NULL;
+    if (C % NH) { PyErr_Format(PyExc_ValueError, "%s(): C must be divisible by NH", F); return NULL; }
+    F32(dqkv, dqo, "dqkv", (size_t)3 * C * B * HW, 1, 0);
+    F32(dout, doo, "dout", (size_t)C * B * HW, 0, 0);
+    F32(qkv, qo, "qkv", (size_t)3 * C * B * HW, 0, 0);
+    F32(att, ao, "att", (size_t)B * NH * HW * HW, 0, 0);
+    float* scratch = malloc(sizeof(float) * (size_t)B * NH * HW * HW);
+    if (!scratch) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    attention_backward(dqkv, scratch, dout, qkv, att, B, C, HW, NH);
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(upsample_forward_doc,
+"upsample_forward(out, inp, C, B, H, W)\n--\n\nNearest 2x: (C,B,H,W) -> (C,B,2H,2W).");
+static PyObject* py_upsample_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "upsample_forward";
+    PyObject *oo, *io;
+    int C, B, H, W;
+    if (!PyArg_ParseTuple(args, "OOiiii", &oo, &io, &C, &B, &H, &W)) return NULL;
+    if (!positive(F, "C", C) || !positive(F, "B", B) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    F32(out, oo, "out", (size_t)C * B * H * W * 4, 1, 0);
+    F32(inp, io, "inp", (size_t)C * B * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    upsample_forward(out, inp, C, B, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(upsample_backward_doc,
+"upsample_backward(dinp, dout, C, B, H, W)\n--\n\ndinp += 2x2 sums of dout.");
+static PyObject* py_upsample_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "upsample_backward";
+    PyObject *dio, *doo;
+    int C, B, H, W;
+    if (!PyArg_ParseTuple(args, "OOiiii", &dio, &doo, &C, &B, &H, &W)) return NULL;
+    if (!positive(F, "C", C) || !positive(F, "B", B) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    F32(dinp, dio, "dinp", (size_t)C * B * H * W, 1, 0);
+    F32(dout, doo, "dout", (size_t)C * B * H * W * 4, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    upsample_backward(dinp, dout, C, B, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the U-Net                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A capsule owns the C network and its workspace.  `busy` (read and set with
+ * the GIL held) refuses a second thread while one runs with the GIL released. */
+typedef struct {
+    UNet* net;
+    int busy;
+} UNetHandle;
+
+static void unet_capsule_free(PyObject* cap) {
+    UNetHandle* h = PyCapsule_GetPointer(cap, "ddpm.UNet");
+    if (h) { unet_free(h->net); free(h); }
+}
+
+static UNetHandle* get_unet(PyObject* cap, const char* F) {
+    UNetHandle* h = PyCapsule_GetPointer(cap, "ddpm.UNet");
+    if (!h) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s(): expected a UNet handle from unet_create()", F);
+        return NULL;
+    }
+    if (h->busy) {
+        PyErr_Format(PyExc_RuntimeError, "%s(): this UNet is in use by another thread", F);
+        return NULL;
+    }
+    return h;
+}
+
+static int int_seq(PyObject* seq, int* out, int maxn, const char* F, const char* name) {
+    PyObject* fast = PySequence_Fast(seq, "expected a sequence");
+    if (!fast) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s(): %s must be a sequence of ints", F, name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > maxn) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "%s(): %s has more than %d entries", F, name, maxn);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) { Py_DECREF(fast); return -1; }
+        if (v < 0 || v > (1L << 20)) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "%s(): %s entries must be in 0..2**20", F, name);
+            return -1;
+        }
+        out[i] = (int)v;
+    }
+    Py_DECREF(fast);
+    return (int)n;
+}
+
+PyDoc_STRVAR(unet_create_doc,
+"unet_create(sample_size, in_channels, out_channels, block_out_channels, layers_per_block,\n"
+"            down_attn, up_attn, mid_attn, norm_num_groups, norm_eps, attention_head_dim)\n--\n\n"
+"Build the C network; returns a handle. down_attn/up_attn: one 0/1 per level.");
+static PyObject* py_unet_create(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "unet_create";
+    UNetConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    PyObject *boc, *da, *ua;
+    int mid;
+    if (!PyArg_ParseTuple(args, "iiiOiOOpifi", &cfg.sample_size, &cfg.in_channels, &cfg.out_channels,
+                          &boc, &cfg.layers_per_block, &da, &ua, &mid, &cfg.norm_groups,
+                          &cfg.norm_eps, &cfg.head_dim))
+        return NULL;
+    cfg.mid_attn = mid;
+    int L = int_seq(boc, cfg.block_out, UNET_MAX_LEVELS, F, "block_out_channels");
+    if (L < 0) return NULL;
+    cfg.num_levels = L;
+    if (int_seq(da, cfg.down_attn, UNET_MAX_LEVELS, F, "down_attn") != L ||
+        int_seq(ua, cfg.up_attn, UNET_MAX_LEVELS, F, "up_attn") != L) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s(): down_attn and up_attn need one entry per level", F);
+        return NULL;
+    }
+    UNet* net;
+    const char* why;
+    int st = unet_create(&net, &cfg, &why);
+    if (st == DDPM_ERR_NOMEM) return PyErr_NoMemory();
+    if (st) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s", F, why ? why : "unsupported config");
+        return NULL;
+    }
+    UNetHandle* h = calloc(1, sizeof *h);
+    if (!h) { unet_free(net); return PyErr_NoMemory(); }
+    h->net = net;
+    PyObject* cap = PyCapsule_New(h, "ddpm.UNet", unet_capsule_free);
+    if (!cap) { unet_free(net); free(h); return NULL; }
+    return cap;
+}
+
+PyDoc_STRVAR(unet_info_doc,
+"unet_info(handle)\n--\n\n"
+"dict: num_parameters, flops_per_image, tensors = [(name, shape, offset, size), ...].");
+static PyObject* py_unet_info(PyObject* self, PyObject* cap) {
+    (void)self;
+    UNetHandle* h = get_unet(cap, "unet_info");
+    if (!h) return NULL;
+    int nt = unet_num_tensors(h->net);
+    PyObject* lst = PyList_New(nt);
+    if (!lst) return NULL;
+    for (int i = 0; i < nt; i++) {
+        const UNetParam* p = unet_tensor(h->net, i);
+        PyObject* shape = PyTuple_New(p->ndim);
+        if (!shape) { Py_DECREF(lst); return NULL; }
+        for (int d = 0; d < p->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(p->shape[d]));
+        PyObject* item = Py_BuildValue("(sNnn)", p->name, shape, (Py_ssize_t)p->offset, (Py_ssize_t)p->size);
+        if (!item) { Py_DECREF(lst); return NULL; }
+        PyList_SET_ITEM(lst, i, item);
+    }
+    return Py_BuildValue("{s:n,s:d,s:N}", "num_parameters", (Py_ssize_t)unet_num_parameters(h->net),
+                         "flops_per_image", unet_flops_per_image(h->net), "tensors", lst);
+}
+
+static int image_arg(PyObject* obj, const char* F, const char* name, int C, int S, int writeable,
+                     int B_expected, int* B_out, float** data) {
+    PyArrayObject* a = check_array(obj, F, name, NPY_FLOAT32, writeable);
+    if (!a) return -1;
+    if (PyArray_NDIM(a) != 4 || PyArray_DIM(a, 1) != C || PyArray_DIM(a, 2) != S ||
+        PyArray_DIM(a, 3) != S || PyArray_DIM(a, 0) < 1 ||
+        (B_expected > 0 && PyArray_DIM(a, 0) != B_expected)) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (%s, %d, %d, %d)", F, name,
+                     B_expected > 0 ? "B" : "N", C, S, S);
+        return -1;
+    }
+    if (PyArray_DIM(a, 0) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): batch too large", F);
+        return -1;
+    }
+    *B_out = (int)PyArray_DIM(a, 0);
+    *data = (float*)PyArray_DATA(a);
+    return 0;
+}
+
+PyDoc_STRVAR(unet_profile_doc,
+"unet_profile(handle, enable)\n--\n\n"
+"Return {op kind: seconds} accumulated so far and reset it; enable turns timing on/off.");
+static PyObject* py_unet_profile(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject* cap;
+    int enable;
+    if (!PyArg_ParseTuple(args, "Op", &cap, &enable)) return NULL;
+    UNetHandle* h = get_unet(cap, "unet_profile");
+    if (!h) return NULL;
+    static const char* names[UNET_PROF_N] = UNET_PROF_NAMES;
+    const double* prof = unet_profile(h->net);
+    PyObject* d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i < UNET_PROF_N; i++) {
+        PyObject* v = PyFloat_FromDouble(prof[i]);
+        if (!v || PyDict_SetItemString(d, names[i], v) < 0) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
+        Py_DECREF(v);
+    }
+    unet_reset_profile(h->net);
+    unet_set_profiling(h->net, enable);
+    return d;
+}
+
+PyDoc_STRVAR(unet_forward_doc,
+"unet_forward(handle, params, x, t, out)\n--\n\n"
+"out (B,Cout,S,S) = eps_theta(x (B,Cin,S,S), t (B,) float32 network time).");
+static PyObject* py_unet_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "unet_forward";
+    PyObject *cap, *po, *xo, *to, *oo;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &xo, &to, &oo)) return NULL;
+    UNetHandle* h = get_unet(cap, F);
+    if (!h) return NULL;
+    const UNetConfig* c = unet_config(h->net);
+    F32(params, po, "params", unet_num_parameters(h->net), 0, 0);
+    int B, B2;
+    float *x, *out;
+    if (image_arg(xo, F, "x", c->in_channels, c->sample_size, 0, 0, &B, &x)) return NULL;
+    if (image_arg(oo, F, "out", c->out_channels, c->sample_size, 1, B, &B2, &out)) return NULL;
+    F32(t, to, "t", (size_t)B, 0, 0);
+    int st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = unet_forward(h->net, params, x, t, out, B);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st) return raise_status(st, F, "x or t");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unet_backward_doc,
+"unet_backward(handle, params, grads, dout, dx)\n--\n\n"
+"After unet_forward: grads += dL/dparams; dx (or None) = dL/dx.");
+static PyObject* py_unet_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "unet_backward";
+    PyObject *cap, *po, *go, *doo, *dxo;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &go, &doo, &dxo)) return NULL;
+    UNetHandle* h = get_unet(cap, F);
+    if (!h) return NULL;
+    const UNetConfig* c = unet_config(h->net);
+    F32(params, po, "params", unet_num_parameters(h->net), 0, 0);
+    F32(grads, go, "grads", unet_num_parameters(h->net), 1, 0);
+    int B, B2 = 0;
+    float *dout, *dx = NULL;
+    if (image_arg(doo, F, "grad_out", c->out_channels, c->sample_size, 0, 0, &B, &dout)) return NULL;
+    if (dxo != Py_None &&
+        image_arg(dxo, F, "dx", c->in_channels, c->sample_size, 1, B, &B2, &dx)) return NULL;
+    int st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = unet_backward(h->net, params, grads, dout, dx);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st == DDPM_ERR_VALUE) {
+        PyErr_Format(PyExc_RuntimeError, "%s(): call forward on this batch first", F);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "grad_out");
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
 /* module                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -475,6 +1081,24 @@ static PyMethodDef core_methods[] = {
     {"q_sample", py_q_sample, METH_VARARGS, q_sample_doc},
     {"q_sample_chain", py_q_sample_chain, METH_VARARGS, q_sample_chain_doc},
     {"q_posterior_mean", py_q_posterior_mean, METH_VARARGS, q_posterior_mean_doc},
+    {"conv2d_forward", py_conv2d_forward, METH_VARARGS, conv2d_forward_doc},
+    {"conv2d_backward", py_conv2d_backward, METH_VARARGS, conv2d_backward_doc},
+    {"groupnorm_forward", py_groupnorm_forward, METH_VARARGS, groupnorm_forward_doc},
+    {"groupnorm_backward", py_groupnorm_backward, METH_VARARGS, groupnorm_backward_doc},
+    {"linear_forward", py_linear_forward, METH_VARARGS, linear_forward_doc},
+    {"linear_backward", py_linear_backward, METH_VARARGS, linear_backward_doc},
+    {"silu_forward", py_silu_forward, METH_VARARGS, silu_forward_doc},
+    {"silu_backward", py_silu_backward, METH_VARARGS, silu_backward_doc},
+    {"timestep_embedding", py_timestep_embedding, METH_VARARGS, timestep_embedding_doc},
+    {"attention_forward", py_attention_forward, METH_VARARGS, attention_forward_doc},
+    {"attention_backward", py_attention_backward, METH_VARARGS, attention_backward_doc},
+    {"upsample_forward", py_upsample_forward, METH_VARARGS, upsample_forward_doc},
+    {"upsample_backward", py_upsample_backward, METH_VARARGS, upsample_backward_doc},
+    {"unet_create", py_unet_create, METH_VARARGS, unet_create_doc},
+    {"unet_info", py_unet_info, METH_O, unet_info_doc},
+    {"unet_profile", py_unet_profile, METH_VARARGS, unet_profile_doc},
+    {"unet_forward", py_unet_forward, METH_VARARGS, unet_forward_doc},
+    {"unet_backward", py_unet_backward, METH_VARARGS, unet_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,9 +4,11 @@
  * Every parallel loop in the core splits work into chunks whose results do not
  * depend on which thread computes them (disjoint writes, fixed-order
  * reductions), so changing this number never changes a result, only the time.
+ * OpenBLAS is held at one thread and runs inside these threads (matmul.c):
+ * one pool, never two pools oversubscribing the cores.
  */
 #include "common.h"
-#include <cblas.h>
+#include "matmul.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,6 +20,7 @@ static int g_initialised = 0;
 static void init_threads(void) {
     if (g_initialised) return;
     g_initialised = 1;
+    matmul_init();   /* OpenBLAS runs inside our threads, one thread each */
 #ifdef _OPENMP
     g_num_threads = omp_get_max_threads();
 #else
@@ -35,7 +38,6 @@ void ddpm_set_num_threads(int n) {
     init_threads();
     if (n < 1) n = 1;
     g_num_threads = n;
-    BLAS(openblas_set_num_threads)(n);
 }
 
 /* How many threads a loop over `work_items` should use: never more than the

@@ -137,22 +137,27 @@ def test_rng_uint32_word_for_word(seed, stream, offset, n):
                            f"got {got[bad[:3]]}, want {want[bad[:3]]}")
 
 
-@pytest.mark.xfail(strict=True, reason="C binding bug: philox4x32_10 parses words with "
-                   "PyArg 'I' (no overflow check), so 2**32 wraps to 0 and -1 to 0xffffffff")
 @pytest.mark.parametrize("ctr,key", [((2 ** 32, 0, 0, 0), (0, 0)), ((0, 0, 0, 0), (-1, 0))])
 def test_philox_rejects_words_outside_uint32(ctr, key):
     with pytest.raises((OverflowError, ValueError)):
         _core.philox4x32_10(ctr, key)
 
 
-@pytest.mark.xfail(strict=True, reason="C binding bug: rng_normal/rng_uint32 parse offset "
-                   "with PyArg 'K' (no overflow check): -1 and 2**64 wrap silently")
 @pytest.mark.parametrize("fn,dtype", [(_core.rng_normal, np.float32),
                                       (_core.rng_uint32, np.uint32)])
 @pytest.mark.parametrize("offset", [-1, 2 ** 64])
 def test_rng_offset_outside_uint64_is_refused(fn, dtype, offset):
     with pytest.raises((OverflowError, ValueError)):
         fn(np.empty(4, dtype), 0, 0, offset)
+
+
+@pytest.mark.parametrize("fn,dtype", [(_core.rng_normal, np.float32),
+                                      (_core.rng_uint32, np.uint32)])
+def test_rng_offset_plus_size_must_not_wrap(fn, dtype):
+    # the last index offset + n - 1 must fit in 64 bits; exactly fitting is fine
+    fn(np.empty(4, dtype), 0, 0, 2 ** 64 - 4)
+    with pytest.raises(ValueError):
+        fn(np.empty(4, dtype), 0, 0, 2 ** 64 - 3)
 
 
 def test_rng_uint32_block_counter_carries_into_high_word():

@@ -1,0 +1,23 @@
+/*
+ * attention.h - multi-head self-attention over the H*W positions of a
+ * channel-major feature map (the core between the q/k/v and output projections).
+ *
+ * Legend: B batch, C channels, HW positions, NH heads, hd = C/NH channels per
+ * head (head h owns channels h*hd .. h*hd + hd - 1, as diffusers splits them).
+ * qkv (3C, B, HW): q in rows 0..C-1, k in C..2C-1, v in 2C..3C-1.
+ *   S = q_h^T k_h / sqrt(hd)   (HW, HW) per (b, h);  P = softmax over keys;
+ *   o_h = v_h P^T              (hd, HW).
+ * Small per-(b, h) products are plain loops (one task per (b, h), disjoint
+ * writes), so no BLAS call happens inside our threads.
+ */
+#ifndef DDPM_ATTENTION_H
+#define DDPM_ATTENTION_H
+
+/* out (C, B, HW); att (B, NH, HW, HW) the probabilities P, saved for backward. */
+void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH);
+
+/* dqkv (3C, B, HW) += ...; scratch (B, NH, HW, HW) floats; dout (C, B, HW). */
+void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
+                        const float* att, int B, int C, int HW, int NH);
+
+#endif /* DDPM_ATTENTION_H */

@@ -1,0 +1,37 @@
+/*
+ * conv2d.h - 2-D convolution, K x K (K = 3 or 1), stride S (1 or 2), padding K/2.
+ *
+ * Dimension legend (all layer files): B batch, C input channels, OC output
+ * channels, H, W input height/width, Ho, Wo output height/width
+ * (Ho = (H + 2 pad - K)/S + 1), G groups, NH heads, HW = H*W.
+ *
+ * Activations are channel-major: x[c][b][h][w], shape (C, B, H, W).  With the
+ * batch inside the channel, a convolution over the whole batch is one GEMM
+ * with N = B*Ho*Wo, and the weight gradient sums over the batch inside one
+ * GEMM's K loop: fast, and the same bits at any thread count.
+ * Weights keep PyTorch's layout (OC, C, K, K), which is the (OC, C*K*K) matrix.
+ */
+#ifndef DDPM_CONV2D_H
+#define DDPM_CONV2D_H
+
+#include <stddef.h>
+
+/* Samples per im2col chunk and the col scratch (floats) conv2d needs. */
+int conv2d_chunk(int B, int C, int H, int W, int K, int S);
+size_t conv2d_col_floats(int B, int C, int H, int W, int K, int S);
+
+/* out (OC, B, Ho, Wo) = conv(inp) + bias; with accumulate, out += conv(inp) + bias
+ *   (so a residual or a per-sample time term already in out is kept: fused add).
+ * col: scratch, conv2d_col_floats(...) floats (unused for K = 1, S = 1).
+ * inp (C, B, H, W); weight (OC, C, K, K); bias (OC,) or NULL. */
+void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
+                    const float* bias, int B, int C, int H, int W, int OC, int K, int S,
+                    int accumulate);
+
+/* dinp (C, B, H, W) += ..., or NULL to skip; dweight (OC, C, K, K) += ...;
+ * dbias (OC,) += ... or NULL; dout (OC, B, Ho, Wo); col scratch as above. */
+void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,
+                     const float* inp, const float* weight, int B, int C, int H, int W, int OC,
+                     int K, int S);
+
+#endif /* DDPM_CONV2D_H */

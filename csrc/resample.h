@@ -1,0 +1,23 @@
+/*
+ * resample.h - nearest-neighbour 2x upsampling and channel concatenation on
+ * channel-major (C, B, H, W) activations.
+ *
+ * Concatenation along channels of (Ca, B, H, W) and (Cb, B, H, W) is just the
+ * two buffers back to back, because the channel is the outermost dimension.
+ */
+#ifndef DDPM_RESAMPLE_H
+#define DDPM_RESAMPLE_H
+
+#include <stddef.h>
+
+/* out (C, B, 2H, 2W) from inp (C, B, H, W). */
+void upsample_forward(float* out, const float* inp, int C, int B, int H, int W);
+/* dinp (C, B, H, W) += sum of the 2x2 block of dout (C, B, 2H, 2W). */
+void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int W);
+
+/* out (Ca + Cb, B, HW) = [a; b]; a (Ca, B, HW), b (Cb, B, HW). */
+void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, size_t BHW);
+/* da += dout[:Ca], db += dout[Ca:]. */
+void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, size_t BHW);
+
+#endif /* DDPM_RESAMPLE_H */
