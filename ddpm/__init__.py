@@ -40,3 +40,10 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Number of threads ddpm uses (default: the machine's cores, or $OMP_NUM_THREADS)."""
     return _core.get_num_threads()
+
+
+def __getattr__(name):  # ddpm.widgets is imported on first use: it needs the notebooks extra
+    if name == "widgets":
+        import importlib
+        return importlib.import_module(".widgets", __name__)
+    raise AttributeError(f"module 'ddpm' has no attribute {name!r}")
