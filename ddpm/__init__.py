@@ -18,19 +18,22 @@ from . import _core
 from . import datasets
 from .rng import new_seed, randn
 from .schedule import KINDS, NoiseSchedule
+from .model import UNet
 from . import visuals
 from .visuals import make_grid, save_grid, show
 
 __version__ = "0.1.0"
 
-__all__ = ["NoiseSchedule", "KINDS", "randn", "new_seed", "set_num_threads",
+__all__ = ["NoiseSchedule", "KINDS", "UNet", "randn", "new_seed", "set_num_threads",
            "get_num_threads", "datasets", "save_grid", "show", "make_grid"]
 
 
 def set_num_threads(n: int) -> None:
-    """Use n threads for ddpm's own loops and for OpenBLAS (never more than n in all).
+    """Use n threads for ddpm's engine, OpenBLAS included (never more than n in all).
 
-    Results do not depend on n: every parallel loop writes disjoint outputs
+    ddpm has one pool of threads; OpenBLAS runs single-threaded inside it, each
+    matrix product cut into blocks of a size that depends only on its shape.
+    So results do not depend on n: every parallel loop writes disjoint outputs
     and reduces in a fixed order.
     """
     from ._checks import as_int

@@ -1,0 +1,507 @@
+"""The denoiser eps_theta(x_t, t): a U-Net that is diffusers' ``UNet2DModel`` (lesson 6-2-3).
+
+"Same building blocks, different question": the network is a plain image-to-image
+U-Net that also sees the timestep.  :class:`UNet` computes exactly what
+``diffusers.UNet2DModel`` computes for the supported subset (same parameter
+names and shapes, forward within 1e-5 on the same weights), with forward and
+backward passes in C.  Weights move both ways: :meth:`UNet.save` writes the
+diffusers layout (``config.json`` + ``diffusion_pytorch_model.safetensors``),
+:meth:`UNet.load` and :meth:`UNet.from_diffusers` read it.
+
+Time input: the network takes diffusers' 0-based time value (``t - 1`` for the
+lessons' 1-based t); :class:`ddpm.NoiseSchedule.model_timestep` is the one place
+that translates.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+
+import numpy as np
+
+from . import _core
+from ._checks import as_float32_batch, as_int
+
+__all__ = ["UNet", "SMALL_CONFIG", "DIFFUSERS_DEFAULTS"]
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+CONFIG_NAME = "config.json"
+
+#: diffusers' UNet2DModel defaults (used for keys a config.json leaves out).
+DIFFUSERS_DEFAULTS = {
+    "sample_size": None, "in_channels": 3, "out_channels": 3, "center_input_sample": False,
+    "time_embedding_type": "positional", "time_embedding_dim": None, "freq_shift": 0,
+    "flip_sin_to_cos": True,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "mid_block_type": "UNetMidBlock2D",
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (224, 448, 672, 896), "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "downsample_padding": 1, "downsample_type": "conv",
+    "upsample_type": "conv", "dropout": 0.0, "act_fn": "silu", "attention_head_dim": 8,
+    "norm_num_groups": 32, "attn_norm_num_groups": None, "norm_eps": 1e-5,
+    "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None,
+    "num_class_embeds": None, "num_train_timesteps": None,
+}
+
+#: The small default for 28x28 grayscale images (Fashion-MNIST): 3.9M parameters,
+#: attention only at 7x7 and in the middle.  The reference config of the benchmarks.
+SMALL_CONFIG = {
+    "sample_size": 28, "in_channels": 1, "out_channels": 1,
+    "block_out_channels": (32, 64, 128), "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 8, "attention_head_dim": 8, "num_train_timesteps": 1000,
+}
+
+# Keys we accept only at one value (what UNet2DModel does by default).
+_FIXED = {
+    "center_input_sample": False, "time_embedding_type": "positional",
+    "time_embedding_dim": None, "freq_shift": 0, "flip_sin_to_cos": True,
+    "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
+    "downsample_padding": 1, "downsample_type": "conv", "upsample_type": "conv",
+    "act_fn": "silu", "resnet_time_scale_shift": "default", "class_embed_type": None,
+    "num_class_embeds": None, "dropout": 0.0,
+}
+_DOWN = {"DownBlock2D": 0, "AttnDownBlock2D": 1}
+# diffusers' module registration order, which its state_dict follows; the C
+# layout differs (q, k, v weights sit side by side for one GEMM)
+_ORDER = {name: i for i, name in enumerate((
+    "conv_in", "time_embedding", "down_blocks", "up_blocks", "mid_block", "conv_norm_out",
+    "conv_out", "attentions", "resnets", "downsamplers", "upsamplers", "linear_1", "linear_2",
+    "group_norm", "to_q", "to_k", "to_v", "to_out", "norm1", "conv1", "time_emb_proj", "norm2",
+    "conv2", "conv_shortcut", "conv", "weight", "bias"))}
+
+
+def _diffusers_order(name: str):
+    return tuple(int(p) if p.isdigit() else _ORDER.get(p, 99) for p in name.split("."))
+_UP = {"UpBlock2D": 0, "AttnUpBlock2D": 1}
+
+
+def _normalise_config(config: dict) -> dict:
+    """Validate a full config dict (every key present); returns a clean copy."""
+    F = "UNet"
+    cfg = {}
+    unknown = sorted(set(config) - set(DIFFUSERS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{F}(): unknown config key(s) {unknown}")
+    for key, want in _FIXED.items():
+        got = config[key]
+        same = (got == want) if not isinstance(want, float) else (
+            isinstance(got, numbers.Real) and float(got) == want)
+        if not same:
+            what = "dropout > 0" if key == "dropout" else f"{key}={got!r}"
+            raise ValueError(f"{F}(): {what} is not supported (only {key}={want!r})")
+        cfg[key] = want
+
+    def pos_int(key, lo=1, hi=1 << 20):
+        v = config[key]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{F}(): {key} must be an int, got {v!r}")
+        if not lo <= int(v) <= hi:
+            raise ValueError(f"{F}(): {key} must be in {lo}..{hi}, got {v}")
+        return int(v)
+
+    if config["sample_size"] is None:
+        raise ValueError(f"{F}(): sample_size must be given (an int: images are square)")
+    cfg["sample_size"] = pos_int("sample_size", 1, 4096)
+    cfg["in_channels"] = pos_int("in_channels", 1, 64)
+    cfg["out_channels"] = pos_int("out_channels", 1, 64)
+    cfg["layers_per_block"] = pos_int("layers_per_block", 1, 4)
+    cfg["norm_num_groups"] = pos_int("norm_num_groups", 1, 4096)
+    boc = config["block_out_channels"]
+    if isinstance(boc, (str, bytes)) or not hasattr(boc, "__len__"):
+        raise TypeError(f"{F}(): block_out_channels must be a sequence of ints")
+    boc = tuple(boc)
+    if not 1 <= len(boc) <= 6:
+        raise ValueError(f"{F}(): block_out_channels must have 1 to 6 levels, got {len(boc)}")
+    for c in boc:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 1 <= c <= 4096:
+            raise ValueError(f"{F}(): block_out_channels entries must be ints in 1..4096, got {c!r}")
+        if c % cfg["norm_num_groups"]:
+            raise ValueError(f"{F}(): block_out_channels {c} is not divisible by "
+                             f"norm_num_groups={cfg['norm_num_groups']}")
+    cfg["block_out_channels"] = tuple(int(c) for c in boc)
+    L = len(boc)
+    for key, table in (("down_block_types", _DOWN), ("up_block_types", _UP)):
+        types = tuple(config[key])
+        if len(types) != L:
+            raise ValueError(f"{F}(): {key} needs one entry per level ({L}), got {len(types)}")
+        for t in types:
+            if t not in table:
+                raise ValueError(f"{F}(): {key} entry {t!r} is not supported "
+                                 f"(supported: {sorted(table)})")
+        cfg[key] = types
+    anng = config["attn_norm_num_groups"]
+    if anng is not None and anng != cfg["norm_num_groups"]:
+        raise ValueError(f"{F}(): attn_norm_num_groups={anng!r} is not supported "
+                         f"(only None, i.e. norm_num_groups)")
+    cfg["attn_norm_num_groups"] = None
+    eps = config["norm_eps"]
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+        raise ValueError(f"{F}(): norm_eps must be a number in (0, 1), got {eps!r}")
+    cfg["norm_eps"] = float(eps)
+    hd = config["attention_head_dim"]
+    if hd is not None and (isinstance(hd, bool) or not isinstance(hd, numbers.Integral) or hd < 1):
+        raise ValueError(f"{F}(): attention_head_dim must be a positive int or None, got {hd!r}")
+    cfg["attention_head_dim"] = None if hd is None else int(hd)
+    cfg["add_attention"] = bool(config["add_attention"])
+    nts = config["num_train_timesteps"]
+    if nts is not None:
+        if isinstance(nts, bool) or not isinstance(nts, numbers.Integral) or nts < 1:
+            raise ValueError(f"{F}(): num_train_timesteps must be a positive int or None")
+        nts = int(nts)
+    cfg["num_train_timesteps"] = nts
+    if cfg["sample_size"] % (2 ** (L - 1)):
+        raise ValueError(f"{F}(): sample_size={cfg['sample_size']} must be divisible by "
+                         f"2**(levels - 1) = {2 ** (L - 1)}")
+    return cfg
+
+
+class UNet:
+    """diffusers' ``UNet2DModel`` computed by ddpm's C engine.
+
+    Parameters
+    ----------
+    **config
+        ``UNet2DModel`` config keys: ``sample_size``, ``in_channels``,
+        ``out_channels``, ``block_out_channels``, ``layers_per_block``,
+        ``down_block_types`` (``DownBlock2D``/``AttnDownBlock2D``),
+        ``up_block_types`` (``UpBlock2D``/``AttnUpBlock2D``), ``norm_num_groups``,
+        ``norm_eps``, ``attention_head_dim``, ``add_attention``, ``dropout`` (0 only),
+        ``num_train_timesteps``.  Keys you leave out take the small 28x28
+        grayscale default :data:`SMALL_CONFIG` (3.9M parameters).  Other
+        UNet2DModel keys are accepted at their default value and refused
+        otherwise, with the key named.
+    seed : int
+        Seed of the initialisation (PyTorch's defaults: uniform(+-1/sqrt(fan_in))
+        for convolution and linear weights and biases, ones/zeros for norms).
+
+    Attributes
+    ----------
+    config : dict
+        The full UNet2DModel config.
+    params, grads : ndarray, float32, (num_parameters,)
+        All parameters (and their gradients) in one flat buffer each; the
+        named tensors of :meth:`named_parameters` are views into them.
+
+    Examples
+    --------
+    >>> import ddpm, numpy as np
+    >>> net = ddpm.UNet(seed=0)
+    >>> x = np.zeros((2, 1, 28, 28), np.float32)
+    >>> eps_hat = net(x, t=[0, 999])        # diffusers' time: t_lesson - 1
+    >>> eps_hat.shape
+    (2, 1, 28, 28)
+    """
+
+    def __init__(self, *, seed: int = 0, **config):
+        full = dict(DIFFUSERS_DEFAULTS)
+        full.update(SMALL_CONFIG)
+        full.update(config)
+        self._build(_normalise_config(full))
+        self.reset_parameters(seed)
+
+    # ------------------------------------------------------------ construction
+    def _build(self, cfg):
+        self.config = cfg
+        L = len(cfg["block_out_channels"])
+        down = tuple(_DOWN[t] for t in cfg["down_block_types"])
+        up = tuple(_UP[t] for t in cfg["up_block_types"])
+        hd = cfg["attention_head_dim"] or 0
+        self._handle = _core.unet_create(
+            cfg["sample_size"], cfg["in_channels"], cfg["out_channels"],
+            cfg["block_out_channels"], cfg["layers_per_block"], down, up,
+            cfg["add_attention"], cfg["norm_num_groups"], cfg["norm_eps"], hd)
+        info = _core.unet_info(self._handle)
+        self.num_parameters = int(info["num_parameters"])
+        self._flops_per_image = float(info["flops_per_image"])
+        self._tensors = sorted(((name, tuple(shape), off, size)
+                                for name, shape, off, size in info["tensors"]),
+                               key=lambda e: _diffusers_order(e[0]))
+        self.params = np.zeros(self.num_parameters, dtype=np.float32)
+        self.grads = np.zeros(self.num_parameters, dtype=np.float32)
+        self._last_batch = None
+        del L
+
+    def reset_parameters(self, seed: int = 0) -> None:
+        """Re-initialise every parameter as PyTorch does by default."""
+        rng = np.random.default_rng(as_int(seed, "seed", "reset_parameters", lo=0))
+        fan_in = {}
+        for name, shape, off, size in self._tensors:
+            if name.endswith(".weight") and len(shape) >= 2:
+                fan_in[name[:-len(".weight")]] = int(np.prod(shape[1:]))
+        for name, shape, off, size in self._tensors:
+            base, kind = name.rsplit(".", 1)
+            view = self.params[off:off + size]
+            if base in fan_in:
+                bound = 1.0 / math.sqrt(fan_in[base])
+                view[:] = rng.uniform(-bound, bound, size).astype(np.float32)
+            elif kind == "weight":      # normalisation scale
+                view[:] = 1.0
+            else:                       # normalisation shift
+                view[:] = 0.0
+
+    # -------------------------------------------------------------- parameters
+    def named_parameters(self):
+        """(name, array view) pairs in diffusers' state_dict order and names."""
+        for name, shape, off, size in self._tensors:
+            yield name, self.params[off:off + size].reshape(shape)
+
+    def named_grads(self):
+        """(name, gradient view) pairs, like :meth:`named_parameters`."""
+        for name, shape, off, size in self._tensors:
+            yield name, self.grads[off:off + size].reshape(shape)
+
+    def state_dict(self) -> dict:
+        """{name: float32 view} (writing to a view changes the model)."""
+        return dict(self.named_parameters())
+
+    def load_state_dict(self, state: dict, *, strict: bool = True) -> None:
+        """Copy tensors (NumPy arrays or anything np.asarray takes) into the model."""
+        names = {n for n, *_ in self._tensors}
+        missing = sorted(names - set(state))
+        extra = sorted(set(state) - names)
+        if strict and (missing or extra):
+            raise ValueError(f"load_state_dict(): missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
+                             f", unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
+        new = self.params.copy()
+        for name, shape, off, size in self._tensors:
+            if name not in state:
+                continue
+            arr = np.asarray(state[name])
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"load_state_dict(): {name} has shape {tuple(arr.shape)}, "
+                                 f"expected {shape}")
+            if arr.dtype.kind != "f":
+                raise TypeError(f"load_state_dict(): {name} has dtype {arr.dtype}, expected floats")
+            arr = arr.astype(np.float32)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"load_state_dict(): {name} contains NaN or Inf")
+            new[off:off + size] = arr.ravel()
+        self.params[:] = new
+
+    def zero_grad(self) -> None:
+        """Set every gradient to 0 (backward only ever adds)."""
+        self.grads[:] = 0.0
+
+    def flops(self, batch: int = 1) -> float:
+        """Floating-point operations of one forward pass of ``batch`` images
+        (a backward costs about twice that)."""
+        return self._flops_per_image * as_int(batch, "batch", "flops", lo=0)
+
+    # ------------------------------------------------------- forward, backward
+    def _as_time(self, t, n):
+        F = "UNet.forward"
+        arr = np.asarray(t)
+        if arr.dtype.kind not in "iuf" or arr.dtype == np.bool_:
+            raise TypeError(f"{F}(): t must be numbers (the network's 0-based time), "
+                            f"got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            arr = np.full(n, arr, dtype=np.float64)
+        elif arr.shape != (n,):
+            raise ValueError(f"{F}(): t must be a scalar or have shape ({n},), got {arr.shape}")
+        arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{F}(): t contains NaN or Inf")
+        hi = self.config["num_train_timesteps"]
+        if arr.min() < 0 or (hi is not None and arr.max() > hi - 1):
+            top = f"{hi - 1}" if hi is not None else "inf"
+            raise ValueError(f"{F}(): t must be in [0, {top}] (diffusers' 0-based time; "
+                             f"lesson t maps to t - 1), got {arr.min() if arr.min() < 0 else arr.max()}")
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _check_images(self, x, name, channels, func):
+        x = as_float32_batch(x, name, func)
+        S = self.config["sample_size"]
+        if x.ndim != 4 or x.shape[1:] != (channels, S, S):
+            raise ValueError(f"{func}(): {name} must have shape (N, {channels}, {S}, {S}), "
+                             f"got {x.shape}")
+        return x
+
+    def forward(self, x, t) -> np.ndarray:
+        """eps_theta(x, t): the network's output for images x at time t.
+
+        Parameters
+        ----------
+        x : array (N, in_channels, S, S), float
+        t : int/float or array (N,): diffusers' 0-based time (lesson t - 1)
+
+        Returns
+        -------
+        ndarray float32 (N, out_channels, S, S)
+        """
+        x = self._check_images(x, "x", self.config["in_channels"], "UNet.forward")
+        tt = self._as_time(t, x.shape[0])
+        out = np.empty((x.shape[0], self.config["out_channels"]) + x.shape[2:], np.float32)
+        _core.unet_forward(self._handle, self.params, x, tt, out)
+        self._last_batch = x.shape[0]
+        return out
+
+    __call__ = forward
+
+    def backward(self, grad_out) -> np.ndarray:
+        """Backpropagate d loss / d output through the last :meth:`forward`.
+
+        Adds d loss / d params into :attr:`grads` (call :meth:`zero_grad`
+        first) and returns d loss / d x, shaped like the forward's input.
+        """
+        F = "UNet.backward"
+        if self._last_batch is None:
+            raise RuntimeError(f"{F}(): call forward first")
+        g = self._check_images(grad_out, "grad_out", self.config["out_channels"], F)
+        if g.shape[0] != self._last_batch:
+            raise ValueError(f"{F}(): grad_out has batch {g.shape[0]}, the last forward "
+                             f"had {self._last_batch}")
+        dx = np.empty((g.shape[0], self.config["in_channels"]) + g.shape[2:], np.float32)
+        _core.unet_backward(self._handle, self.params, self.grads, g, dx)
+        return dx
+
+    def profile(self, enable: bool = True) -> dict:
+        """Seconds spent per kind of op since the last call; enable/disable timing."""
+        return _core.unet_profile(self._handle, bool(enable))
+
+    # ------------------------------------------------------------------- files
+    def save(self, path) -> str:
+        """Write ``path/config.json`` and ``path/diffusion_pytorch_model.safetensors``
+        (diffusers' layout; each file replaced atomically).  Returns path."""
+        from safetensors.numpy import save_file
+
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        cfg = {"_class_name": "UNet2DModel", "_ddpm_version": _version()}
+        for k in sorted(DIFFUSERS_DEFAULTS):
+            v = self.config[k]
+            cfg[k] = list(v) if isinstance(v, tuple) else v
+        tensors = {name: np.ascontiguousarray(arr) for name, arr in self.named_parameters()}
+        _atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
+        _atomic_write(os.path.join(path, CONFIG_NAME),
+                      lambda tmp: _write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))
+        return path
+
+    @classmethod
+    def from_config(cls, config: dict, *, seed: int = 0) -> "UNet":
+        """A freshly initialised UNet from a diffusers-style config dict
+        (missing keys take diffusers' defaults; ``_``-prefixed keys are ignored)."""
+        full = dict(DIFFUSERS_DEFAULTS)
+        full.update({k: v for k, v in config.items() if not k.startswith("_")})
+        self = cls.__new__(cls)
+        self._build(_normalise_config(full))
+        self.reset_parameters(seed)
+        return self
+
+    @classmethod
+    def load(cls, path) -> "UNet":
+        """Read a model written by :meth:`save` or by diffusers' ``save_pretrained``.
+
+        Raises
+        ------
+        OSError
+            Missing, truncated or unreadable files.
+        ValueError
+            A config we do not support, tensors missing, of the wrong shape,
+            or holding NaN/Inf.
+        """
+        path = os.fspath(path)
+        cfg_path = os.path.join(path, CONFIG_NAME)
+        w_path = os.path.join(path, WEIGHTS_NAME)
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except FileNotFoundError as exc:
+            raise OSError(f"UNet.load(): no {CONFIG_NAME} in {path}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OSError(f"UNet.load(): {cfg_path} is not valid JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ValueError(f"UNet.load(): {cfg_path} must hold a JSON object")
+        cls_name = config.get("_class_name", "UNet2DModel")
+        if cls_name != "UNet2DModel":
+            raise ValueError(f"UNet.load(): {cfg_path} describes a {cls_name}, not a UNet2DModel")
+        model = cls.from_config(config)
+        model.load_state_dict(_read_safetensors(w_path))
+        return model
+
+    @classmethod
+    def from_diffusers(cls, source) -> "UNet":
+        """From a diffusers ``UNet2DModel`` instance or a folder it saved."""
+        if isinstance(source, (str, os.PathLike)):
+            return cls.load(source)
+        try:
+            config = dict(source.config)
+            state = source.state_dict()
+        except AttributeError as exc:
+            raise TypeError("UNet.from_diffusers(): expected a UNet2DModel or a folder") from exc
+        model = cls.from_config(config)
+        model.load_state_dict({k: v.detach().cpu().float().numpy() for k, v in state.items()})
+        return model
+
+    def to_diffusers(self):
+        """A ``diffusers.UNet2DModel`` (float32, CPU) with these weights."""
+        try:
+            import torch
+            from diffusers import UNet2DModel
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_diffusers() needs diffusers and torch: "
+                              "pip install torch==2.13.0 'ddpm[reference]'") from exc
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
+        m = UNet2DModel(**cfg)
+        m.load_state_dict({name: torch.from_numpy(arr.copy()) for name, arr in self.named_parameters()})
+        return m.eval()
+
+    def __repr__(self):
+        c = self.config
+        return (f"UNet(sample_size={c['sample_size']}, in_channels={c['in_channels']}, "
+                f"out_channels={c['out_channels']}, block_out_channels={c['block_out_channels']}, "
+                f"layers_per_block={c['layers_per_block']}, "
+                f"down_block_types={c['down_block_types']}, "
+                f"up_block_types={c['up_block_types']}) with {self.num_parameters:,} parameters")
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def _write_text(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _atomic_write(path, write):
+    """write(tmp_path), fsync, then rename over path: a crash leaves the old file."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_safetensors(path) -> dict:
+    """{name: float32 array}; clear OSError/ValueError for bad files."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("reading weights needs the safetensors package") from exc
+    if not os.path.isfile(path):
+        raise OSError(f"UNet.load(): no weights file {path}")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, ValueError, OSError, TypeError) as exc:
+        raise OSError(f"UNet.load(): {path} is not a readable safetensors file "
+                      f"(truncated or corrupt?): {exc}") from exc
+    out = {}
+    for name, arr in tensors.items():
+        if arr.dtype.kind != "f":
+            raise ValueError(f"UNet.load(): tensor {name} in {path} has dtype {arr.dtype}")
+        out[name] = arr.astype(np.float32)
+    return out

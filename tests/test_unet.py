@@ -1,0 +1,332 @@
+"""The whole U-Net against diffusers' UNet2DModel, files, and bad input.
+
+The oracle is diffusers + PyTorch autograd on the SAME weights: forward within
+1e-4, gradients of an MSE loss w.r.t. the input and every parameter within
+1e-3 relative.  Per-layer float64 references and finite differences live in
+test_layers.py.
+"""
+import json
+import os
+import resource
+
+import numpy as np
+import pytest
+
+import ddpm
+from ddpm import UNet
+
+CONFIGS = {
+    # the reference config of the benchmarks (28x28x1, attention at 7x7 and mid)
+    "reference": dict(),
+    # RGB 32x32, attention in the first down and last up block, two heads of 8
+    "rgb32": dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                  layers_per_block=1, down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "AttnUpBlock2D"), norm_num_groups=4,
+                  attention_head_dim=8),
+    # odd channel counts that still divide by the groups; one head per block
+    "odd": dict(sample_size=12, in_channels=1, out_channels=2, block_out_channels=(15, 21),
+                layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=3,
+                attention_head_dim=None),
+    # no attention anywhere (mid block included)
+    "no_attention": dict(sample_size=16, in_channels=2, out_channels=2,
+                         block_out_channels=(8, 16, 16), layers_per_block=1,
+                         down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
+                         norm_num_groups=4, add_attention=False),
+}
+
+
+def _randomise(model, seed):
+    """Perturb every parameter (norms included) so no gradient hides behind 1s and 0s."""
+    rng = np.random.default_rng(seed)
+    model.params += (0.05 * rng.standard_normal(model.num_parameters)).astype(np.float32)
+
+
+def _pair(name, seed=0):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    ours = UNet(seed=seed, **CONFIGS[name])
+    _randomise(ours, seed + 1)
+    theirs = ours.to_diffusers()
+    return torch, ours, theirs
+
+
+@pytest.mark.parametrize("name,batch", [("reference", 3), ("reference", 1), ("rgb32", 2),
+                                        ("odd", 2), ("no_attention", 1)])
+def test_forward_and_gradients_match_diffusers(name, batch):
+    torch, ours, theirs = _pair(name)
+    c = ours.config
+    rng = np.random.default_rng(42)
+    x = rng.standard_normal((batch, c["in_channels"], c["sample_size"], c["sample_size"])).astype(np.float32)
+    t = rng.integers(0, 1000, batch)
+    target = rng.standard_normal((batch, c["out_channels"], c["sample_size"], c["sample_size"])).astype(np.float32)
+
+    y = ours(x, t)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = theirs(xt, torch.tensor(t)).sample
+    fwd_err = float(np.abs(y - ref.detach().numpy()).max())
+    assert fwd_err <= 1e-4, f"{name}: forward max abs diff {fwd_err:.3g} > 1e-4"
+
+    # MSE loss, PyTorch autograd vs our backward
+    loss = ((ref - torch.tensor(target)) ** 2).mean()
+    theirs.zero_grad()
+    loss.backward()
+    ours.zero_grad()
+    dx = ours.backward(2.0 * (y - target) / y.size)
+
+    gx = xt.grad.numpy()
+    rel = np.abs(dx - gx).max() / np.abs(gx).max()
+    assert rel <= 1e-3, f"{name}: input gradient relative error {rel:.3g}"
+
+    ref_grads = {n: p.grad.numpy() for n, p in theirs.named_parameters()}
+    scale = max(np.abs(g).max() for g in ref_grads.values())
+    worst, worst_name = 0.0, None
+    for pname, g in ours.named_grads():
+        r = ref_grads[pname]
+        # Relative to the tensor's own gradient size, floored at 1e-3 of the
+        # largest gradient: some gradients are exactly 0 in exact arithmetic
+        # (to_k.bias: softmax ignores a shift shared by all keys), and there
+        # both sides hold only rounding noise.
+        err = np.abs(g - r).max() / max(np.abs(r).max(), 1e-3 * scale)
+        if err > worst:
+            worst, worst_name = err, pname
+    assert worst <= 1e-3, f"{name}: parameter gradient relative error {worst:.3g} at {worst_name}"
+
+
+def test_parameter_names_shapes_and_order_are_diffusers():
+    torch, ours, theirs = _pair("reference")
+    sd = theirs.state_dict()
+    ours_list = [(n, a.shape) for n, a in ours.named_parameters()]
+    theirs_list = [(n, tuple(v.shape)) for n, v in sd.items()]
+    assert ours_list == theirs_list
+    assert ours.num_parameters == sum(p.numel() for p in theirs.parameters())
+
+
+def test_save_load_round_trip_is_bit_identical(tmp_path):
+    net = UNet(seed=3, **CONFIGS["odd"])
+    _randomise(net, 4)
+    x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    y = net(x, [3, 700])
+    net.save(tmp_path / "m")
+    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    back = UNet.load(tmp_path / "m")
+    assert back.config == net.config
+    np.testing.assert_array_equal(back.params, net.params)
+    np.testing.assert_array_equal(back(x, [3, 700]), y)
+
+
+def test_export_loads_in_diffusers_and_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    net = UNet(seed=5)
+    _randomise(net, 6)
+    net.save(tmp_path / "m")
+    m = diffusers.UNet2DModel.from_pretrained(tmp_path / "m").eval()
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        ref = m(torch.tensor(x), torch.tensor([10, 900])).sample.numpy()
+    err = np.abs(net(x, [10, 900]) - ref).max()
+    assert err <= 1e-4, f"max abs diff {err:.3g}"
+    # and a diffusers-saved folder / instance comes back with the same weights
+    m.save_pretrained(tmp_path / "d")
+    for src in (tmp_path / "d", m):
+        back = UNet.from_diffusers(src)
+        np.testing.assert_array_equal(back.params, net.params)
+
+
+def _saved(tmp_path):
+    net = UNet(seed=1, **CONFIGS["no_attention"])
+    path = net.save(tmp_path / "m")
+    return net, path, os.path.join(path, "diffusion_pytorch_model.safetensors")
+
+
+def test_truncated_weight_file_is_a_clear_error(tmp_path):
+    _, path, wfile = _saved(tmp_path)
+    data = open(wfile, "rb").read()
+    for cut in (0, 5, 100, len(data) // 2, len(data) - 1):
+        with open(wfile, "wb") as f:
+            f.write(data[:cut])
+        with pytest.raises(OSError, match="safetensors"):
+            UNet.load(path)
+
+
+def test_tampered_weight_files_are_clear_errors(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    net, path, wfile = _saved(tmp_path)
+    good = load_file(wfile)
+    # a tensor with the wrong shape
+    bad = dict(good)
+    bad["conv_in.weight"] = np.zeros((8, 2, 3, 1), np.float32)
+    save_file(bad, wfile)
+    with pytest.raises(ValueError, match="conv_in.weight"):
+        UNet.load(path)
+    # a missing tensor
+    bad = dict(good)
+    del bad["conv_out.bias"]
+    save_file(bad, wfile)
+    with pytest.raises(ValueError, match="conv_out.bias"):
+        UNet.load(path)
+    # NaN smuggled into the weights
+    bad = dict(good)
+    bad["conv_out.bias"] = np.full_like(good["conv_out.bias"], np.nan)
+    save_file(bad, wfile)
+    with pytest.raises(ValueError, match="NaN"):
+        UNet.load(path)
+    # an integer tensor
+    bad = dict(good)
+    bad["conv_out.bias"] = good["conv_out.bias"].astype(np.int32)
+    save_file(bad, wfile)
+    with pytest.raises((TypeError, ValueError), match="conv_out.bias"):
+        UNet.load(path)
+    # a header that lies about the data size
+    save_file(good, wfile)
+    raw = bytearray(open(wfile, "rb").read())
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["conv_in.weight"]["data_offsets"][1] += 4096
+    hb = json.dumps(header).encode()
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    with open(wfile, "wb") as f:
+        f.write(len(hb).to_bytes(8, "little") + hb + bytes(raw[8 + n:]))
+    with pytest.raises(OSError):
+        UNet.load(path)
+
+
+def test_bad_config_files(tmp_path):
+    _, path, _ = _saved(tmp_path)
+    cfg_file = os.path.join(path, "config.json")
+    cfg = json.load(open(cfg_file))
+    for key, value, match in (("dropout", 0.1, "dropout"),
+                              ("resnet_time_scale_shift", "scale_shift", "resnet_time_scale_shift"),
+                              ("down_block_types", ["CrossAttnDownBlock2D"] * 3, "down_block_types"),
+                              ("_class_name", "UNet2DConditionModel", "UNet2DConditionModel")):
+        json.dump({**cfg, key: value}, open(cfg_file, "w"))
+        with pytest.raises(ValueError, match=match):
+            UNet.load(path)
+    open(cfg_file, "w").write("{not json")
+    with pytest.raises(OSError, match="JSON"):
+        UNet.load(path)
+    os.remove(cfg_file)
+    with pytest.raises(OSError, match="config.json"):
+        UNet.load(path)
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (dict(dropout=0.1), ValueError, "dropout"),
+    (dict(sample_size=30), ValueError, "divisible"),
+    (dict(block_out_channels=(32, 60, 128)), ValueError, "norm_num_groups"),
+    (dict(down_block_types=("DownBlock2D",) * 2), ValueError, "down_block_types"),
+    (dict(up_block_types=("UpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D")), ValueError, "up_block_types"),
+    (dict(attention_head_dim=5), ValueError, "attention_head_dim"),
+    (dict(act_fn="gelu"), ValueError, "act_fn"),
+    (dict(layers_per_block=0), ValueError, "layers_per_block"),
+    (dict(sample_size=28.0), TypeError, "sample_size"),
+    (dict(colour="blue"), ValueError, "colour"),
+])
+def test_unsupported_configs_name_the_key(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        UNet(**bad)
+
+
+def test_bad_inputs_to_forward_and_backward():
+    net = UNet(seed=0, **CONFIGS["no_attention"])
+    x = np.zeros((2, 2, 16, 16), np.float32)
+    with pytest.raises(TypeError):
+        net(x.astype(np.int64), 0)
+    with pytest.raises(ValueError, match="shape"):
+        net(np.zeros((2, 3, 16, 16), np.float32), 0)           # wrong channels
+    with pytest.raises(ValueError, match="shape"):
+        net(np.zeros((2, 2, 8, 8), np.float32), 0)             # wrong size
+    with pytest.raises(ValueError, match="shape"):
+        net(np.zeros((2, 16, 16), np.float32), 0)              # missing channel axis
+    with pytest.raises(ValueError, match="empty"):
+        net(np.zeros((0, 2, 16, 16), np.float32), 0)
+    with pytest.raises(ValueError, match="t"):
+        net(x, -1)
+    with pytest.raises(ValueError, match="t"):
+        net(x, [0, 1, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        net(x, [0, np.nan])
+    xn = x.copy()
+    xn[1, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        net(xn, 0)
+    with pytest.raises(RuntimeError, match="forward"):
+        UNet(seed=0, **CONFIGS["no_attention"]).backward(x)
+    net(x, 0)
+    with pytest.raises(ValueError, match="batch"):
+        net.backward(np.zeros((3, 2, 16, 16), np.float32))
+    g = np.ones((2, 2, 16, 16), np.float32)
+    g[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        net.backward(g)
+    ref = UNet(seed=0)
+    with pytest.raises(ValueError, match="999"):
+        ref(np.zeros((1, 1, 28, 28)), 1000)                # num_train_timesteps = 1000
+
+
+def test_learner_inputs_convert():
+    # float64 and non-contiguous views work and equal the float32 copy
+    net = UNet(seed=0, **CONFIGS["no_attention"])
+    x64 = np.random.default_rng(0).standard_normal((2, 2, 32, 32))
+    view = x64[:, :, ::2, ::2]
+    a = net(view, np.array([1, 2]))
+    b = net(np.ascontiguousarray(view, dtype=np.float32), [1.0, 2.0])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_backward_accumulates_and_zero_grad_clears():
+    net = UNet(seed=0, **CONFIGS["odd"])
+    x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    y = net(x, [1, 2])
+    g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    net.zero_grad()
+    net.backward(g)
+    once = net.grads.copy()
+    assert np.abs(once).max() > 0
+    net.backward(g)
+    np.testing.assert_allclose(net.grads, 2 * once, rtol=1e-6, atol=1e-7 * np.abs(once).max())
+    net.zero_grad()
+    assert not net.grads.any()
+
+
+def test_same_numbers_at_one_and_two_threads():
+    before = ddpm.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            ddpm.set_num_threads(n)
+            net = UNet(seed=0)
+            _randomise(net, 1)
+            x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
+            y = net(x, np.arange(8) * 100)
+            dx = net.backward(np.sin(y))
+            out.append((y, dx, net.grads.copy()))
+        for a, b in zip(out[0], out[1]):
+            assert np.array_equal(a, b), f"differs by {np.abs(a - b).max():.3g}"
+    finally:
+        ddpm.set_num_threads(before)
+
+
+def test_inputs_not_modified_and_memory_flat():
+    net = UNet(seed=0, **CONFIGS["no_attention"])
+    x = np.random.default_rng(0).standard_normal((2, 2, 16, 16)).astype(np.float32)
+    keep = x.copy()
+    net(x, 3)
+    np.testing.assert_array_equal(x, keep)
+    for _ in range(5):
+        net(x, 3)
+        net.backward(x)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(100):
+        net(x, 3)
+        net.backward(x)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+    assert grown < 20_000, f"peak RSS grew by {grown} kB over 100 forward/backward calls"
+
+
+def test_flops_and_repr():
+    net = UNet()
+    # 3x3 convolutions dominate; a hand count for conv_in alone bounds it below
+    assert net.flops(2) == 2 * net.flops(1) > 2 * 32 * 9 * 28 * 28
+    assert "3,939,393" in repr(net)
