@@ -9,6 +9,8 @@
  * the blocks spread over our threads.  So two thread pools never fight over
  * the cores, and every element of C is summed over K by the same kernel in
  * the same order whatever the thread count: same bits at 1 or 2 threads.
+ * matmul() opens its own parallel region: call it from serial code.  Inside a
+ * parallel region, call BLAS(cblas_sgemm) directly (it runs on that thread).
  */
 #ifndef DDPM_MATMUL_H
 #define DDPM_MATMUL_H

@@ -4,9 +4,11 @@
  *
  * freq_i = exp(-ln(max_period) * i / (half - freq_shift)), i = 0..half-1,
  * emb = [sin(t freq), cos(t freq)], or [cos, sin] with flip_sin_to_cos;
- * an odd dim gets a trailing 0.  The frequencies and the products t * freq
- * are rounded to float32 exactly where diffusers rounds them, so the phases
- * (up to ~1000 rad, where one float32 ulp is 6e-5) agree to the bit.
+ * an odd dim gets a trailing 0.  The exponents and the products t * freq
+ * are rounded to float32 exactly where diffusers rounds them; exp, sin and
+ * cos are correctly rounded here, where torch's float32 exp can be 1 ulp off
+ * (seen for one frequency in 64), so at t ~ 1000 (one float32 ulp of phase is
+ * 6e-5 rad) an embedding entry can differ from diffusers' by ~3e-5.
  * No parameters, and t is not differentiable: there is no backward.
  */
 #ifndef DDPM_TIMESTEP_H
