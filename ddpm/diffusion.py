@@ -1,0 +1,154 @@
+"""A diffusion model = a denoiser network + a noise schedule + what the network predicts
+(lessons 6-2-3 and 6-2-4).
+
+:class:`Diffusion` ties a :class:`ddpm.UNet` to a :class:`ddpm.NoiseSchedule` and
+speaks the lessons' 1-based time t = 1..T; the network itself sees diffusers'
+0-based time (``schedule.model_timestep(t) = t - 1``), translated here and only here.
+
+Objectives (what the network's output means), as in diffusers:
+
+- ``"eps"``: the noise eps that was added (the course's choice, DDPM's default);
+- ``"x0"``: the clean image x_0 ("sample" in diffusers);
+- ``"v"``: v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho).
+
+Whatever the objective, :meth:`Diffusion.predict_eps` and
+:meth:`Diffusion.predict_x0` answer in the lessons' terms.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_float32_batch, as_seed, as_timesteps
+from .model import UNet
+from .schedule import NoiseSchedule
+
+__all__ = ["Diffusion", "OBJECTIVES"]
+
+OBJECTIVES = ("eps", "x0", "v")
+
+
+class Diffusion:
+    """A denoiser, its noise schedule and its objective.
+
+    Parameters
+    ----------
+    model : ddpm.UNet
+    schedule : ddpm.NoiseSchedule, optional
+        Default: the linear schedule with T = 1000 (Ho et al.).
+    objective : {"eps", "x0", "v"}
+        What the network predicts (see the module docstring).
+
+    Examples
+    --------
+    >>> import ddpm
+    >>> d = ddpm.Diffusion(ddpm.UNet(seed=0), ddpm.NoiseSchedule("linear"))
+    >>> x0 = ddpm.datasets.tshirt()[None]
+    >>> xt, eps = d.schedule.q_sample(x0, t=500, seed=0)
+    >>> x0_hat = d.predict_x0(xt, t=500)      # one-shot guess (untrained: poor)
+    """
+
+    def __init__(self, model: UNet, schedule: NoiseSchedule | None = None, *,
+                 objective: str = "eps"):
+        if not isinstance(model, UNet):
+            raise TypeError(f"Diffusion(): model must be a ddpm.UNet, got {type(model).__name__}")
+        if schedule is None:
+            schedule = NoiseSchedule("linear")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError("Diffusion(): schedule must be a ddpm.NoiseSchedule")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"Diffusion(): objective must be one of {OBJECTIVES}, got {objective!r}")
+        nts = model.config.get("num_train_timesteps")
+        if nts is not None and nts != schedule.T:
+            raise ValueError(f"Diffusion(): the model was configured for num_train_timesteps={nts} "
+                             f"but the schedule has T={schedule.T}")
+        if model.config["in_channels"] != model.config["out_channels"]:
+            raise ValueError("Diffusion(): the model must output as many channels as it takes "
+                             f"(in_channels={model.config['in_channels']}, "
+                             f"out_channels={model.config['out_channels']})")
+        self.model = model
+        self.schedule = schedule
+        self.objective = objective
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    @property
+    def image_shape(self) -> tuple:
+        c = self.model.config
+        return (c["in_channels"], c["sample_size"], c["sample_size"])
+
+    # ----------------------------------------------------------- predictions
+    def model_output(self, x_t, t) -> np.ndarray:
+        """The raw network output at lesson time t (1..T)."""
+        x_t = as_float32_batch(x_t, "x_t", "model_output")
+        tt = as_timesteps(t, x_t.shape[0], self.T, "model_output")
+        return self.model(x_t, self.schedule.model_timestep(tt))
+
+    def _coefs(self, tt, ndim):
+        shape = (-1,) + (1,) * (ndim - 1)
+        a = self.schedule.sqrt_alpha_bars[tt].reshape(shape)
+        b = self.schedule.sqrt_one_minus_alpha_bars[tt].reshape(shape)
+        return a, b
+
+    def predict_eps_and_x0(self, x_t, t):
+        """(eps_hat, x0_hat) at lesson time t, whatever the objective."""
+        x_t = as_float32_batch(x_t, "x_t", "predict")
+        tt = as_timesteps(t, x_t.shape[0], self.T, "predict")
+        out = self.model(x_t, self.schedule.model_timestep(tt)).astype(np.float64)
+        a, b = self._coefs(tt, x_t.ndim)
+        x = x_t.astype(np.float64)
+        if self.objective == "eps":
+            eps = out
+            x0 = (x - b * eps) / a
+        elif self.objective == "x0":
+            x0 = out
+            eps = (x - a * x0) / b
+        else:  # v = a eps - b x0
+            x0 = a * x - b * out
+            eps = b * x + a * out
+        return eps.astype(np.float32), x0.astype(np.float32)
+
+    def predict_eps(self, x_t, t) -> np.ndarray:
+        """eps_hat(x_t, t): the noise the model believes is in x_t."""
+        return self.predict_eps_and_x0(x_t, t)[0]
+
+    def predict_x0(self, x_t, t) -> np.ndarray:
+        """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t): the one-shot guess.
+
+        The error of eps_hat is amplified by sqrt((1 - alpha_bar)/alpha_bar):
+        fine at small t, hopeless near T (lesson 6-2-3).
+        """
+        return self.predict_eps_and_x0(x_t, t)[1]
+
+    def target(self, x0, eps, t) -> np.ndarray:
+        """What the network should output for (x0, eps, t) under this objective."""
+        x0 = as_float32_batch(x0, "x0", "target")
+        eps = as_float32_batch(eps, "eps", "target")
+        tt = as_timesteps(t, x0.shape[0], self.T, "target")
+        if self.objective == "eps":
+            return eps.copy()
+        if self.objective == "x0":
+            return x0.copy()
+        a, b = self._coefs(tt, x0.ndim)
+        return (a * eps - b * x0).astype(np.float32)
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, x0, t=None, *, noise=None, seed=None) -> float:
+        """The training loss on a batch, forward only: MSE(model(x_t, t), target).
+
+        t defaults to one uniform draw in 1..T per image (from ``seed``), as
+        each training step does; eps is drawn from ``seed`` unless ``noise`` is
+        given.
+        """
+        x0 = as_float32_batch(x0, "x0", "loss")
+        seed = as_seed(seed, "loss")
+        if t is None:
+            t = np.random.default_rng(seed).integers(1, self.T + 1, x0.shape[0])
+        tt = as_timesteps(t, x0.shape[0], self.T, "loss")
+        x_t, eps = self.schedule.q_sample(x0, tt, noise=noise, seed=seed)
+        out = self.model(x_t, self.schedule.model_timestep(tt))
+        return float(np.mean((out.astype(np.float64) - self.target(x0, eps, tt)) ** 2))
+
+    def __repr__(self):
+        return f"Diffusion({self.model!r}, {self.schedule!r}, objective={self.objective!r})"
