@@ -16,6 +16,9 @@ Whatever the objective, :meth:`Diffusion.predict_eps` and
 """
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 
 from ._checks import as_float32_batch, as_seed, as_timesteps
@@ -25,6 +28,9 @@ from .schedule import NoiseSchedule
 __all__ = ["Diffusion", "OBJECTIVES"]
 
 OBJECTIVES = ("eps", "x0", "v")
+_PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
+_BETA_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "sigmoid": "sigmoid",
+                  "cosine": "squaredcos_cap_v2"}
 
 
 class Diffusion:
@@ -149,6 +155,79 @@ class Diffusion:
         x_t, eps = self.schedule.q_sample(x0, tt, noise=noise, seed=seed)
         out = self.model(x_t, self.schedule.model_timestep(tt))
         return float(np.mean((out.astype(np.float64) - self.target(x0, eps, tt)) ** 2))
+
+    # ----------------------------------------------------------------- files
+    def save(self, path) -> str:
+        """Write a diffusers ``DDPMPipeline`` folder: ``model_index.json``,
+        ``unet/`` (config + safetensors) and ``scheduler/scheduler_config.json``.
+
+        ``diffusers.DDPMPipeline.from_pretrained(path)`` reads it, and so does
+        :meth:`load`.  Each file is replaced atomically.
+        """
+        from .model import _atomic_write, _write_text, _version
+
+        path = os.fspath(path)
+        os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
+        self.model.save(os.path.join(path, "unet"))
+        s = self.schedule
+        sched = {"_class_name": "DDPMScheduler", "_ddpm_version": _version(),
+                 "num_train_timesteps": s.T, "prediction_type": _PREDICTION_TYPE[self.objective],
+                 "rescale_betas_zero_snr": bool(s.rescale_zero_terminal_snr),
+                 "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0,
+                 "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+                 "trained_betas": None, "timestep_spacing": "leading", "steps_offset": 0}
+        default_cosine = s.kind == "cosine" and s._params == {"s": 0.008, "max_beta": 0.999}
+        if s.kind in ("linear", "scaled_linear", "sigmoid") or default_cosine:
+            sched["beta_schedule"] = _BETA_SCHEDULE[s.kind]
+            sched.update({k: v for k, v in s._params.items() if k in ("beta_start", "beta_end")})
+        else:   # custom betas, or a cosine with other s / max_beta: write the betas out
+            sched["trained_betas"] = [float(b) for b in s._raw_betas[1:]]
+        index = {"_class_name": "DDPMPipeline", "_ddpm_version": _version(),
+                 "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+        _atomic_write(os.path.join(path, "scheduler", "scheduler_config.json"),
+                      lambda tmp: _write_text(tmp, json.dumps(sched, indent=2, sort_keys=True)))
+        _atomic_write(os.path.join(path, "model_index.json"),
+                      lambda tmp: _write_text(tmp, json.dumps(index, indent=2, sort_keys=True)))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Diffusion":
+        """Read a folder written by :meth:`save` or by diffusers' ``DDPMPipeline.save_pretrained``
+        (also: a scheduler config from DDIMScheduler or DPMSolverMultistepScheduler)."""
+        path = os.fspath(path)
+        model = UNet.load(os.path.join(path, "unet"))
+        cfg_path = os.path.join(path, "scheduler", "scheduler_config.json")
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except FileNotFoundError as exc:
+            raise OSError(f"Diffusion.load(): no scheduler/scheduler_config.json in {path}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OSError(f"Diffusion.load(): {cfg_path} is not valid JSON: {exc}") from exc
+        if not isinstance(cfg, dict):
+            raise ValueError(f"Diffusion.load(): {cfg_path} must hold a JSON object")
+        T = cfg.get("num_train_timesteps", 1000)
+        rescale = bool(cfg.get("rescale_betas_zero_snr", False))
+        pred = cfg.get("prediction_type", "epsilon")
+        objective = {v: k for k, v in _PREDICTION_TYPE.items()}.get(pred)
+        if objective is None:
+            raise ValueError(f"Diffusion.load(): prediction_type {pred!r} is not supported")
+        if cfg.get("trained_betas") is not None:
+            betas = cfg["trained_betas"]
+            if len(betas) != T:
+                raise ValueError(f"Diffusion.load(): {len(betas)} trained_betas for "
+                                 f"num_train_timesteps={T}")
+            schedule = NoiseSchedule.from_betas(betas, rescale_zero_terminal_snr=rescale)
+        else:
+            kinds = {v: k for k, v in _BETA_SCHEDULE.items()}
+            bs = cfg.get("beta_schedule", "linear")
+            if bs not in kinds:
+                raise ValueError(f"Diffusion.load(): beta_schedule {bs!r} is not supported "
+                                 f"(supported: {sorted(kinds)})")
+            kw = {} if kinds[bs] == "cosine" else {
+                "beta_start": cfg.get("beta_start", 0.0001), "beta_end": cfg.get("beta_end", 0.02)}
+            schedule = NoiseSchedule(kinds[bs], timesteps=T, rescale_zero_terminal_snr=rescale, **kw)
+        return cls(model, schedule, objective=objective)
 
     def __repr__(self):
         return f"Diffusion({self.model!r}, {self.schedule!r}, objective={self.objective!r})"
