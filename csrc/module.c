@@ -31,6 +31,8 @@
 #include "attention.h"
 #include "resample.h"
 #include "unet.h"
+#include "optim.h"
+#include "train.h"
 
 #define MAX_TIMESTEPS 1000000
 
@@ -1065,6 +1067,172 @@ static PyObject* py_unet_backward(PyObject* self, PyObject* args) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* training: optimizer pieces and the fused step                             */
+/* ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(grad_norm_doc, "grad_norm(grads)\n--\n\nsqrt(sum grads**2), fixed-order float64 sum.");
+static PyObject* py_grad_norm(PyObject* self, PyObject* arg) {
+    (void)self;
+    PyArrayObject* g = check_array(arg, "grad_norm", "grads", NPY_FLOAT32, 0);
+    if (!g) return NULL;
+    double r;
+    const float* p = (const float*)PyArray_DATA(g);
+    size_t n = (size_t)PyArray_SIZE(g);
+    Py_BEGIN_ALLOW_THREADS
+    r = grad_global_norm(p, n);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(r);
+}
+
+static int parse_adam(PyObject* t, const char* F, AdamConfig* a) {
+    if (!PyArg_ParseTuple(t, "fffffp", &a->lr, &a->beta1, &a->beta2, &a->eps, &a->weight_decay,
+                          &a->decoupled)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s(): adam must be (lr, beta1, beta2, eps, weight_decay, decoupled)", F);
+        return -1;
+    }
+    if (!(a->lr >= 0) || !(a->beta1 >= 0 && a->beta1 < 1) || !(a->beta2 >= 0 && a->beta2 < 1) ||
+        !(a->eps > 0) || !(a->weight_decay >= 0) || !isfinite(a->lr) || !isfinite(a->weight_decay)) {
+        PyErr_Format(PyExc_ValueError, "%s(): need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0", F);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(adam_step_doc,
+"adam_step(params, m, v, grads, step, adam, grad_scale)\n--\n\n"
+"One Adam/AdamW update in place; adam = (lr, beta1, beta2, eps, weight_decay, decoupled).");
+static PyObject* py_adam_step(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "adam_step";
+    PyObject *po, *mo, *vo, *go, *ao;
+    long step;
+    float scale;
+    if (!PyArg_ParseTuple(args, "OOOOlOf", &po, &mo, &vo, &go, &step, &ao, &scale)) return NULL;
+    PyArrayObject* pa = check_array(po, F, "params", NPY_FLOAT32, 1);
+    if (!pa) return NULL;
+    size_t P = (size_t)PyArray_SIZE(pa);
+    F32(m, mo, "m", P, 1, 0);
+    F32(v, vo, "v", P, 1, 0);
+    F32(g, go, "grads", P, 0, 0);
+    AdamConfig a;
+    if (parse_adam(ao, F, &a)) return NULL;
+    if (step < 1) { PyErr_Format(PyExc_ValueError, "%s(): step must be >= 1", F); return NULL; }
+    float* p = (float*)PyArray_DATA(pa);
+    Py_BEGIN_ALLOW_THREADS
+    adam_step(p, m, v, g, P, step, &a, scale);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ema_update_doc,
+"ema_update(ema, params, decay)\n--\n\nema -= (1 - decay) * (ema - params), in place.");
+static PyObject* py_ema_update(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "ema_update";
+    PyObject *eo, *po;
+    float decay;
+    if (!PyArg_ParseTuple(args, "OOf", &eo, &po, &decay)) return NULL;
+    PyArrayObject* ea = check_array(eo, F, "ema", NPY_FLOAT32, 1);
+    if (!ea) return NULL;
+    size_t P = (size_t)PyArray_SIZE(ea);
+    F32(p, po, "params", P, 0, 0);
+    if (!(decay >= 0 && decay <= 1)) { PyErr_Format(PyExc_ValueError, "%s(): decay must be in [0, 1]", F); return NULL; }
+    float* e = (float*)PyArray_DATA(ea);
+    Py_BEGIN_ALLOW_THREADS
+    ema_update(e, p, P, decay);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ema_decay_at_doc, "ema_decay_at(decay, updates_done)\n--\n\ndiffusers' EMA decay ramp.");
+static PyObject* py_ema_decay_at(PyObject* self, PyObject* args) {
+    (void)self;
+    float d;
+    long k;
+    if (!PyArg_ParseTuple(args, "fl", &d, &k)) return NULL;
+    return PyFloat_FromDouble(ema_decay_at(d, k));
+}
+
+PyDoc_STRVAR(train_step_doc,
+"train_step(handle, params, grads, m, v, ema, x0, xt, eps, out, dout, t, sample_loss,\n"
+"           sqrt_ab, sqrt_1mab, config) -> (loss, grad_norm)\n--\n\n"
+"One fused training step (see csrc/train.h).  config = (objective, min_snr_gamma,\n"
+"grad_clip, adam tuple, ema_decay, ema_updates, step, seed, given_t, given_eps).");
+static PyObject* py_train_step(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "train_step";
+    PyObject *cap, *po, *go, *mo, *vo, *eo, *x0o, *xto, *epso, *oo, *doo, *to, *slo, *sao, *sbo, *co;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOO", &cap, &po, &go, &mo, &vo, &eo, &x0o, &xto,
+                          &epso, &oo, &doo, &to, &slo, &sao, &sbo, &co))
+        return NULL;
+    UNetHandle* h = get_unet(cap, F);
+    if (!h) return NULL;
+    const UNetConfig* c = unet_config(h->net);
+    const size_t P = unet_num_parameters(h->net);
+    TrainConfig tc;
+    memset(&tc, 0, sizeof tc);
+    PyObject *adam_o, *seed_o;
+    if (!PyArg_ParseTuple(co, "iffOflkOpp", &tc.objective, &tc.min_snr_gamma, &tc.grad_clip,
+                          &adam_o, &tc.ema_decay, &tc.ema_updates, &tc.step, &seed_o,
+                          &tc.given_t, &tc.given_eps))
+        return NULL;
+    if (tc.objective < 0 || tc.objective > 2 || tc.step < 1 || tc.ema_updates < 0 ||
+        !(tc.ema_decay <= 1) || !isfinite(tc.min_snr_gamma) || !isfinite(tc.grad_clip)) {
+        PyErr_Format(PyExc_ValueError, "%s(): bad config (objective 0..2, step >= 1, ema_decay <= 1)", F);
+        return NULL;
+    }
+    if (parse_adam(adam_o, F, &tc.adam) || parse_seed(seed_o, F, &tc.seed)) return NULL;
+    F32(params, po, "params", P, 1, 0);
+    F32(grads, go, "grads", P, 1, 0);
+    F32(m, mo, "m", P, 1, 0);
+    F32(v, vo, "v", P, 1, 0);
+    F32(ema, eo, "ema", P, 1, 1);
+    int B, Bx;
+    float *x0, *xt, *eps, *out, *dout;
+    if (image_arg(x0o, F, "x0", c->in_channels, c->sample_size, 0, 0, &B, &x0)) return NULL;
+    if (c->in_channels != c->out_channels) {
+        PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it takes", F);
+        return NULL;
+    }
+    if (image_arg(xto, F, "xt", c->in_channels, c->sample_size, 1, B, &Bx, &xt) ||
+        image_arg(epso, F, "eps", c->in_channels, c->sample_size, !tc.given_eps, B, &Bx, &eps) ||
+        image_arg(oo, F, "out", c->in_channels, c->sample_size, 1, B, &Bx, &out) ||
+        image_arg(doo, F, "dout", c->in_channels, c->sample_size, 1, B, &Bx, &dout))
+        return NULL;
+    PyArrayObject* ta = check_array(to, F, "t", NPY_INT64, !tc.given_t);
+    if (!ta) return NULL;
+    if (PyArray_SIZE(ta) != B) { PyErr_Format(PyExc_ValueError, "%s(): t must have shape (B,)", F); return NULL; }
+    F32(sample_loss, slo, "sample_loss", (size_t)B, 1, 0);
+    PyArrayObject* sa = check_array(sao, F, "sqrt_ab", NPY_FLOAT64, 0);
+    if (!sa) return NULL;
+    npy_intp T1 = PyArray_SIZE(sa);
+    if (T1 < 2 || !check_table(sbo, F, "sqrt_1mab", T1)) {
+        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s(): schedule tables need T >= 1", F);
+        return NULL;
+    }
+    const size_t D = (size_t)c->in_channels * c->sample_size * c->sample_size;
+    double loss = 0.0, norm = 0.0;
+    int st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = train_step(h->net, params, grads, m, v, ema, x0, xt, eps, out, dout,
+                    (int64_t*)PyArray_DATA(ta), sample_loss, (const double*)PyArray_DATA(sa),
+                    (const double*)PyArray_DATA((PyArrayObject*)sbo), (int)T1 - 1, B, D, &tc,
+                    &loss, &norm);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st == DDPM_ERR_NONFINITE) {
+        PyErr_Format(PyExc_FloatingPointError,
+                     "%s(): non-finite loss or gradient (loss=%g, grad norm=%g); parameters, "
+                     "moments and EMA were left unchanged", F, loss, norm);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "x0");
+    return Py_BuildValue("(dd)", loss, norm);
+}
+
+/* ------------------------------------------------------------------------ */
 /* module                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1099,6 +1267,11 @@ static PyMethodDef core_methods[] = {
     {"unet_profile", py_unet_profile, METH_VARARGS, unet_profile_doc},
     {"unet_forward", py_unet_forward, METH_VARARGS, unet_forward_doc},
     {"unet_backward", py_unet_backward, METH_VARARGS, unet_backward_doc},
+    {"grad_norm", py_grad_norm, METH_O, grad_norm_doc},
+    {"adam_step", py_adam_step, METH_VARARGS, adam_step_doc},
+    {"ema_update", py_ema_update, METH_VARARGS, ema_update_doc},
+    {"ema_decay_at", py_ema_decay_at, METH_VARARGS, ema_decay_at_doc},
+    {"train_step", py_train_step, METH_VARARGS, train_step_doc},
     {NULL, NULL, 0, NULL},
 };
 

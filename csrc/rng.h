@@ -21,6 +21,8 @@
 #define DDPM_STREAM_Q_SAMPLE      0x0000000000000001ULL
 #define DDPM_STREAM_CHAIN_BASE    0x0000000100000000ULL  /* + t              */
 #define DDPM_STREAM_USER          0x0000000200000000ULL  /* ddpm.randn       */
+#define DDPM_STREAM_TRAIN_T       0x0000000300000000ULL  /* + step: t draws  */
+#define DDPM_STREAM_TRAIN_EPS     0x0000000400000000ULL  /* + step: eps      */
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */
 void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);

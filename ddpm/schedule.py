@@ -138,6 +138,8 @@ class NoiseSchedule:
             # 0/0 posterior variance at t = 1 (NaN tables).
             raise ValueError(f"beta_1 = {betas[1]:g} (betas / beta_start) is too small: "
                              f"1 - beta_1 rounds to 1 in float64; use beta_1 >= 1e-15")
+        self._raw_betas = betas.copy()     # before any rescaling: what a config file records
+        self._raw_betas.flags.writeable = False
         if rescale:
             _core.rescale_zero_terminal_snr(betas)
         tables = _core.schedule_tables(betas)

@@ -1,0 +1,94 @@
+/*
+ * train.c - the fused training step: noise, forward, loss, backward, clip,
+ * Adam(W), EMA, with no Python in between.
+ */
+#include "train.h"
+#include "common.h"
+#include "noising.h"
+#include "rng.h"
+#include <math.h>
+#include <string.h>
+
+/* t = 1 + floor(u T / 2^32) for a 32-bit uniform word u: bias below T / 2^32. */
+static void draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step) {
+    uint32_t u[4096];
+    for (int b0 = 0; b0 < B; b0 += 4096) {
+        int n = B - b0 < 4096 ? B - b0 : 4096;
+        rng_uint32_fill(u, (size_t)n, seed, DDPM_STREAM_TRAIN_T + (uint64_t)step, (uint64_t)b0);
+        for (int i = 0; i < n; i++) t[b0 + i] = 1 + (int64_t)(((uint64_t)u[i] * (uint64_t)T) >> 32);
+    }
+}
+
+int train_step(UNet* net, float* params, float* grads, float* m, float* v, float* ema,
+               const float* x0, float* xt, float* eps, float* out, float* dout, int64_t* t,
+               float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
+               int B, size_t D, const TrainConfig* cfg, double* loss, double* grad_norm) {
+    const size_t P = unet_num_parameters(net);
+    /* 1. t and eps */
+    if (!cfg->given_t) draw_timesteps(t, B, T, cfg->seed, cfg->step);
+    for (int b = 0; b < B; b++)
+        if (t[b] < 1 || t[b] > T) return DDPM_ERR_TIMESTEP;
+    if (!cfg->given_eps)
+        rng_normal_fill_parallel(eps, (size_t)B * D, cfg->seed,
+                                 DDPM_STREAM_TRAIN_EPS + (uint64_t)cfg->step, 0);
+    /* 2. x_t by the closed form (checks x0 and eps for NaN/Inf) */
+    int st = q_sample(xt, eps, x0, t, sqrt_ab, sqrt_1mab, T, (size_t)B, D, 0, 1);
+    if (st) return st;
+    /* 3. the network at 0-based time t - 1 (dout's first B floats hold it for a moment) */
+    float tf[1024];
+    float* tnet = B <= 1024 ? tf : dout;
+    for (int b = 0; b < B; b++) tnet[b] = (float)(t[b] - 1);
+    st = unet_forward(net, params, xt, tnet, out, B);
+    if (st) return st;
+    /* 4. loss and its gradient: target, per-image mse, weights */
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        const double a = sqrt_ab[t[b]], s = sqrt_1mab[t[b]];
+        const float af = (float)a, sf = (float)s;
+        const float* xb = x0 + (size_t)b * D;
+        const float* eb = eps + (size_t)b * D;
+        const float* ob = out + (size_t)b * D;
+        float* db = dout + (size_t)b * D;
+        double w = 1.0;
+        if (cfg->min_snr_gamma > 0) {
+            double snr = (a * a) / (s * s);
+            double clipped = snr < cfg->min_snr_gamma ? snr : cfg->min_snr_gamma;
+            w = cfg->objective == OBJ_EPS ? clipped / snr
+              : cfg->objective == OBJ_X0 ? clipped : clipped / (snr + 1.0);
+        }
+        double se = 0.0;
+        for (size_t i = 0; i < D; i++) {
+            float target = cfg->objective == OBJ_EPS ? eb[i]
+                         : cfg->objective == OBJ_X0 ? xb[i] : af * eb[i] - sf * xb[i];
+            float diff = ob[i] - target;
+            db[i] = diff;
+            se += (double)diff * diff;
+        }
+        double mse = se / (double)D;
+        sample_loss[b] = (float)mse;
+        total += w * mse;
+        /* d loss / d out = 2 w (out - target) / (B D) */
+        const float g = (float)(2.0 * w / ((double)B * (double)D));
+        for (size_t i = 0; i < D; i++) db[i] *= g;
+    }
+    *loss = total / B;
+    if (!isfinite(*loss)) return DDPM_ERR_NONFINITE;
+    /* 5. gradients */
+    memset(grads, 0, sizeof(float) * P);
+    st = unet_backward(net, params, grads, dout, NULL);
+    if (st) return st;
+    /* 6. clip the global norm (torch: coef = max_norm / (norm + 1e-6), clamped at 1) */
+    double norm = grad_global_norm(grads, P);
+    *grad_norm = norm;
+    if (!isfinite(norm)) return DDPM_ERR_NONFINITE;
+    float scale = 1.0f;
+    if (cfg->grad_clip > 0) {
+        float coef = (float)((double)cfg->grad_clip / (norm + 1e-6));
+        scale = coef < 1.0f ? coef : 1.0f;
+    }
+    /* 7. Adam(W), 8. EMA */
+    adam_step(params, m, v, grads, P, cfg->step, &cfg->adam, scale);
+    if (ema && cfg->ema_decay >= 0)
+        ema_update(ema, params, P, ema_decay_at(cfg->ema_decay, cfg->ema_updates));
+    return DDPM_OK;
+}

@@ -1,0 +1,47 @@
+/*
+ * train.h - one DDPM training step in one call (lesson 6-2-3's algorithm):
+ *
+ *   t ~ U{1..T}, eps ~ N(0, I)              (counter RNG, streams + step)
+ *   x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+ *   out = eps_theta(x_t, t - 1)             (network time is 0-based)
+ *   loss = mean_b w_b mean_d (out - target)^2,  target = eps | x0 | v
+ *   grads = d loss / d params;  clip the global norm;  Adam(W);  EMA
+ *
+ * Legend: B batch, D = C*H*W values per image, P parameters, T timesteps.
+ */
+#ifndef DDPM_TRAIN_H
+#define DDPM_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "optim.h"
+#include "unet.h"
+
+enum { OBJ_EPS = 0, OBJ_X0 = 1, OBJ_V = 2 };
+
+typedef struct {
+    int objective;          /* OBJ_EPS, OBJ_X0, OBJ_V                                */
+    float min_snr_gamma;    /* > 0: loss weight min(SNR, gamma)/SNR (eps), min(SNR, gamma)
+                               (x0), min(SNR, gamma)/(SNR + 1) (v); <= 0: unweighted    */
+    float grad_clip;        /* > 0: clip the global gradient norm to this              */
+    AdamConfig adam;        /* lr is the step's learning rate (warm-up applied)        */
+    float ema_decay;        /* < 0: no EMA; else the target decay (ramped as diffusers) */
+    long ema_updates;       /* EMA updates done before this step                       */
+    long step;              /* 1-based optimizer step number (Adam bias correction)    */
+    uint64_t seed;          /* RNG seed; t and eps are drawn at index `step`           */
+    int given_t, given_eps; /* 1: read t / eps from the buffers instead of drawing    */
+} TrainConfig;
+
+/* Buffers (all owned by the caller; scratch ones are overwritten):
+ *   params, grads, m, v, ema (P,)  grads are zeroed then filled; ema may be NULL
+ *   x0 (B, D) in;  xt, eps, out, dout (B, D) scratch/out (eps in when given_eps)
+ *   t (B,) int64 out (in when given_t);  sample_loss (B,) out: unweighted mse per image
+ *   sqrt_ab, sqrt_1mab (T+1,) float64 schedule tables
+ * Outputs *loss (weighted mean) and *grad_norm (before clipping).  On a NaN/Inf
+ * loss or gradient returns DDPM_ERR_NONFINITE WITHOUT touching params, m, v, ema. */
+int train_step(UNet* net, float* params, float* grads, float* m, float* v, float* ema,
+               const float* x0, float* xt, float* eps, float* out, float* dout, int64_t* t,
+               float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
+               int B, size_t D, const TrainConfig* cfg, double* loss, double* grad_norm);
+
+#endif /* DDPM_TRAIN_H */

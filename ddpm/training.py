@@ -1,0 +1,417 @@
+"""Learning to denoise: the training loop (lesson 6-2-3).
+
+Every step is ONE call into C (csrc/train.c): draw t ~ U{1..T} and eps ~ N(0, I),
+form x_t by the closed form, run the U-Net, take the MSE against the target,
+backpropagate, clip the global gradient norm, update with Adam(W), update the
+EMA weights.  Python only picks the batch and keeps the books.
+
+:class:`Trainer` adds shuffling, a progress bar, a loss history (per step and
+per t bucket), periodic sample grids, Ctrl-C handling at step boundaries, and
+checkpoints: one safetensors file holding the model, EMA, optimizer moments,
+step and trainer settings, written atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import _core
+from ._checks import as_float32_batch, as_int, as_seed
+from .diffusion import OBJECTIVES, Diffusion
+from .model import UNet, _atomic_write
+
+__all__ = ["Trainer", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "ddpm-trainer-1"
+N_BUCKETS = 10
+
+
+def _progress_bar(total, enabled, desc):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the notebooks/test extras
+        return None
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+class Trainer:
+    """Train a :class:`Diffusion` on an array of images.
+
+    Parameters
+    ----------
+    diffusion : ddpm.Diffusion
+    data : array (N, C, H, W), float, values in [-1, 1]
+        E.g. ``ddpm.datasets.fashion_mnist()[0]``.
+    batch_size : int
+        Images per step (the last partial batch of an epoch is dropped, so
+        every step sees the same batch size).
+    lr : float
+        Adam learning rate (after ``warmup_steps`` of linear warm-up from 0).
+    seed : int
+        Seeds shuffling and the per-step draws of t and eps: a run is a pure
+        function of (seed, data, settings), and resuming continues bit-identically.
+    ema_decay : float or None
+        Target decay of the exponential moving average of the weights
+        (ramped as diffusers' EMAModel does); None turns EMA off.
+    grad_clip : float or None
+        Clip the global gradient norm to this (None: no clipping).
+    weight_decay : float
+        Decoupled weight decay (AdamW) when ``decoupled_weight_decay``
+        (default), else L2 added to the gradient (Adam).
+    betas, eps : Adam's moment decays and epsilon.
+    warmup_steps : int
+    min_snr_gamma : float or None
+        Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE.
+    progress : bool
+        Show a tqdm.auto bar (terminal or notebook) with loss and img/s.
+    sample_every : int or None
+        Every this many steps call ``sample_fn(trainer, step)``; by default
+        that saves a grid of 16 EMA samples to ``sample_dir/step_XXXXXX.png``.
+
+    Attributes
+    ----------
+    diffusion : the trained Diffusion (current weights)
+    step : optimizer steps done
+    history : dict with "step", "loss", "grad_norm", "lr" lists and
+        "bucket_loss"/"bucket_count" (mean unweighted MSE per tenth of 1..T)
+
+    Examples
+    --------
+    >>> import ddpm
+    >>> x, _ = ddpm.datasets.fashion_mnist("train")           # doctest: +SKIP
+    >>> d = ddpm.Diffusion(ddpm.UNet(seed=0), ddpm.NoiseSchedule("linear"))
+    >>> tr = ddpm.Trainer(d, x, batch_size=64)                  # doctest: +SKIP
+    >>> tr.fit(steps=100)                                       # doctest: +SKIP
+    """
+
+    def __init__(self, diffusion: Diffusion, data, *, batch_size: int = 128, lr: float = 2e-4,
+                 seed: int = 0, ema_decay: float | None = 0.9999, grad_clip: float | None = 1.0,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = True,
+                 betas=(0.9, 0.999), eps: float = 1e-8, warmup_steps: int = 0,
+                 min_snr_gamma: float | None = None, progress: bool = True,
+                 sample_every: int | None = None, sample_dir=None, sample_fn=None):
+        F = "Trainer"
+        if not isinstance(diffusion, Diffusion):
+            raise TypeError(f"{F}(): diffusion must be a ddpm.Diffusion")
+        self.diffusion = diffusion
+        data = as_float32_batch(data, "data", F)
+        shape = diffusion.image_shape
+        if data.shape[1:] != shape:
+            raise ValueError(f"{F}(): data must have shape (N, {shape[0]}, {shape[1]}, {shape[2]}) "
+                             f"for this model, got {data.shape}")
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"{F}(): data contains NaN or Inf")
+        self.data = data
+        self.batch_size = as_int(batch_size, "batch_size", F, lo=1, hi=1 << 16)
+        self.seed = as_seed(seed, F)
+        self.lr = self._pos_float(lr, "lr", allow_zero=True)
+        self.ema_decay = None if ema_decay is None else self._unit(ema_decay, "ema_decay")
+        self.grad_clip = None if grad_clip is None else self._pos_float(grad_clip, "grad_clip")
+        self.weight_decay = self._pos_float(weight_decay, "weight_decay", allow_zero=True)
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        b1, b2 = betas
+        self.betas = (self._unit(b1, "betas[0]", open_top=True), self._unit(b2, "betas[1]", open_top=True))
+        self.eps = self._pos_float(eps, "eps")
+        self.warmup_steps = as_int(warmup_steps, "warmup_steps", F, lo=0)
+        self.min_snr_gamma = None if min_snr_gamma is None else self._pos_float(min_snr_gamma, "min_snr_gamma")
+        self.progress = bool(progress)
+        self.sample_every = None if sample_every is None else as_int(sample_every, "sample_every", F, lo=1)
+        self.sample_dir = os.fspath(sample_dir) if sample_dir is not None else "samples"
+        self.sample_fn = sample_fn
+        P = diffusion.model.num_parameters
+        self.m = np.zeros(P, np.float32)
+        self.v = np.zeros(P, np.float32)
+        self.ema = diffusion.model.params.copy() if self.ema_decay is not None else None
+        self.ema_updates = 0
+        self.step = 0
+        self.history = {"step": [], "loss": [], "grad_norm": [], "lr": [],
+                        "bucket_loss": [0.0] * N_BUCKETS, "bucket_count": [0] * N_BUCKETS}
+        self._buffers = None
+        self._stop = False
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _pos_float(x, name, allow_zero=False):
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"Trainer(): {name} must be a number, got {x!r}") from None
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"Trainer(): {name} must be {'>=' if allow_zero else '>'} 0 and finite, got {x!r}")
+        return v
+
+    @staticmethod
+    def _unit(x, name, open_top=False):
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"Trainer(): {name} must be a number, got {x!r}") from None
+        if not (0 <= v < 1 if open_top else 0 <= v <= 1):
+            raise ValueError(f"Trainer(): {name} must be in [0, 1{')' if open_top else ']'}, got {x!r}")
+        return v
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.data) // min(self.batch_size, len(self.data)))
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done, fractional."""
+        return self.step / self.steps_per_epoch
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (1-based) step: linear warm-up, then constant."""
+        if self.warmup_steps and step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        return self.lr
+
+    def _batch_indices(self, step: int) -> np.ndarray:
+        """Images of (0-based) step: epoch e's permutation comes from (seed, e)."""
+        spe = self.steps_per_epoch
+        B = min(self.batch_size, len(self.data))
+        epoch, k = divmod(step, spe)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+        return perm[k * B:(k + 1) * B]
+
+    def _ensure_buffers(self, B):
+        if self._buffers is None or self._buffers["x0"].shape[0] != B:
+            shape = (B,) + self.diffusion.image_shape
+            self._buffers = {k: np.empty(shape, np.float32) for k in ("x0", "xt", "eps", "out", "dout")}
+            self._buffers["t"] = np.empty(B, np.int64)
+            self._buffers["sample_loss"] = np.empty(B, np.float32)
+        return self._buffers
+
+    def _config(self, step, given_t=False, given_eps=False):
+        adam = (self.lr_at(step), self.betas[0], self.betas[1], self.eps, self.weight_decay,
+                self.decoupled_weight_decay)
+        return (OBJECTIVES.index(self.diffusion.objective),
+                float(self.min_snr_gamma or 0.0), float(self.grad_clip or 0.0), adam,
+                -1.0 if self.ema_decay is None else self.ema_decay, self.ema_updates, step,
+                self.seed, given_t, given_eps)
+
+    # ------------------------------------------------------------------- steps
+    def train_step(self, x0=None, *, t=None, noise=None) -> float:
+        """One optimizer step (in C) on the next batch, or on ``x0`` if given.
+
+        ``t`` (lesson time, one per image) and ``noise`` replace the seeded
+        draws (for checking the step against a reference).  Returns the loss.
+        """
+        step = self.step + 1
+        if x0 is None:
+            x0 = self.data[self._batch_indices(self.step)]
+        else:
+            x0 = as_float32_batch(x0, "x0", "train_step")
+        buf = self._ensure_buffers(x0.shape[0])
+        buf["x0"][...] = x0
+        given_t = t is not None
+        given_eps = noise is not None
+        if given_t:
+            buf["t"][...] = np.asarray(t, dtype=np.int64).reshape(-1)
+        if given_eps:
+            buf["eps"][...] = np.asarray(noise, dtype=np.float32)
+        model = self.diffusion.model
+        s = self.diffusion.schedule
+        try:
+            loss, gnorm = _core.train_step(
+                model._handle, model.params, model.grads, self.m, self.v, self.ema,
+                buf["x0"], buf["xt"], buf["eps"], buf["out"], buf["dout"], buf["t"],
+                buf["sample_loss"], s.sqrt_alpha_bars, s.sqrt_one_minus_alpha_bars,
+                self._config(step, given_t, given_eps))
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"training stopped at step {step}: {exc}. The model, "
+                                     f"optimizer and EMA are as they were after step {self.step}; "
+                                     f"try a lower lr or grad_clip.") from None
+        # books, after the C step succeeded (all or nothing)
+        self.step = step
+        if self.ema is not None:
+            self.ema_updates += 1
+        h = self.history
+        h["step"].append(step)
+        h["loss"].append(loss)
+        h["grad_norm"].append(gnorm)
+        h["lr"].append(self.lr_at(step))
+        T = s.T
+        for tb, lb in zip(buf["t"], buf["sample_loss"]):
+            k = min(N_BUCKETS - 1, (int(tb) - 1) * N_BUCKETS // T)
+            n = h["bucket_count"][k] + 1
+            h["bucket_loss"][k] += (float(lb) - h["bucket_loss"][k]) / n
+            h["bucket_count"][k] = n
+        model._last_batch = None      # the workspace now holds the training batch
+        return loss
+
+    def fit(self, epochs: float | None = None, steps: int | None = None):
+        """Train for ``epochs`` more epochs or ``steps`` more steps (one of them).
+
+        Ctrl-C (or the notebook's interrupt button) stops at the next step
+        boundary, within one step: the model, optimizer and EMA stay consistent
+        and ``fit`` can be called again to continue.  Returns ``history``.
+        """
+        if (epochs is None) == (steps is None):
+            raise ValueError("fit(): give exactly one of epochs= or steps=")
+        if steps is None:
+            if not (isinstance(epochs, (int, float)) and epochs > 0):
+                raise ValueError(f"fit(): epochs must be > 0, got {epochs!r}")
+            steps = int(round(epochs * self.steps_per_epoch))
+        steps = as_int(steps, "steps", "fit", lo=0)
+        bar = _progress_bar(steps, self.progress, "training")
+        B = min(self.batch_size, len(self.data))
+        self._stop = False
+        old = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGINT, self._on_sigint)
+        t0 = time.perf_counter()
+        done = 0
+        try:
+            while done < steps and not self._stop:
+                loss = self.train_step()
+                done += 1
+                if bar is not None:
+                    rate = done * B / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+                if self.sample_every and self.step % self.sample_every == 0:
+                    self._sample_hook()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+            if bar is not None:
+                bar.close()
+        if self._stop:
+            print(f"interrupted: stopped cleanly after step {self.step}; call fit() to continue")
+        return self.history
+
+    def _on_sigint(self, signum, frame):
+        if self._stop:           # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+
+    def _sample_hook(self):
+        if self.sample_fn is not None:
+            self.sample_fn(self, self.step)
+            return
+        d = self.ema_diffusion()
+        if not hasattr(d, "sample"):
+            return
+        from .visuals import save_grid
+        images = d.sample(16, sampler="ddim", steps=50, seed=self.seed, progress=False)
+        os.makedirs(self.sample_dir, exist_ok=True)
+        save_grid(images, os.path.join(self.sample_dir, f"step_{self.step:06d}.png"), nrow=4, scale=2)
+
+    def ema_diffusion(self) -> Diffusion:
+        """A Diffusion whose model holds the EMA weights (a copy; training is unaffected)."""
+        model = UNet.from_config(self.diffusion.model.config)
+        model.params[:] = self.ema if self.ema is not None else self.diffusion.model.params
+        return Diffusion(model, self.diffusion.schedule, objective=self.diffusion.objective)
+
+    # ------------------------------------------------------------- checkpoints
+    def _settings(self):
+        return {"batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "ema_decay": self.ema_decay, "grad_clip": self.grad_clip,
+                "weight_decay": self.weight_decay,
+                "decoupled_weight_decay": self.decoupled_weight_decay,
+                "betas": list(self.betas), "eps": self.eps, "warmup_steps": self.warmup_steps,
+                "min_snr_gamma": self.min_snr_gamma}
+
+    def save(self, path) -> str:
+        """Write one checkpoint file (safetensors; no pickle), atomically.
+
+        It holds the model and EMA weights, Adam's moments, the step, the
+        trainer's settings, the schedule, the objective and the history, so
+        :meth:`resume` continues exactly where this run is.
+        """
+        from safetensors.numpy import save_file
+
+        path = os.fspath(path)
+        d = self.diffusion
+        s = d.schedule
+        meta = {"format": CHECKPOINT_FORMAT, "step": str(self.step),
+                "ema_updates": str(self.ema_updates),
+                "model_config": json.dumps({k: (list(v) if isinstance(v, tuple) else v)
+                                            for k, v in d.model.config.items()}),
+                "objective": d.objective,
+                "schedule": json.dumps({"kind": s.kind, "params": s._params,
+                                        "rescale": s.rescale_zero_terminal_snr,
+                                        "betas": [float(b) for b in s._raw_betas[1:]]}),
+                "settings": json.dumps(self._settings()),
+                "history": json.dumps(self.history)}
+        tensors = {"params": d.model.params, "adam_m": self.m, "adam_v": self.v}
+        if self.ema is not None:
+            tensors["ema"] = self.ema
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return path
+
+    @classmethod
+    def resume(cls, path, data, **overrides) -> "Trainer":
+        """A Trainer restored from :meth:`save`'s file, ready to ``fit`` on ``data``.
+
+        ``overrides`` may change settings that do not affect the stored state
+        (e.g. ``progress``, ``sample_every``, ``sample_dir``).
+        """
+        from safetensors import SafetensorError, safe_open
+
+        from .schedule import NoiseSchedule
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise OSError(f"Trainer.resume(): no checkpoint file {path}")
+        try:
+            with safe_open(path, framework="numpy") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise OSError(f"Trainer.resume(): {path} is not a readable checkpoint: {exc}") from exc
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"Trainer.resume(): {path} is not a {CHECKPOINT_FORMAT} checkpoint")
+        try:
+            cfg = json.loads(meta["model_config"])
+            sch = json.loads(meta["schedule"])
+            settings = json.loads(meta["settings"])
+            history = json.loads(meta["history"])
+            step = int(meta["step"])
+            ema_updates = int(meta["ema_updates"])
+            objective = meta["objective"]
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"Trainer.resume(): damaged metadata in {path}: {exc}") from exc
+        model = UNet.from_config(cfg)
+        if sch["kind"] == "custom":
+            schedule = NoiseSchedule.from_betas(sch["betas"], rescale_zero_terminal_snr=sch["rescale"])
+        else:
+            schedule = NoiseSchedule(sch["kind"], timesteps=len(sch["betas"]),
+                                     rescale_zero_terminal_snr=sch["rescale"], **sch["params"])
+        P = model.num_parameters
+        for name in ("params", "adam_m", "adam_v") + (("ema",) if settings["ema_decay"] is not None else ()):
+            arr = tensors.get(name)
+            if arr is None or arr.shape != (P,) or arr.dtype != np.float32:
+                raise ValueError(f"Trainer.resume(): tensor {name!r} missing or of the wrong "
+                                 f"shape in {path}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"Trainer.resume(): tensor {name!r} holds NaN or Inf")
+        model.params[:] = tensors["params"]
+        settings["betas"] = tuple(settings["betas"])
+        keep = {k: overrides.pop(k) for k in ("progress", "sample_every", "sample_dir", "sample_fn")
+                if k in overrides}
+        if overrides:
+            raise ValueError(f"Trainer.resume(): cannot override {sorted(overrides)}")
+        tr = cls(Diffusion(model, schedule, objective=objective), data, **settings, **keep)
+        tr.m[:] = tensors["adam_m"]
+        tr.v[:] = tensors["adam_v"]
+        if tr.ema is not None:
+            tr.ema[:] = tensors["ema"]
+        tr.step = step
+        tr.ema_updates = ema_updates
+        tr.history = history
+        return tr
+
+    def __repr__(self):
+        return (f"Trainer(step={self.step}, batch_size={self.batch_size}, lr={self.lr:g}, "
+                f"data={self.data.shape}, objective={self.diffusion.objective!r})")
