@@ -1173,7 +1173,7 @@ static PyObject* py_train_step(PyObject* self, PyObject* args) {
     TrainConfig tc;
     memset(&tc, 0, sizeof tc);
     PyObject *adam_o, *seed_o;
-    if (!PyArg_ParseTuple(co, "iffOflkOpp", &tc.objective, &tc.min_snr_gamma, &tc.grad_clip,
+    if (!PyArg_ParseTuple(co, "iddOflkOpp", &tc.objective, &tc.min_snr_gamma, &tc.grad_clip,
                           &adam_o, &tc.ema_decay, &tc.ema_updates, &tc.step, &seed_o,
                           &tc.given_t, &tc.given_eps))
         return NULL;

@@ -83,7 +83,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     if (!isfinite(norm)) return DDPM_ERR_NONFINITE;
     float scale = 1.0f;
     if (cfg->grad_clip > 0) {
-        float coef = (float)((double)cfg->grad_clip / (norm + 1e-6));
+        float coef = (float)(cfg->grad_clip / (norm + 1e-6));
         scale = coef < 1.0f ? coef : 1.0f;
     }
     /* 7. Adam(W), 8. EMA */

@@ -21,9 +21,9 @@ enum { OBJ_EPS = 0, OBJ_X0 = 1, OBJ_V = 2 };
 
 typedef struct {
     int objective;          /* OBJ_EPS, OBJ_X0, OBJ_V                                */
-    float min_snr_gamma;    /* > 0: loss weight min(SNR, gamma)/SNR (eps), min(SNR, gamma)
+    double min_snr_gamma;   /* > 0: loss weight min(SNR, gamma)/SNR (eps), min(SNR, gamma)
                                (x0), min(SNR, gamma)/(SNR + 1) (v); <= 0: unweighted    */
-    float grad_clip;        /* > 0: clip the global gradient norm to this              */
+    double grad_clip;       /* > 0: clip the global gradient norm to this              */
     AdamConfig adam;        /* lr is the step's learning rate (warm-up applied)        */
     float ema_decay;        /* < 0: no EMA; else the target decay (ramped as diffusers) */
     long ema_updates;       /* EMA updates done before this step                       */

@@ -64,9 +64,9 @@ class Diffusion:
         if objective not in OBJECTIVES:
             raise ValueError(f"Diffusion(): objective must be one of {OBJECTIVES}, got {objective!r}")
         nts = model.config.get("num_train_timesteps")
-        if nts is not None and nts != schedule.T:
-            raise ValueError(f"Diffusion(): the model was configured for num_train_timesteps={nts} "
-                             f"but the schedule has T={schedule.T}")
+        if nts is not None and nts < schedule.T:
+            raise ValueError(f"Diffusion(): the model takes times 0..{nts - 1} "
+                             f"(num_train_timesteps={nts}) but the schedule has T={schedule.T}")
         if model.config["in_channels"] != model.config["out_channels"]:
             raise ValueError("Diffusion(): the model must output as many channels as it takes "
                              f"(in_channels={model.config['in_channels']}, "
