@@ -4,6 +4,8 @@ Commands
 --------
 demo     print a schedule summary and write a PNG of the forward process on a
          Fashion-MNIST image (or the course's T-shirt when the data is absent).
+train    train a DDPM on Fashion-MNIST (or MNIST); checkpoints, the EMA model,
+         a loss curve and a grid of samples go to --out.
 info     versions, threads and where the data was found.
 """
 from __future__ import annotations
@@ -40,6 +42,91 @@ def _demo(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import os
+    import time
+
+    import ddpm
+    from ddpm import datasets
+
+    if args.threads:
+        ddpm.set_num_threads(args.threads)
+    loader = {"fashion-mnist": datasets.fashion_mnist, "mnist": datasets.mnist}[args.data]
+    x, _ = loader("train", path=args.data_path)
+    if args.limit:
+        x = x[:args.limit]
+    os.makedirs(args.out, exist_ok=True)
+    ck = os.path.join(args.out, "checkpoint.safetensors")
+    if args.resume and os.path.exists(ck):
+        trainer = ddpm.Trainer.resume(ck, x, progress=not args.no_progress)
+        print(f"resumed from {ck} at step {trainer.step}")
+    else:
+        channels = tuple(int(c) for c in args.channels.split(","))
+        L = len(channels)
+        model = ddpm.UNet(seed=args.seed, block_out_channels=channels,
+                          down_block_types=("DownBlock2D",) * (L - 1) + ("AttnDownBlock2D",),
+                          up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (L - 1),
+                          norm_num_groups=args.groups, num_train_timesteps=args.timesteps)
+        d = ddpm.Diffusion(model, ddpm.NoiseSchedule(args.schedule, timesteps=args.timesteps),
+                           objective=args.objective)
+        trainer = ddpm.Trainer(d, x, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                               ema_decay=args.ema_decay, warmup_steps=args.warmup,
+                               progress=not args.no_progress)
+    print(f"{trainer.diffusion.model}\n{len(x)} images, batch {trainer.batch_size}, "
+          f"{trainer.steps_per_epoch} steps per epoch, {ddpm.get_num_threads()} threads")
+    total = args.steps if args.steps is not None else int(round(args.epochs * trainer.steps_per_epoch))
+    t0 = time.perf_counter()
+    done0 = trainer.step
+    while trainer.step - done0 < total:
+        chunk = min(args.checkpoint_every, total - (trainer.step - done0))
+        trainer.fit(steps=chunk)
+        trainer.save(ck)
+        if trainer._stop:          # Ctrl-C: checkpoint written, stop here
+            break
+    secs = time.perf_counter() - t0
+    steps = trainer.step - done0
+    if steps:
+        print(f"trained {steps} steps in {secs:.0f} s ({steps * trainer.batch_size / secs:.1f} img/s); "
+              f"last loss {trainer.history['loss'][-1]:.4f}")
+    final = trainer.ema_diffusion()
+    final.save(os.path.join(args.out, "model"))
+    print(f"wrote {ck} and {os.path.join(args.out, 'model')} (EMA weights, a diffusers DDPMPipeline folder)")
+    _loss_curve(trainer.history, os.path.join(args.out, "loss.png"))
+    if hasattr(final, "sample") and args.samples:
+        images = final.sample(args.samples, sampler="ddim", steps=args.sample_steps, seed=args.seed)
+        ddpm.save_grid(images, os.path.join(args.out, "samples.png"), scale=3)
+        print(f"wrote {os.path.join(args.out, 'samples.png')} ({args.samples} samples, "
+              f"DDIM {args.sample_steps} steps)")
+    return 0
+
+
+def _loss_curve(history, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no loss.png: pip install 'ddpm[notebooks]' for matplotlib)")
+        return
+    loss = np.asarray(history["loss"])
+    if loss.size == 0:
+        return
+    k = max(1, loss.size // 50)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history["step"], loss, alpha=0.3, label="per step")
+    ax.plot(np.asarray(history["step"])[k - 1:], smooth, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE loss")
+    ax.set_yscale("log")
+    ax.set_title("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def _info(args) -> int:
     import ddpm
     from ddpm import datasets
@@ -65,6 +152,31 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="forward_process.png")
     d.set_defaults(func=_demo)
+    tr = sub.add_parser("train", help="train a DDPM on Fashion-MNIST or MNIST")
+    tr.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    tr.add_argument("--data-path", default=None, help="folder with the IDX files")
+    tr.add_argument("--out", default="run", help="output folder")
+    g = tr.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--lr", type=float, default=2e-4)
+    tr.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
+    tr.add_argument("--ema-decay", type=float, default=0.999)
+    tr.add_argument("--schedule", default="linear", choices=["linear", "cosine", "scaled_linear", "sigmoid"])
+    tr.add_argument("--timesteps", type=int, default=1000)
+    tr.add_argument("--objective", default="eps", choices=["eps", "x0", "v"])
+    tr.add_argument("--channels", default="32,64,128", help="block_out_channels, comma separated")
+    tr.add_argument("--groups", type=int, default=8, help="norm_num_groups")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    tr.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
+    tr.add_argument("--samples", type=int, default=64, help="images in samples.png (0: none)")
+    tr.add_argument("--sample-steps", type=int, default=50)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
     i = sub.add_parser("info", help="versions, threads, data location")
     i.set_defaults(func=_info)
     args = p.parse_args(argv)
