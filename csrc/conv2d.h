@@ -16,13 +16,17 @@
 
 #include <stddef.h>
 
-/* Samples per im2col chunk and the col scratch (floats) conv2d needs. */
+/* Samples per im2col chunk and the im2col scratch (floats) of one chunk. */
 int conv2d_chunk(int B, int C, int H, int W, int K, int S);
 size_t conv2d_col_floats(int B, int C, int H, int W, int K, int S);
+/* The scratch (floats) conv2d_forward/backward need for these shapes: the
+ * im2col chunk, or for 3x3 stride-1 layers the Winograd buffers (transformed
+ * weights, their gradient, transformed input and products of one chunk). */
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S);
 
 /* out (OC, B, Ho, Wo) = conv(inp) + bias; with accumulate, out += conv(inp) + bias
  *   (so a residual or a per-sample time term already in out is kept: fused add).
- * col: scratch, conv2d_col_floats(...) floats (unused for K = 1, S = 1).
+ * col: scratch, conv2d_scratch_floats(...) floats (unused for K = 1, S = 1).
  * inp (C, B, H, W); weight (OC, C, K, K); bias (OC,) or NULL. */
 void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,

@@ -572,7 +572,7 @@ static PyObject* py_conv2d_forward(PyObject* self, PyObject* args) {
     F32(inp, io, "inp", (size_t)C * B * H * W, 0, 0);
     F32(w, wo, "weight", (size_t)OC * C * K * K, 0, 0);
     F32(b, bo, "bias", (size_t)OC, 0, 1);
-    size_t nc = conv2d_col_floats(B, C, H, W, K, S);
+    size_t nc = conv2d_scratch_floats(B, C, H, W, OC, K, S);
     float* col = malloc(sizeof(float) * (nc ? nc : 1));
     if (!col) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
@@ -599,7 +599,7 @@ static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
     F32(dout, doo, "dout", (size_t)OC * B * Ho * Wo, 0, 0);
     F32(inp, io, "inp", (size_t)C * B * H * W, 0, 0);
     F32(w, wo, "weight", (size_t)OC * C * K * K, 0, 0);
-    size_t nc = conv2d_col_floats(B, C, H, W, K, S);
+    size_t nc = conv2d_scratch_floats(B, C, H, W, OC, K, S);
     float* col = malloc(sizeof(float) * (nc ? nc : 1));
     if (!col) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
@@ -1232,6 +1232,320 @@ static PyObject* py_train_step(PyObject* self, PyObject* args) {
     return Py_BuildValue("(dd)", loss, norm);
 }
 
+#include "sample.h"
+
+/* ------------------------------------------------------------------------ */
+/* samplers (sample.c): the whole reverse loop in C                          */
+/* ------------------------------------------------------------------------ */
+
+/* The U-Net as sample.c's denoiser. */
+typedef struct {
+    UNet* net;
+    const float* params;
+} SampleNet;
+
+static int sample_unet_denoise(void* ctx, float* out, const float* x, const float* t, int N) {
+    SampleNet* s = ctx;
+    return unet_forward(s->net, s->params, x, t, out, N);
+}
+
+/* The stop hook: runs between steps on the calling thread with the GIL
+ * re-acquired; a pending signal (Ctrl-C) or an exception from the progress
+ * callable stops the loop, and the exception stays set for the binding. */
+typedef struct {
+    PyThreadState* tstate;
+    PyObject* hook;          /* callable(step, nsteps) or NULL */
+    int every;               /* call it every `every` steps (and at the end) */
+} SampleStop;
+
+static int sample_should_stop(void* ctx, int step, int nsteps) {
+    SampleStop* c = ctx;
+    PyEval_RestoreThread(c->tstate);
+    int stop = 0;
+    if (PyErr_CheckSignals() < 0) {
+        stop = 1;
+    } else if (c->hook && (step % c->every == 0 || step == nsteps)) {
+        PyObject* r = PyObject_CallFunction(c->hook, "ii", step, nsteps);
+        if (!r) stop = 1;
+        else Py_DECREF(r);
+    }
+    c->tstate = PyEval_SaveThread();
+    return stop;
+}
+
+/* An optional float32 array of exactly `count` values whose shape is
+ * (lead..., shape of `like`): lead = NULL for the shape of like itself. */
+static PyArrayObject* sample_array_like(PyObject* obj, const char* F, const char* name,
+                                        PyArrayObject* like, npy_intp lead, int writeable) {
+    PyArrayObject* a = check_array(obj, F, name, NPY_FLOAT32, writeable);
+    if (!a) return NULL;
+    int off = lead >= 0 ? 1 : 0;
+    int ok = PyArray_NDIM(a) == PyArray_NDIM(like) + off &&
+             (!off || PyArray_DIM(a, 0) == lead) &&
+             PyArray_CompareLists(PyArray_DIMS(a) + off, PyArray_DIMS(like), PyArray_NDIM(like));
+    if (!ok) {
+        if (off)
+            PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (%zd,) + out.shape",
+                         F, name, (Py_ssize_t)lead);
+        else
+            PyErr_Format(PyExc_ValueError, "%s(): %s must have the shape of out", F, name);
+        return NULL;
+    }
+    return a;
+}
+
+PyDoc_STRVAR(sample_doc,
+"sample(out, model, params, alpha_bars, ts, prevs, *, sampler, objective, variance=0,\n"
+"       eta=0.0, clip_x0=True, thresh_ratio=0.0, thresh_max=inf, seed=0, x_T=None,\n"
+"       noise=None, capture=None, cap_x=None, cap_eps=None, cap_x0=None, hook=None,\n"
+"       hook_every=1)\n--\n\n"
+"Run a whole reverse process in C with the GIL released; out (N, ...) float32\n"
+"receives x_0.  model is a UNet handle (params its flat float32 parameters) or,\n"
+"as a test hook, a tuple (mean, std): the exact denoiser of N(mean, std^2) data\n"
+"(params None).  alpha_bars (T+1,) float64; ts, prevs (K,) int64 lesson times of\n"
+"each model call and of the state each step moves to.  sampler 0 DDPM, 1 DDIM,\n"
+"2 DPM-Solver++(2M); objective 0 eps, 1 x0, 2 v; variance 0 fixed_small,\n"
+"1 fixed_large, 2 zero.  x_T (like out) and noise (K, like out) replace the RNG\n"
+"draws.  capture (M,) int64 step indices 0..K (increasing) select frames\n"
+"written to cap_x/cap_eps/cap_x0 (M, like out).  hook(step, K) is called every\n"
+"hook_every steps; Ctrl-C or an exception in hook stops the loop and is raised.");
+static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
+    (void)self;
+    const char* F = "sample";
+    static char* kwlist[] = {"out", "model", "params", "alpha_bars", "ts", "prevs",
+                             "sampler", "objective", "variance", "eta", "clip_x0",
+                             "thresh_ratio", "thresh_max", "seed", "x_T", "noise", "capture",
+                             "cap_x", "cap_eps", "cap_x0", "hook", "hook_every", NULL};
+    PyObject *out_o, *model_o, *params_o, *ab_o, *ts_o, *prevs_o;
+    PyObject *seed_o = NULL, *xT_o = Py_None, *noise_o = Py_None, *cap_o = Py_None;
+    PyObject *cx_o = Py_None, *ce_o = Py_None, *c0_o = Py_None, *hook_o = Py_None;
+    int sampler = -1, objective = -1, variance = 0, clip_x0 = 1, hook_every = 1;
+    double eta = 0.0, thresh_ratio = 0.0, thresh_max = INFINITY;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO|$iiidpddOOOOOOOOi:sample", kwlist,
+                                     &out_o, &model_o, &params_o, &ab_o, &ts_o, &prevs_o,
+                                     &sampler, &objective, &variance, &eta, &clip_x0,
+                                     &thresh_ratio, &thresh_max, &seed_o, &xT_o, &noise_o,
+                                     &cap_o, &cx_o, &ce_o, &c0_o, &hook_o, &hook_every))
+        return NULL;
+
+    /* arrays: ndarray, contiguous, dtype, byte order, aligned, writeable */
+    PyArrayObject* out = check_array(out_o, F, "out", NPY_FLOAT32, 1);
+    if (!out) return NULL;
+    UNetHandle* h = NULL;
+    GaussianDenoiser gauss;
+    memset(&gauss, 0, sizeof gauss);
+    PyArrayObject* params = NULL;
+    if (PyTuple_Check(model_o)) {
+        if (PyTuple_GET_SIZE(model_o) != 2 ||
+            !PyArg_ParseTuple(model_o, "dd", &gauss.mean, &gauss.std)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s(): model must be a UNet handle or a tuple "
+                         "(mean, std) of floats", F);
+            return NULL;
+        }
+        if (params_o != Py_None) {
+            PyErr_Format(PyExc_TypeError, "%s(): params must be None with the Gaussian "
+                         "denoiser", F);
+            return NULL;
+        }
+    } else {
+        if (!(h = get_unet(model_o, F))) return NULL;
+        if (!(params = check_array(params_o, F, "params", NPY_FLOAT32, 0))) return NULL;
+    }
+    PyArrayObject* ab = check_array(ab_o, F, "alpha_bars", NPY_FLOAT64, 0);
+    if (!ab) return NULL;
+    PyArrayObject* ts = check_array(ts_o, F, "ts", NPY_INT64, 0);
+    if (!ts) return NULL;
+    PyArrayObject* prevs = check_array(prevs_o, F, "prevs", NPY_INT64, 0);
+    if (!prevs) return NULL;
+    PyArrayObject *xT = NULL, *noise = NULL, *cap = NULL, *cx = NULL, *ce = NULL, *c0 = NULL;
+    npy_intp K = PyArray_SIZE(ts);
+    if (xT_o != Py_None && !(xT = sample_array_like(xT_o, F, "x_T", out, -1, 0))) return NULL;
+    if (noise_o != Py_None && !(noise = sample_array_like(noise_o, F, "noise", out, K, 0)))
+        return NULL;
+    npy_intp M = 0;
+    if (cap_o != Py_None) {
+        if (!(cap = check_array(cap_o, F, "capture", NPY_INT64, 0))) return NULL;
+        M = PyArray_SIZE(cap);
+    }
+    if (cx_o != Py_None && !(cx = sample_array_like(cx_o, F, "cap_x", out, M, 1))) return NULL;
+    if (ce_o != Py_None && !(ce = sample_array_like(ce_o, F, "cap_eps", out, M, 1))) return NULL;
+    if (c0_o != Py_None && !(c0 = sample_array_like(c0_o, F, "cap_x0", out, M, 1))) return NULL;
+
+    /* shapes */
+    if (PyArray_NDIM(out) < 2 || PyArray_DIM(out, 0) < 1 || PyArray_SIZE(out) < 1 ||
+        PyArray_DIM(out, 0) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): out must have shape (N, ...) with 1 <= N <= 2**20 "
+                     "and values per image", F);
+        return NULL;
+    }
+    int N = (int)PyArray_DIM(out, 0);
+    size_t D = (size_t)PyArray_SIZE(out) / (size_t)N;
+    if (h) {
+        const UNetConfig* c = unet_config(h->net);
+        if (c->in_channels != c->out_channels) {
+            PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it "
+                         "takes (%d in, %d out)", F, c->in_channels, c->out_channels);
+            return NULL;
+        }
+        if (PyArray_NDIM(out) != 4 || PyArray_DIM(out, 1) != c->in_channels ||
+            PyArray_DIM(out, 2) != c->sample_size || PyArray_DIM(out, 3) != c->sample_size) {
+            PyErr_Format(PyExc_ValueError, "%s(): out must have shape (N, %d, %d, %d) for this "
+                         "model", F, c->in_channels, c->sample_size, c->sample_size);
+            return NULL;
+        }
+        if ((size_t)PyArray_SIZE(params) != unet_num_parameters(h->net)) {
+            PyErr_Format(PyExc_ValueError, "%s(): params must hold %zu values", F,
+                         unet_num_parameters(h->net));
+            return NULL;
+        }
+    }
+    if (PyArray_NDIM(ab) != 1 || PyArray_DIM(ab, 0) < 2 ||
+        PyArray_DIM(ab, 0) > (npy_intp)MAX_TIMESTEPS + 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): alpha_bars must have shape (T+1,), 1 <= T <= %d",
+                     F, MAX_TIMESTEPS);
+        return NULL;
+    }
+    int T = (int)PyArray_DIM(ab, 0) - 1;
+    if (PyArray_NDIM(ts) != 1 || K < 1 || K > MAX_TIMESTEPS || PyArray_NDIM(prevs) != 1 ||
+        PyArray_DIM(prevs, 0) != K) {
+        PyErr_Format(PyExc_ValueError, "%s(): ts and prevs must have the same shape (K,), "
+                     "1 <= K <= %d", F, MAX_TIMESTEPS);
+        return NULL;
+    }
+    if (cap && (PyArray_NDIM(cap) != 1 || M > K + 1)) {
+        PyErr_Format(PyExc_ValueError, "%s(): capture must have shape (M,) with M <= K + 1", F);
+        return NULL;
+    }
+    if (!cap && (cx || ce || c0)) {
+        PyErr_Format(PyExc_ValueError, "%s(): cap_x/cap_eps/cap_x0 need capture", F);
+        return NULL;
+    }
+
+    /* ranges */
+    if (sampler < SAMPLER_DDPM || sampler > SAMPLER_DPMPP_2M) {
+        PyErr_Format(PyExc_ValueError, "%s(): sampler must be 0 (DDPM), 1 (DDIM) or 2 "
+                     "(DPM-Solver++), got %d", F, sampler);
+        return NULL;
+    }
+    if (objective < SAMPLE_EPS || objective > SAMPLE_V) {
+        PyErr_Format(PyExc_ValueError, "%s(): objective must be 0 (eps), 1 (x0) or 2 (v), "
+                     "got %d", F, objective);
+        return NULL;
+    }
+    if (variance < SAMPLE_FIXED_SMALL || variance > SAMPLE_VAR_ZERO) {
+        PyErr_Format(PyExc_ValueError, "%s(): variance must be 0, 1 or 2, got %d", F, variance);
+        return NULL;
+    }
+    if (!(eta >= 0.0 && eta <= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "%s(): eta must be in [0, 1], got %g", F, eta);
+        return NULL;
+    }
+    if (!(thresh_ratio >= 0.0 && thresh_ratio <= 1.0) ||
+        (thresh_ratio > 0.0 && !(thresh_max >= 1.0))) {
+        PyErr_Format(PyExc_ValueError, "%s(): thresh_ratio must be in [0, 1] and thresh_max "
+                     ">= 1", F);
+        return NULL;
+    }
+    uint64_t seed = 0;
+    if (seed_o && parse_seed(seed_o, F, &seed)) return NULL;
+    if (hook_o != Py_None && !PyCallable_Check(hook_o)) {
+        PyErr_Format(PyExc_TypeError, "%s(): hook must be callable or None", F);
+        return NULL;
+    }
+    if (hook_every < 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): hook_every must be >= 1, got %d", F, hook_every);
+        return NULL;
+    }
+    const double* abp = (const double*)PyArray_DATA(ab);
+    if (abp[0] != 1.0) {
+        PyErr_Format(PyExc_ValueError, "%s(): alpha_bars[0] must be 1", F);
+        return NULL;
+    }
+    for (int t = 1; t <= T; t++) {
+        if (!(abp[t] >= 0.0 && abp[t] < 1.0)) {
+            PyErr_Format(PyExc_ValueError, "%s(): alpha_bars[1..T] must lie in [0, 1)", F);
+            return NULL;
+        }
+    }
+    const int64_t* tsp = (const int64_t*)PyArray_DATA(ts);
+    const int64_t* pvp = (const int64_t*)PyArray_DATA(prevs);
+    for (npy_intp k = 0; k < K; k++) {
+        if (tsp[k] < 1 || tsp[k] > T || pvp[k] < 0 || pvp[k] >= tsp[k]) {
+            PyErr_Format(PyExc_ValueError, "%s(): need 1 <= ts[k] <= T = %d and 0 <= prevs[k] < "
+                         "ts[k]; step %zd has ts %lld, prevs %lld", F, T, (Py_ssize_t)k,
+                         (long long)tsp[k], (long long)pvp[k]);
+            return NULL;
+        }
+    }
+    if (cap) {
+        const int64_t* cp = (const int64_t*)PyArray_DATA(cap);
+        for (npy_intp i = 0; i < M; i++) {
+            if (cp[i] < 0 || cp[i] > K || (i && cp[i] <= cp[i - 1])) {
+                PyErr_Format(PyExc_ValueError, "%s(): capture must be increasing step indices "
+                             "in 0..K = 0..%zd", F, (Py_ssize_t)K);
+                return NULL;
+            }
+        }
+    }
+
+    SampleSpec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.sampler = sampler;
+    spec.objective = objective;
+    spec.variance = variance;
+    spec.K = (int)K;
+    spec.ts = tsp;
+    spec.prevs = pvp;
+    spec.alpha_bars = abp;
+    spec.T = T;
+    spec.eta = eta;
+    spec.clip_x0 = clip_x0;
+    spec.thresh_ratio = thresh_ratio;
+    spec.thresh_max = thresh_max;
+    spec.seed = seed;
+    spec.x_T = xT ? (const float*)PyArray_DATA(xT) : NULL;
+    spec.noise = noise ? (const float*)PyArray_DATA(noise) : NULL;
+    spec.M = (int)M;
+    spec.capture = cap ? (const int64_t*)PyArray_DATA(cap) : NULL;
+    spec.cap_x = cx ? (float*)PyArray_DATA(cx) : NULL;
+    spec.cap_eps = ce ? (float*)PyArray_DATA(ce) : NULL;
+    spec.cap_x0 = c0 ? (float*)PyArray_DATA(c0) : NULL;
+
+    SampleNet snet;
+    sample_denoise_fn fn;
+    void* fctx;
+    if (h) {
+        snet.net = h->net;
+        snet.params = (const float*)PyArray_DATA(params);
+        fn = sample_unet_denoise;
+        fctx = &snet;
+    } else {
+        gauss.alpha_bars = abp;
+        gauss.T = T;
+        gauss.objective = objective;
+        gauss.D = D;
+        fn = sample_gaussian_denoise;
+        fctx = &gauss;
+    }
+    SampleStop stop = {NULL, hook_o == Py_None ? NULL : hook_o, hook_every};
+    const char* what = "";
+    int st;
+    if (h) h->busy = 1;
+    stop.tstate = PyEval_SaveThread();
+    st = sample_run((float*)PyArray_DATA(out), &spec, N, D, fn, fctx, sample_should_stop, &stop,
+                    &what);
+    PyEval_RestoreThread(stop.tstate);
+    if (h) h->busy = 0;
+    if (st == DDPM_ERR_INTERRUPTED) return raise_status(st, F, "");
+    if (st == DDPM_ERR_NONFINITE) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s contains NaN or Inf", F, what);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "arguments");
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------ */
 /* module                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -1272,6 +1586,7 @@ static PyMethodDef core_methods[] = {
     {"ema_update", py_ema_update, METH_VARARGS, ema_update_doc},
     {"ema_decay_at", py_ema_decay_at, METH_VARARGS, ema_decay_at_doc},
     {"train_step", py_train_step, METH_VARARGS, train_step_doc},
+    {"sample", (PyCFunction)(void (*)(void))py_sample, METH_VARARGS | METH_KEYWORDS, sample_doc},
     {NULL, NULL, 0, NULL},
 };
 

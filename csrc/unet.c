@@ -394,15 +394,15 @@ int unet_reserve(UNet* n, int B, int for_training) {
             size_t c = 0;
             switch (op->type) {
             case OP_CONV_IN: case OP_RESNET:
-                c = conv2d_col_floats(B, op->cin, op->H, op->W, 3, 1);
+                c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 1);
                 if (op->type == OP_RESNET) {
-                    size_t c2 = conv2d_col_floats(B, op->cout, op->H, op->W, 3, 1);
+                    size_t c2 = conv2d_scratch_floats(B, op->cout, op->H, op->W, op->cout, 3, 1);
                     if (c2 > c) c = c2;
                 }
                 break;
-            case OP_OUT: c = conv2d_col_floats(B, op->cin, op->H, op->W, 3, 1); break;
-            case OP_DOWN: c = conv2d_col_floats(B, op->cin, op->H, op->W, 3, 2); break;
-            case OP_UP: c = conv2d_col_floats(B, op->cin, 2 * op->H, 2 * op->W, 3, 1); break;
+            case OP_OUT: c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 1); break;
+            case OP_DOWN: c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 2); break;
+            case OP_UP: c = conv2d_scratch_floats(B, op->cin, 2 * op->H, 2 * op->W, op->cout, 3, 1); break;
             default: break;
             }
             if (c > col) col = c;
