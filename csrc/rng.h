@@ -23,6 +23,8 @@
 #define DDPM_STREAM_USER          0x0000000200000000ULL  /* ddpm.randn       */
 #define DDPM_STREAM_TRAIN_T       0x0000000300000000ULL  /* + step: t draws  */
 #define DDPM_STREAM_TRAIN_EPS     0x0000000400000000ULL  /* + step: eps      */
+#define DDPM_STREAM_SAMPLE_INIT   0x0000000500000000ULL  /* sampler: x_T     */
+#define DDPM_STREAM_SAMPLE_STEP   0x0000000600000000ULL  /* + step k: z_k    */
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */
 void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);

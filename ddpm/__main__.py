@@ -6,6 +6,7 @@ demo     print a schedule summary and write a PNG of the forward process on a
          Fashion-MNIST image (or the course's T-shirt when the data is absent).
 train    train a DDPM on Fashion-MNIST (or MNIST); checkpoints, the EMA model,
          a loss curve and a grid of samples go to --out.
+sample   generate images from a saved model (Diffusion.save folder) into a PNG grid.
 info     versions, threads and where the data was found.
 """
 from __future__ import annotations
@@ -127,6 +128,31 @@ def _loss_curve(history, path):
     print(f"wrote {path}")
 
 
+def _sample(args) -> int:
+    import ddpm
+
+    try:
+        model = ddpm.Diffusion.load(args.model)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.threads:
+        ddpm.set_num_threads(args.threads)
+    kw = {}
+    if args.eta:
+        kw["eta"] = args.eta
+    try:
+        images = model.sample(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                              timestep_spacing=args.spacing, progress=not args.no_progress, **kw)
+    except (ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ddpm.save_grid(images, args.out, scale=args.scale)
+    steps = args.steps or {"ddim": 50, "dpm++": 20}.get(args.sampler, model.T)
+    print(f"wrote {args.out}: {args.n} images, {args.sampler} {steps} steps, seed {args.seed}")
+    return 0
+
+
 def _info(args) -> int:
     import ddpm
     from ddpm import datasets
@@ -177,6 +203,21 @@ def main(argv=None) -> int:
     tr.add_argument("--sample-steps", type=int, default=50)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
+    sp = sub.add_parser("sample", help="sample images from a saved model into a PNG grid")
+    sp.add_argument("--model", required=True, help="folder written by Diffusion.save (or "
+                    "diffusers' DDPMPipeline.save_pretrained)")
+    sp.add_argument("--n", type=int, default=64, help="number of images")
+    sp.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++"])
+    sp.add_argument("--steps", type=int, default=None,
+                    help="denoiser calls (default: T for ddpm, 50 ddim, 20 dpm++)")
+    sp.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
+    sp.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=0, help="0: all cores")
+    sp.add_argument("--scale", type=int, default=2, help="integer upscaling of the grid")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.add_argument("--out", default="samples.png")
+    sp.set_defaults(func=_sample)
     i = sub.add_parser("info", help="versions, threads, data location")
     i.set_defaults(func=_info)
     args = p.parse_args(argv)

@@ -156,6 +156,25 @@ class Diffusion:
         out = self.model(x_t, self.schedule.model_timestep(tt))
         return float(np.mean((out.astype(np.float64) - self.target(x0, eps, tt)) ** 2))
 
+    # -------------------------------------------------------------- sampling
+    def sample(self, n: int, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
+               seed: int | None = None, **options):
+        """Generate n images with the reverse process, whole loop in C (lesson 6-2-4).
+
+        ``sampler``: ``"ddpm"`` (ancestral, steps = T by default), ``"ddim"``
+        (``eta`` 0 = deterministic, 50 steps by default) or ``"dpm++"``
+        (DPM-Solver++(2M), 20 steps by default).  Returns float32 images
+        (n, C, H, W) in [0, 1].  Options (``variance``, ``timestep_spacing``,
+        ``clip_x0``, ``dynamic_threshold``, ``x_T``, ``noise``,
+        ``return_trajectory``, ``value_range``, ``progress``...) are documented
+        in :func:`ddpm.sampling.sample_diffusion`.
+
+        >>> images = d.sample(16, steps=50, sampler="ddim", seed=0)  # doctest: +SKIP
+        """
+        from .sampling import sample_diffusion
+        return sample_diffusion(self, n, steps=steps, sampler=sampler, eta=eta, seed=seed,
+                                **options)
+
     # ----------------------------------------------------------------- files
     def save(self, path) -> str:
         """Write a diffusers ``DDPMPipeline`` folder: ``model_index.json``,

@@ -1,0 +1,372 @@
+/*
+ * sample.c - the reverse process, whole loop in C (see sample.h for the math).
+ *
+ * Legend: N images, D values per image, K steps, M captured frames.
+ *
+ * One step = one denoiser call on the whole batch, then elementwise passes
+ * over the N*D values cut into fixed chunks (disjoint writes, no reductions
+ * across chunks), so the result never depends on the thread count.
+ *
+ * Arithmetic: the state is float32, and DDPM/DDIM steps compute in float32 in
+ * the order diffusers' DDPMScheduler/DDIMScheduler use (coefficients from
+ * alpha_bar rounded to float32, as their float32 alphas_cumprod), so that a
+ * loop fed the same model outputs and noise follows diffusers' rounding
+ * closely: a 50-step DDIM loop of an ill-conditioned (random) eps model
+ * amplifies one-ulp differences ~10^4-fold, and float64 arithmetic here would
+ * not be "more right" there, only different.  DPM-Solver++ computes its
+ * (log/exp) coefficients in float64 and each update in float64 per element.
+ */
+#include "sample.h"
+#include "common.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 4096   /* values per unit of parallel work */
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int all_finite(const float* x, size_t n) {
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= ddpm_nonfinite_bit(x[i]);
+    return !bad;
+}
+
+/* The k-th smallest of a[0..n-1] (0-based), reordering a so that a[i] <= a[k]
+ * for i < k and a[i] >= a[k] for i > k.  Quickselect with median-of-three
+ * pivots and a three-way partition (many equal values stay linear). */
+static float select_kth(float* a, size_t n, size_t k) {
+    size_t lo = 0, hi = n;                       /* search in [lo, hi) */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        float x = a[lo], y = a[mid], z = a[hi - 1];
+        float p = (x < y) ? ((y < z) ? y : (x < z ? z : x)) : ((x < z) ? x : (y < z ? z : y));
+        /* Dutch flag: [lo, lt) < p, [lt, i) == p, [gt, hi) > p */
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            float v = a[i];
+            if (v < p) { a[i] = a[lt]; a[lt] = v; lt++; i++; }
+            else if (v > p) { gt--; a[i] = a[gt]; a[gt] = v; }
+            else i++;
+        }
+        if (k < lt) hi = lt;
+        else if (k >= gt) lo = gt;
+        else return p;
+    }
+    return a[k];
+}
+
+/* The q-quantile of |x[0..D-1]| with linear interpolation between order
+ * statistics, in float32 as torch.quantile computes it (rank = q (D - 1),
+ * torch.lerp's two-sided formula); scratch holds D floats. */
+static float abs_quantile(float* scratch, const float* x, size_t D, double q) {
+    for (size_t i = 0; i < D; i++) scratch[i] = fabsf(x[i]);
+    float rank = (float)q * (float)(D - 1);
+    size_t lo = (size_t)rank;
+    if (lo > D - 1) lo = D - 1;
+    float w = rank - (float)lo;
+    float vlo = select_kth(scratch, D, lo);
+    float vhi = vlo;
+    if (lo + 1 < D && w > 0.0f) {                /* the next order statistic: min above lo */
+        float m = scratch[lo + 1];
+        for (size_t i = lo + 2; i < D; i++) m = scratch[i] < m ? scratch[i] : m;
+        vhi = m;
+    }
+    return w < 0.5f ? vlo + w * (vhi - vlo) : vhi - (vhi - vlo) * (1.0f - w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the exact Gaussian denoiser (test hook)                                    */
+/* ------------------------------------------------------------------------ */
+
+int sample_gaussian_denoise(void* vctx, float* out, const float* x, const float* t, int N) {
+    const GaussianDenoiser* g = vctx;
+    size_t D = g->D;
+    for (int n = 0; n < N; n++) {
+        double tn = (double)t[n] + 1.0;          /* network time -> lesson time */
+        if (!(tn >= 1.0 && tn <= (double)g->T) || tn != floor(tn)) return DDPM_ERR_TIMESTEP;
+        double ab = g->alpha_bars[(int)tn];
+        double a = sqrt(ab), b = sqrt(1.0 - ab);
+        double s2 = g->std * g->std;
+        double den = a * a * s2 + b * b;
+        const float* xn = x + (size_t)n * D;
+        float* on = out + (size_t)n * D;
+        for (size_t i = 0; i < D; i++) {
+            double r = ((double)xn[i] - a * g->mean) / den;
+            double eps = b * r;
+            double x0 = g->mean + a * s2 * r;
+            double o = g->objective == SAMPLE_EPS ? eps
+                     : g->objective == SAMPLE_X0 ? x0 : a * eps - b * x0;
+            on[i] = (float)o;
+        }
+    }
+    return DDPM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* per-step passes                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* eps (N*D), x0 (N*D) from the model output mo at a = sqrt(alpha_bar_t),
+ * b = sqrt(1 - alpha_bar_t); x0 clipped to [-1, 1] when clip.  float32
+ * arithmetic in the order of diffusers' schedulers (see sample_run). */
+static void predict(float* eps, float* x0, const float* x, const float* mo, size_t n,
+                    int objective, float a, float b, int clip) {
+    size_t units = (n + CHUNK - 1) / CHUNK;
+    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (size_t u = 0; u < units; u++) {
+        size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        for (size_t i = lo; i < hi; i++) {
+            float xi = x[i], m = mo[i], e, z;
+            if (objective == SAMPLE_EPS) { e = m; z = (xi - b * m) / a; }
+            else if (objective == SAMPLE_X0) { z = m; e = (xi - a * m) / b; }
+            else { z = a * xi - b * m; e = a * m + b * xi; }
+            if (clip) z = z < -1.0f ? -1.0f : (z > 1.0f ? 1.0f : z);
+            eps[i] = e;
+            x0[i] = z;
+        }
+    }
+}
+
+/* Dynamic thresholding (Saharia et al. 2022, as diffusers): per image
+ * s = clamp(quantile_q |x0|, 1, smax), x0 = clamp(x0, -s, s) / s. */
+static void threshold(float* x0, float* scratch, int N, size_t D, double q, double smax) {
+    int nt = ddpm_threads_for((size_t)N, 1);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int n = 0; n < N; n++) {
+        float* xn = x0 + (size_t)n * D;
+        float s = abs_quantile(scratch + (size_t)n * D, xn, D, q);
+        if (!(s >= 1.0f)) s = 1.0f;              /* also catches NaN */
+        if ((double)s > smax) s = (float)smax;
+        for (size_t i = 0; i < D; i++) {
+            float v = xn[i];
+            v = v < -s ? -s : (v > s ? s : v);
+            xn[i] = v / s;
+        }
+    }
+}
+
+/* x = (ca x + cb p) + cc q  (float32, each product and sum rounded; p, q may be
+ * NULL when their coefficient is unused). */
+static void combine(float* x, float ca, const float* p, float cb, const float* q, float cc,
+                    size_t n) {
+    size_t units = (n + CHUNK - 1) / CHUNK;
+    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (size_t u = 0; u < units; u++) {
+        size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        for (size_t i = lo; i < hi; i++) {
+            float v = ca * x[i];
+            if (p) v = v + cb * p[i];
+            if (q) v = v + cc * q[i];
+            x[i] = v;
+        }
+    }
+}
+
+/* DPM-Solver++ update in float64 per element: x = ca x + cb p + cc q. */
+static void combine64(float* x, double ca, const float* p, double cb, const float* q, double cc,
+                      size_t n) {
+    size_t units = (n + CHUNK - 1) / CHUNK;
+    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (size_t u = 0; u < units; u++) {
+        size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        for (size_t i = lo; i < hi; i++) {
+            double v = ca * (double)x[i];
+            if (p) v += cb * (double)p[i];
+            if (q) v += cc * (double)q[i];
+            x[i] = (float)v;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the loop                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int check_spec(const SampleSpec* s, int N, size_t D) {
+    if (N < 1 || D < 1 || s->K < 1 || s->T < 1 || !s->ts || !s->prevs || !s->alpha_bars)
+        return DDPM_ERR_VALUE;
+    if (s->sampler < SAMPLER_DDPM || s->sampler > SAMPLER_DPMPP_2M) return DDPM_ERR_VALUE;
+    if (s->objective < SAMPLE_EPS || s->objective > SAMPLE_V) return DDPM_ERR_VALUE;
+    if (s->variance < SAMPLE_FIXED_SMALL || s->variance > SAMPLE_VAR_ZERO) return DDPM_ERR_VALUE;
+    if (!(s->eta >= 0.0 && s->eta <= 1.0)) return DDPM_ERR_VALUE;
+    if (!(s->thresh_ratio >= 0.0 && s->thresh_ratio <= 1.0)) return DDPM_ERR_VALUE;
+    if (s->thresh_ratio > 0.0 && !(s->thresh_max >= 1.0)) return DDPM_ERR_VALUE;
+    for (int k = 0; k < s->K; k++) {
+        if (s->ts[k] < 1 || s->ts[k] > s->T) return DDPM_ERR_TIMESTEP;
+        if (s->prevs[k] < 0 || s->prevs[k] >= s->ts[k]) return DDPM_ERR_TIMESTEP;
+    }
+    if (s->M < 0 || (s->M > 0 && !s->capture)) return DDPM_ERR_VALUE;
+    for (int m = 0; m < s->M; m++) {
+        if (s->capture[m] < 0 || s->capture[m] > s->K) return DDPM_ERR_VALUE;
+        if (m && s->capture[m] <= s->capture[m - 1]) return DDPM_ERR_VALUE;
+    }
+    return DDPM_OK;
+}
+
+int sample_run(float* out, const SampleSpec* s, int N, size_t D,
+               sample_denoise_fn denoise, void* denoise_ctx,
+               sample_stop_fn stop, void* stop_ctx, const char** what) {
+    static const char* none = "";
+    if (what) *what = none;
+    int st = check_spec(s, N, D);
+    if (st) return st;
+    const size_t ND = (size_t)N * D;
+    const int K = s->K;
+    const double* ab = s->alpha_bars;
+    if (s->x_T && !all_finite(s->x_T, ND)) {
+        if (what) *what = "x_T";
+        return DDPM_ERR_NONFINITE;
+    }
+    if (s->noise && !all_finite(s->noise, (size_t)K * ND)) {
+        if (what) *what = "noise";
+        return DDPM_ERR_NONFINITE;
+    }
+
+    /* workspace: mo, eps, x0, prev x0 (DPM), z (own noise), scratch (thresholding), t */
+    int dpm = s->sampler == SAMPLER_DPMPP_2M;
+    int thr = s->thresh_ratio > 0.0;
+    size_t nbuf = 3 + (size_t)dpm + (s->noise ? 0 : 1) + (size_t)thr;
+    float* ws = malloc(sizeof(float) * (nbuf * ND + (size_t)N));
+    if (!ws) return DDPM_ERR_NOMEM;
+    float* mo = ws;
+    float* eps = mo + ND;
+    float* x0 = eps + ND;
+    float* p = x0 + ND;
+    float* m1 = NULL;       /* DPM-Solver++: the previous step's x0_hat */
+    float* zbuf = NULL;
+    float* scratch = NULL;
+    if (dpm) { m1 = p; p += ND; }
+    if (!s->noise) { zbuf = p; p += ND; }
+    if (thr) { scratch = p; p += ND; }
+    float* tvec = p;        /* (N,) network time */
+
+    float* x = out;         /* the state lives in the output buffer */
+    if (s->x_T) memmove(x, s->x_T, sizeof(float) * ND);
+    else rng_normal_fill_parallel(x, ND, s->seed, DDPM_STREAM_SAMPLE_INIT, 0);
+
+    int m = 0;              /* next capture frame */
+    int have_m1 = 0;
+    for (int k = 0; k < K; k++) {
+        if (stop && stop(stop_ctx, k, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
+        const int t = (int)s->ts[k], pv = (int)s->prevs[k];
+        for (int n = 0; n < N; n++) tvec[n] = (float)(t - 1);
+        st = denoise(denoise_ctx, mo, x, tvec, N);
+        if (st) {
+            if (what) *what = st == DDPM_ERR_NONFINITE ? "x_t (the sampler diverged)" : "the model";
+            goto cleanup;
+        }
+        if (!all_finite(mo, ND)) {
+            if (what) *what = "the model output";
+            st = DDPM_ERR_NONFINITE;
+            goto cleanup;
+        }
+        /* float32 scalars as diffusers' schedulers compute them from their
+         * float32 alphas_cumprod (alpha_bar_0 = 1: "set_alpha_to_one") */
+        const float apt = (float)ab[t], app = pv > 0 ? (float)ab[pv] : 1.0f;
+        const float bpt = 1.0f - apt, bpp = 1.0f - app;
+        const float sa = sqrtf(apt), sb = sqrtf(bpt);
+        predict(eps, x0, x, mo, ND, s->objective, sa, sb, s->clip_x0 && !thr);
+        if (thr) threshold(x0, scratch, N, D, s->thresh_ratio, s->thresh_max);
+
+        if (m < s->M && s->capture[m] == k) {
+            if (s->cap_x) memcpy(s->cap_x + (size_t)m * ND, x, sizeof(float) * ND);
+            if (s->cap_eps) memcpy(s->cap_eps + (size_t)m * ND, eps, sizeof(float) * ND);
+            if (s->cap_x0) memcpy(s->cap_x0 + (size_t)m * ND, x0, sizeof(float) * ND);
+            m++;
+        }
+
+        /* the noise scale of this step (none on a step to x_0) */
+        float sigma = 0.0f;
+        const float cat = apt / app, cbt = 1.0f - cat;   /* alpha_t, beta_t of the (skipping) step */
+        if (s->sampler == SAMPLER_DDPM && pv > 0) {
+            if (s->variance == SAMPLE_FIXED_SMALL) {
+                float var = (1.0f - app) / (1.0f - apt) * cbt;
+                sigma = sqrtf(var > 1e-20f ? var : 1e-20f);
+            } else if (s->variance == SAMPLE_FIXED_LARGE) {
+                sigma = sqrtf(cbt);
+            }
+        } else if (s->sampler == SAMPLER_DDIM && pv > 0 && s->eta > 0.0) {
+            float var = (bpp / bpt) * (1.0f - apt / app);
+            sigma = (float)s->eta * sqrtf(var);
+        }
+        const float* z = NULL;
+        if (sigma > 0.0f) {
+            if (s->noise) z = s->noise + (size_t)k * ND;
+            else {
+                rng_normal_fill_parallel(zbuf, ND, s->seed, DDPM_STREAM_SAMPLE_STEP + (uint64_t)k, 0);
+                z = zbuf;
+            }
+        }
+
+        if (s->sampler == SAMPLER_DDPM) {
+            /* (c1 x0 + c2 x) + sigma z */
+            float c1 = (sqrtf(app) * cbt) / bpt;
+            float c2 = (sqrtf(cat) * bpp) / bpt;
+            combine(x, c2, x0, c1, z, sigma, ND);
+        } else if (s->sampler == SAMPLER_DDIM) {
+            /* (sqrt(abp) x0 + sqrt(1 - abp - sigma^2) eps) + sigma z */
+            float dir2 = 1.0f - app - sigma * sigma;
+            float dir = dir2 > 0.0f ? sqrtf(dir2) : 0.0f;
+            combine(x, 0.0f, x0, sqrtf(app), eps, dir, ND);
+            if (z) combine(x, 1.0f, z, sigma, NULL, 0.0f, ND);
+        } else if (pv == 0) {            /* DPM-Solver++ to sigma = 0: x_0 = x0_hat */
+            memcpy(x, x0, sizeof(float) * ND);
+        } else {                          /* DPM-Solver++(2M), midpoint; float64 coefficients */
+            const double abt = ab[t], abp = ab[pv];
+            double sig_t = sqrt(1.0 - abt), sig_p = sqrt(1.0 - abp), alpha_p = sqrt(abp);
+            double lam_t = 0.5 * log(abt / (1.0 - abt)), lam_p = 0.5 * log(abp / (1.0 - abp));
+            double h = lam_p - lam_t;
+            double e = expm1(-h);         /* exp(-h) - 1 */
+            if (!have_m1) {
+                combine64(x, sig_p / sig_t, x0, -alpha_p * e, NULL, 0.0, ND);
+            } else {
+                double abq = ab[s->ts[k - 1]];
+                double lam_q = 0.5 * log(abq / (1.0 - abq));
+                double r0 = (lam_t - lam_q) / h;
+                /* D0 = x0, D1 = (x0 - m1) / r0: x = ratio x - alpha_p e D0 - 0.5 alpha_p e D1 */
+                double c = -0.5 * alpha_p * e / r0;
+                combine64(x, sig_p / sig_t, x0, -alpha_p * e + c, m1, -c, ND);
+            }
+        }
+        if (dpm) {
+            memcpy(m1, x0, sizeof(float) * ND);
+            have_m1 = 1;
+        }
+    }
+    if (!all_finite(x, ND)) {
+        if (what) *what = "x_0 (the sampler diverged)";
+        st = DDPM_ERR_NONFINITE;
+        goto cleanup;
+    }
+    if (m < s->M && s->capture[m] == K) {
+        if (s->cap_x) memcpy(s->cap_x + (size_t)m * ND, x, sizeof(float) * ND);
+        if (s->cap_eps) memset(s->cap_eps + (size_t)m * ND, 0, sizeof(float) * ND);
+        if (s->cap_x0) memcpy(s->cap_x0 + (size_t)m * ND, x, sizeof(float) * ND);
+        m++;
+    }
+    if (stop && stop(stop_ctx, K, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
+    st = DDPM_OK;
+cleanup:
+    free(ws);
+    return st;
+}
