@@ -1,0 +1,145 @@
+"""Sampling speed: ddpm's C loop against a PyTorch no_grad loop and diffusers' pipelines.
+
+Not a test: prints numbers measured in this run.
+
+Identical weights (the reference config, ``ddpm.UNet()`` default: 28x28x1,
+block_out_channels (32, 64, 128); diffusers' copy from ``to_diffusers()``), the
+same number of images, in one run:
+
+* DDPM, T = 1000 steps: ddpm ``Diffusion.sample(sampler="ddpm")`` vs a hand-written
+  PyTorch ``no_grad`` loop (UNet2DModel + the same update in torch) vs
+  diffusers' ``DDPMPipeline``;
+* DDIM, 50 steps (eta = 0): the same three, diffusers' ``DDIMPipeline``;
+* DPM-Solver++(2M), 20 steps: the same three, ``DDPMPipeline`` with a
+  ``DPMSolverMultistepScheduler``.
+
+The full benchmark (issue 5; targets >= 1.5x the PyTorch loop, >= 2x the pipeline):
+
+    python benchmarks/bench_sample.py --n 64 --steps 1000
+
+takes a while on 2 cores (three 1000-step runs of 64 images).  A reduced run:
+
+    python benchmarks/bench_sample.py --n 16 --steps 100
+
+(``--steps`` is the DDPM run's step count; ``--ddim-steps``/``--dpm-steps`` the others.)
+"""
+import argparse
+import time
+
+import numpy as np
+
+import ddpm
+
+
+def clock(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def torch_loop(torch, unet, sched_tabs, x_T, ts, prevs, sampler, seed):
+    """A plain PyTorch no_grad sampling loop (what one would write without diffusers)."""
+    ab = sched_tabs
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(x_T.copy())
+    prev_x0 = None
+    with torch.no_grad():
+        for k, (t, p) in enumerate(zip(ts, prevs)):
+            t, p = int(t), int(p)
+            eps = unet(x, t - 1).sample
+            a, b = ab[t] ** 0.5, (1 - ab[t]) ** 0.5
+            x0 = (x - b * eps) / a
+            if sampler != "dpm++":
+                x0 = x0.clamp(-1, 1)
+            if sampler == "ddpm":
+                alpha = ab[t] / ab[p]
+                mean = (ab[p] ** 0.5 * (1 - alpha) / (1 - ab[t])) * x0 + \
+                    (alpha ** 0.5 * (1 - ab[p]) / (1 - ab[t])) * x
+                if p > 0:
+                    var = (1 - ab[p]) / (1 - ab[t]) * (1 - alpha)
+                    mean = mean + var ** 0.5 * torch.randn(x.shape, generator=g)
+                x = mean
+            elif sampler == "ddim":
+                x = ab[p] ** 0.5 * x0 + (1 - ab[p]) ** 0.5 * eps
+            else:
+                if p == 0:
+                    x = x0
+                else:
+                    lam = lambda u: 0.5 * np.log(ab[u] / (1 - ab[u]))  # noqa: E731
+                    h = lam(p) - lam(t)
+                    D = x0
+                    if prev_x0 is not None:
+                        r = (lam(t) - lam(int(ts[k - 1]))) / h
+                        D = x0 + (x0 - prev_x0) / (2 * r)
+                    x = ((1 - ab[p]) / (1 - ab[t])) ** 0.5 * x - ab[p] ** 0.5 * np.expm1(-h) * D
+                prev_x0 = x0
+    return x.numpy()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=64, help="images per run")
+    p.add_argument("--steps", type=int, default=1000, help="DDPM steps (T = 1000)")
+    p.add_argument("--ddim-steps", type=int, default=50)
+    p.add_argument("--dpm-steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=0, help="0: all cores (ddpm's default)")
+    p.add_argument("--only", nargs="+", default=["ddpm", "ddim", "dpm++"],
+                   choices=["ddpm", "ddim", "dpm++"])
+    args = p.parse_args()
+    try:
+        import torch
+        from diffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler,
+                               DPMSolverMultistepScheduler)
+    except ImportError:
+        raise SystemExit("needs torch and diffusers: pip install torch==2.13.0 'ddpm[reference]'")
+
+    if args.threads:
+        ddpm.set_num_threads(args.threads)
+    nt = ddpm.get_num_threads()
+    torch.set_num_threads(nt)
+    net = ddpm.UNet(seed=0)
+    unet = net.to_diffusers()
+    d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear"))
+    ab = d.schedule.alpha_bars
+    n = args.n
+    x_T = ddpm.randn(n, 1, 28, 28, seed=0)
+    print(f"reference config: {net}")
+    print(f"{n} images, {nt} threads (ddpm and torch), torch {torch.__version__}\n")
+    print(f"{'sampler':<10} {'steps':>5} {'ddpm s':>8} {'torch loop s':>13} {'pipeline s':>11} "
+          f"{'vs loop':>8} {'vs pipeline':>12}")
+
+    def pipeline_for(sampler):
+        if sampler == "ddpm":
+            pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(timestep_spacing="trailing"))
+        elif sampler == "ddim":
+            pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(timestep_spacing="trailing"))
+        else:
+            pipe = DDPMPipeline(unet=unet, scheduler=DPMSolverMultistepScheduler(
+                algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # warm-up: allocate workspaces, load libraries
+    d.sample(n, steps=2, sampler="ddim", x_T=x_T, progress=False)
+    with torch.no_grad():
+        unet(torch.from_numpy(x_T), 10)
+
+    steps = {"ddpm": args.steps, "ddim": args.ddim_steps, "dpm++": args.dpm_steps}
+    for sampler in args.only:
+        K = steps[sampler]
+        ts, prevs = ddpm.sampling.sampling_timesteps(d.T, K, sampler, "trailing")
+        t_ours = clock(lambda: d.sample(n, steps=K, sampler=sampler, x_T=x_T, seed=1,
+                                        progress=False))
+        t_loop = clock(lambda: torch_loop(torch, unet, ab, x_T, ts, prevs, sampler, 1))
+        pipe = pipeline_for(sampler)
+        kw = {"eta": 0.0} if sampler == "ddim" else {}
+        with torch.no_grad():
+            t_pipe = clock(lambda: pipe(batch_size=n, num_inference_steps=K, output_type="np",
+                                        generator=torch.Generator().manual_seed(1), **kw))
+        print(f"{sampler:<10} {K:>5} {t_ours:>8.2f} {t_loop:>13.2f} {t_pipe:>11.2f} "
+              f"{t_loop / t_ours:>7.2f}x {t_pipe / t_ours:>11.2f}x", flush=True)
+    print("\nvs loop / vs pipeline: their time / ddpm's time (> 1: ddpm is faster).")
+
+
+if __name__ == "__main__":
+    main()
