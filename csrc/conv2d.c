@@ -14,22 +14,28 @@
  * position xi = 4 i + j of the 4x4 transformed tile, with N = tiles: 16 C
  * multiplies per tile and output channel instead of 36 C, so 2.25x fewer
  * flops, and the GEMMs have the tile count as N however few channels there
- * are.  Backward is the adjoint of each step:
- *   dM = A dY A^T,  dU_xi = dM_xi V_xi^T (summed over tiles),  dg = G^T dU G,
- *   dV_xi = U_xi^T dM_xi,  d(input window) += B dV B^T (windows overlap).
+ * are.  The weight gradient is the adjoint of each step:
+ *   dM = A dY A^T,  dU_xi = dM_xi V_xi^T (summed over tiles),  dg = G^T dU G.
  * With B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5;
  * .5 -.5 .5; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1]: only adds and halvings, so
- * float32 errors stay ~1e-6 relative.  Tiles are processed a chunk of whole
- * samples at a time (chunk size from the shapes alone); inside a chunk the
- * transforms split over (channel, sample) and the 16 GEMMs over positions,
- * so every float is produced by the same operations in the same order
- * whatever the thread count.
+ * float32 errors stay ~1e-6 relative.  backward-data is computed as the
+ * forward convolution of dY with the 180-degree-rotated, transposed weights
+ * (the same thing for stride 1, pad 1), so every chunk's outputs are
+ * disjoint 2x2 tiles.  Work goes in chunks of tile rows (size from the shapes
+ * alone), each chunk done start to end - transform, 16 single-threaded
+ * GEMMs, inverse transform - by one thread in its own scratch lane: no
+ * barrier per chunk (they cost most when the cores are shared), the data
+ * stays in that core's L2, and every float is produced by the same
+ * operations in the same order whatever the thread count.
  */
 #include "conv2d.h"
 #include "common.h"
 #include "matmul.h"
 #include <cblas.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define COL_BUDGET_FLOATS (1u << 19)   /* 2 MB of im2col scratch: stays in L2 (measured best) */
 
@@ -137,7 +143,8 @@ static void col2im_add(float* dinp, const float* col, int b0, int nb, int B, int
 
 #define WINO_MAX_W 256                 /* row buffers below live on the stack */
 #define WINO_ROW (WINO_MAX_W + 4)      /* padded row: 2 * ceil(W/2) + 2 <= W + 3 */
-#define WINO_BUDGET_FLOATS (1u << 17)  /* transformed input + products per chunk: 512 KB,
+#define WINO_LANES 4                   /* scratch lanes: at most this many threads */
+#define WINO_BUDGET_FLOATS (1u << 17)  /* one lane's transformed tiles + products: 512 KB,
                                           * half an L2 (measured better than 2-8 MB) */
 
 static int wino_tiles(int n) { return (n + 1) / 2; }
@@ -150,25 +157,29 @@ static int use_winograd(int C, int H, int W, int OC, int K, int S) {
     return K == 3 && S == 1 && W <= WINO_MAX_W && C >= 4;
 }
 
-/* Samples per Winograd chunk: a function of the shapes alone. */
-static int wino_chunk(int B, int C, int H, int W, int OC) {
-    size_t per_sample = (size_t)16 * (C + OC) * wino_tiles(H) * wino_tiles(W);
-    size_t nb = WINO_BUDGET_FLOATS / per_sample;
-    if (nb < 1) nb = 1;
-    if (nb > (size_t)B) nb = (size_t)B;
-    return (int)nb;
+/* Tile rows per chunk (a chunk is a run of the B * ceil(H/2) rows of tiles,
+ * across samples): a function of the shapes alone, and small enough that
+ * every lane gets work on small inputs. */
+static int wino_rows(int B, int C, int H, int W, int OC) {
+    size_t per_row = (size_t)16 * (C + OC) * wino_tiles(W);
+    size_t rows = (size_t)B * wino_tiles(H);
+    size_t nr = WINO_BUDGET_FLOATS / per_row;
+    size_t even = (rows + WINO_LANES - 1) / WINO_LANES;
+    if (nr > even) nr = even;
+    if (nr < 1) nr = 1;
+    return (int)nr;
 }
 
-/* Scratch: U (16, OC, C) | dU (16, OC, C) | V (16, C, T) | M (16, OC, T),
- * T = tiles of one chunk; returns the floats and the offsets. */
-static size_t wino_layout(int B, int C, int H, int W, int OC, size_t* off_du, size_t* off_v,
-                          size_t* off_m) {
-    size_t T = (size_t)wino_chunk(B, C, H, W, OC) * wino_tiles(H) * wino_tiles(W);
+/* Scratch: U (16, OC, C) | dU partials (WINO_LANES, 16, OC, C) |
+ * WINO_LANES lanes of V (16, C, T) and M (16, OC, T), T = tiles of a chunk. */
+static size_t wino_layout(int B, int C, int H, int W, int OC, size_t* off_du, size_t* off_lane,
+                          size_t* lane) {
+    size_t T = (size_t)wino_rows(B, C, H, W, OC) * wino_tiles(W);
     size_t u = (size_t)16 * OC * C;
     *off_du = u;
-    *off_v = 2 * u;
-    *off_m = 2 * u + (size_t)16 * C * T;
-    return *off_m + (size_t)16 * OC * T;
+    *off_lane = u + WINO_LANES * u;
+    *lane = (size_t)16 * (C + OC) * T;
+    return *off_lane + WINO_LANES * *lane;
 }
 
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S) {
@@ -179,36 +190,41 @@ size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S) {
     return conv2d_col_floats(B, C, H, W, K, S);
 }
 
-/* U (16, OC, C) = G g G^T for every g = weight[oc][c] (3, 3). */
-static void wino_weights(float* U, const float* weight, int C, int OC, int oc) {
-    const size_t xs = (size_t)OC * C;
-    for (int c = 0; c < C; c++) {
-        const float* g = weight + ((size_t)oc * C + c) * 9;
-        float t[4][3];
-        for (int j = 0; j < 3; j++) {
-            t[0][j] = g[j];
-            t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-            t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-            t[3][j] = g[6 + j];
-        }
-        float* u = U + (size_t)oc * C + c;
-        for (int i = 0; i < 4; i++) {
-            u[(4 * i + 0) * xs] = t[i][0];
-            u[(4 * i + 1) * xs] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-            u[(4 * i + 2) * xs] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-            u[(4 * i + 3) * xs] = t[i][2];
-        }
+/* u[xi * xs] (16 values) = G g G^T for one g (3, 3) read with strides (sh, sw):
+ * (3, 1) as stored, or (-3, -1) from the last element for the 180-degree
+ * rotation that backward-data convolves with. */
+static void wino_weight(float* u, size_t xs, const float* g, int sh, int sw) {
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+        float g0 = g[j * sw], g1 = g[sh + j * sw], g2 = g[2 * sh + j * sw];
+        t[0][j] = g0;
+        t[1][j] = 0.5f * (g0 + g1 + g2);
+        t[2][j] = 0.5f * (g0 - g1 + g2);
+        t[3][j] = g2;
+    }
+    for (int i = 0; i < 4; i++) {
+        u[(4 * i + 0) * xs] = t[i][0];
+        u[(4 * i + 1) * xs] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u[(4 * i + 2) * xs] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u[(4 * i + 3) * xs] = t[i][2];
     }
 }
 
-/* dweight[oc] (C, 3, 3) += G^T du G for every du = dU[.][oc][c] (4, 4). */
-static void wino_weights_adjoint(float* dweight, const float* dU, int C, int OC, int oc) {
-    const size_t xs = (size_t)OC * C;
+/* dweight[oc] (C, 3, 3) += G^T du G, du (4, 4) = the sum of the np partials
+ * dU[p][xi][oc][c] in order p = 0, 1, ... (fixed, whatever the threads). */
+static void wino_weights_adjoint(float* dweight, const float* dU, int np, int C, int OC, int oc) {
+    const size_t xs = (size_t)OC * C, ps = 16 * xs;
     for (int c = 0; c < C; c++) {
         const float* u = dU + (size_t)oc * C + c;
+        float du[16];
+        for (int xi = 0; xi < 16; xi++) {
+            float s = u[xi * xs];
+            for (int p = 1; p < np; p++) s += u[p * ps + xi * xs];
+            du[xi] = s;
+        }
         float s[3][4];
         for (int j = 0; j < 4; j++) {
-            float u0 = u[j * xs], u1 = u[(4 + j) * xs], u2 = u[(8 + j) * xs], u3 = u[(12 + j) * xs];
+            float u0 = du[j], u1 = du[4 + j], u2 = du[8 + j], u3 = du[12 + j];
             s[0][j] = u0 + 0.5f * (u1 + u2);
             s[1][j] = 0.5f * (u1 - u2);
             s[2][j] = 0.5f * (u1 + u2) + u3;
@@ -222,169 +238,167 @@ static void wino_weights_adjoint(float* dweight, const float* dU, int C, int OC,
     }
 }
 
-/* V[xi][t] (16 rows, stride xs) = B^T d B for the tiles t of one plane
+/* V[xi * xs + tx] = B^T d B for the tiles of tile row ty of one plane
  * x (H, W), d the 4x4 window at rows 2ty-1.., columns 2tx-1.. (zero outside). */
 DDPM_SIMD_CLONES
-static void wino_input(float* V, size_t xs, const float* x, int H, int W) {
-    const int th = wino_tiles(H), tw = wino_tiles(W), Wp = 2 * tw + 2;
+static void wino_input_row(float* V, size_t xs, const float* x, int ty, int H, int W) {
+    const int tw = wino_tiles(W), Wp = 2 * tw + 2;
     float r[4][WINO_ROW], t[4][WINO_ROW];
-    for (int ty = 0; ty < th; ty++) {
-        /* the 4 input rows, one zero column left, zeros right up to Wp */
-        for (int i = 0; i < 4; i++) {
-            int h = 2 * ty - 1 + i;
-            for (int q = 0; q < Wp; q++) r[i][q] = 0.0f;
-            if (h >= 0 && h < H) memcpy(&r[i][1], x + (size_t)h * W, sizeof(float) * W);
-        }
-        /* B^T down the columns: elementwise over the row, so it vectorises */
-        for (int q = 0; q < Wp; q++) {
-            t[0][q] = r[0][q] - r[2][q];
-            t[1][q] = r[1][q] + r[2][q];
-            t[2][q] = r[2][q] - r[1][q];
-            t[3][q] = r[1][q] - r[3][q];
-        }
-        /* ... then B along each tile's 4 columns */
-        for (int i = 0; i < 4; i++) {
-            float* v0 = V + (size_t)(4 * i) * xs + (size_t)ty * tw;
-            float* v1 = v0 + xs;
-            float* v2 = v1 + xs;
-            float* v3 = v2 + xs;
-            const float* ti = t[i];
-            for (int tx = 0; tx < tw; tx++) {
-                float d0 = ti[2 * tx], d1 = ti[2 * tx + 1], d2 = ti[2 * tx + 2], d3 = ti[2 * tx + 3];
-                v0[tx] = d0 - d2;
-                v1[tx] = d1 + d2;
-                v2[tx] = d2 - d1;
-                v3[tx] = d1 - d3;
-            }
-        }
+    /* the 4 input rows, one zero column left, zeros right up to Wp */
+    for (int i = 0; i < 4; i++) {
+        int h = 2 * ty - 1 + i;
+        for (int q = 0; q < Wp; q++) r[i][q] = 0.0f;
+        if (h >= 0 && h < H) memcpy(&r[i][1], x + (size_t)h * W, sizeof(float) * W);
     }
-}
-
-/* y (H, W) = [acc ? y : 0] + bias + A^T m A for the tiles of one plane,
- * m[xi][t] 16 rows of stride xs; outputs beyond H, W are dropped. */
-DDPM_SIMD_CLONES
-static void wino_output(float* y, const float* M, size_t xs, float bias, int acc, int H, int W) {
-    const int th = wino_tiles(H), tw = wino_tiles(W);
-    float o0[WINO_ROW], o1[WINO_ROW];
-    for (int ty = 0; ty < th; ty++) {
-        const float* m = M + (size_t)ty * tw;
+    /* B^T down the columns: elementwise over the row, so it vectorises */
+    for (int q = 0; q < Wp; q++) {
+        t[0][q] = r[0][q] - r[2][q];
+        t[1][q] = r[1][q] + r[2][q];
+        t[2][q] = r[2][q] - r[1][q];
+        t[3][q] = r[1][q] - r[3][q];
+    }
+    /* ... then B along each tile's 4 columns */
+    for (int i = 0; i < 4; i++) {
+        float* v0 = V + (size_t)(4 * i) * xs;
+        float* v1 = v0 + xs;
+        float* v2 = v1 + xs;
+        float* v3 = v2 + xs;
+        const float* ti = t[i];
         for (int tx = 0; tx < tw; tx++) {
-            float s0[4], s1[4];
-            for (int j = 0; j < 4; j++) {
-                float m0 = m[j * xs + tx], m1 = m[(4 + j) * xs + tx];
-                float m2 = m[(8 + j) * xs + tx], m3 = m[(12 + j) * xs + tx];
-                s0[j] = m0 + m1 + m2;
-                s1[j] = m1 - m2 - m3;
-            }
-            o0[2 * tx] = s0[0] + s0[1] + s0[2];
-            o0[2 * tx + 1] = s0[1] - s0[2] - s0[3];
-            o1[2 * tx] = s1[0] + s1[1] + s1[2];
-            o1[2 * tx + 1] = s1[1] - s1[2] - s1[3];
-        }
-        for (int k = 0; k < 2; k++) {
-            int h = 2 * ty + k;
-            if (h >= H) break;
-            float* yr = y + (size_t)h * W;
-            const float* o = k ? o1 : o0;
-            if (acc)
-                for (int w = 0; w < W; w++) yr[w] = (yr[w] + bias) + o[w];
-            else
-                for (int w = 0; w < W; w++) yr[w] = bias + o[w];
+            float d0 = ti[2 * tx], d1 = ti[2 * tx + 1], d2 = ti[2 * tx + 2], d3 = ti[2 * tx + 3];
+            v0[tx] = d0 - d2;
+            v1[tx] = d1 + d2;
+            v2[tx] = d2 - d1;
+            v3[tx] = d1 - d3;
         }
     }
 }
 
-/* dM[xi][t] (16 rows, stride xs) = A dy A^T for the tiles of one plane
+/* Rows 2ty, 2ty+1 of y (H, W) = [acc ? y : 0] + bias + A^T m A for the tiles
+ * of tile row ty, m[xi * xs + tx]; outputs beyond H, W are dropped. */
+DDPM_SIMD_CLONES
+static void wino_output_row(float* y, const float* m, size_t xs, float bias, int acc, int ty,
+                            int H, int W) {
+    const int tw = wino_tiles(W);
+    float o0[WINO_ROW], o1[WINO_ROW];
+    for (int tx = 0; tx < tw; tx++) {
+        float s0[4], s1[4];
+        for (int j = 0; j < 4; j++) {
+            float m0 = m[j * xs + tx], m1 = m[(4 + j) * xs + tx];
+            float m2 = m[(8 + j) * xs + tx], m3 = m[(12 + j) * xs + tx];
+            s0[j] = m0 + m1 + m2;
+            s1[j] = m1 - m2 - m3;
+        }
+        o0[2 * tx] = s0[0] + s0[1] + s0[2];
+        o0[2 * tx + 1] = s0[1] - s0[2] - s0[3];
+        o1[2 * tx] = s1[0] + s1[1] + s1[2];
+        o1[2 * tx + 1] = s1[1] - s1[2] - s1[3];
+    }
+    for (int k = 0; k < 2; k++) {
+        int h = 2 * ty + k;
+        if (h >= H) break;
+        float* yr = y + (size_t)h * W;
+        const float* o = k ? o1 : o0;
+        if (acc)
+            for (int w = 0; w < W; w++) yr[w] = (yr[w] + bias) + o[w];
+        else
+            for (int w = 0; w < W; w++) yr[w] = bias + o[w];
+    }
+}
+
+/* dM[xi * xs + tx] = A dy A^T for the tiles of tile row ty of one plane
  * dy (H, W), each tile's 2x2 block read with zeros beyond H, W. */
 DDPM_SIMD_CLONES
-static void wino_output_adjoint(float* dM, size_t xs, const float* dy, int H, int W) {
-    const int th = wino_tiles(H), tw = wino_tiles(W);
+static void wino_output_adjoint_row(float* dM, size_t xs, const float* dy, int ty, int H, int W) {
+    const int tw = wino_tiles(W);
     float r0[WINO_ROW], r1[WINO_ROW];
-    for (int ty = 0; ty < th; ty++) {
-        for (int q = 0; q < 2 * tw; q++) r0[q] = r1[q] = 0.0f;
-        memcpy(r0, dy + (size_t)(2 * ty) * W, sizeof(float) * W);
-        if (2 * ty + 1 < H) memcpy(r1, dy + (size_t)(2 * ty + 1) * W, sizeof(float) * W);
-        float* m = dM + (size_t)ty * tw;
-        for (int tx = 0; tx < tw; tx++) {
-            float a = r0[2 * tx], b = r0[2 * tx + 1], c = r1[2 * tx], d = r1[2 * tx + 1];
-            float e0[4] = {a, a + b, a - b, -b};   /* A dy^T of row 0 */
-            float e1[4] = {c, c + d, c - d, -d};   /* ... and of row 1 */
-            for (int j = 0; j < 4; j++) {
-                m[j * xs + tx] = e0[j];
-                m[(4 + j) * xs + tx] = e0[j] + e1[j];
-                m[(8 + j) * xs + tx] = e0[j] - e1[j];
-                m[(12 + j) * xs + tx] = -e1[j];
-            }
+    for (int q = 0; q < 2 * tw; q++) r0[q] = r1[q] = 0.0f;
+    memcpy(r0, dy + (size_t)(2 * ty) * W, sizeof(float) * W);
+    if (2 * ty + 1 < H) memcpy(r1, dy + (size_t)(2 * ty + 1) * W, sizeof(float) * W);
+    for (int tx = 0; tx < tw; tx++) {
+        float a = r0[2 * tx], b = r0[2 * tx + 1], c = r1[2 * tx], d = r1[2 * tx + 1];
+        float e0[4] = {a, a + b, a - b, -b};   /* row 0 of dy times A^T */
+        float e1[4] = {c, c + d, c - d, -d};   /* ... and row 1 */
+        for (int j = 0; j < 4; j++) {
+            dM[j * xs + tx] = e0[j];
+            dM[(4 + j) * xs + tx] = e0[j] + e1[j];
+            dM[(8 + j) * xs + tx] = e0[j] - e1[j];
+            dM[(12 + j) * xs + tx] = -e1[j];
         }
     }
 }
 
-/* dx (H, W) += B dv B^T of every tile, dv[xi][t] 16 rows of stride xs,
- * scattered to the overlapping 4x4 windows (rows/columns outside dropped).
- * Each element's (at most four) contributions are summed in a fixed order. */
-DDPM_SIMD_CLONES
-static void wino_input_adjoint(float* dx, const float* dV, size_t xs, int H, int W) {
-    const int th = wino_tiles(H), tw = wino_tiles(W), Wp = 2 * tw + 2;
-    /* a[i]: row i of (dv B^T) across the padded width; q0/q1 this tile's
-     * columns 0, 1, q2/q3 the left neighbour's columns 2, 3 (shifted by 1) */
-    float a[4][WINO_ROW], q0[WINO_ROW], q1[WINO_ROW], q2[WINO_ROW], q3[WINO_ROW];
-    float p2[WINO_ROW], p3[WINO_ROW];   /* previous tile row's window rows 2, 3 */
-    for (int q = 0; q < Wp; q++) p2[q] = p3[q] = 0.0f;
-    for (int ty = 0; ty <= th; ty++) {
-        if (ty < th) {
-            for (int i = 0; i < 4; i++) {
-                const float* v = dV + (size_t)(4 * i) * xs + (size_t)ty * tw;
-                q0[tw] = q1[tw] = 0.0f;
-                q2[0] = q3[0] = 0.0f;
-                for (int tx = 0; tx < tw; tx++) {
-                    float v0 = v[tx], v1 = v[xs + tx], v2 = v[2 * xs + tx], v3 = v[3 * xs + tx];
-                    q0[tx] = v0;
-                    q1[tx] = v1 - v2 + v3;
-                    q2[tx + 1] = v1 + v2 - v0;
-                    q3[tx + 1] = -v3;
-                }
-                for (int k = 0; k <= tw; k++) {
-                    a[i][2 * k] = q0[k] + q2[k];
-                    a[i][2 * k + 1] = q1[k] + q3[k];
-                }
-            }
-        } else {
-            for (int i = 0; i < 4; i++)
-                for (int q = 0; q < Wp; q++) a[i][q] = 0.0f;
+/* Applies f to the tile rows [r0, r0 + nr) of the planes ch = 0..NC-1 of
+ * x (NC, B, H, W), tile row r at column (r - r0) * tw of buffer row ch. */
+#define WINO_ROWS_LOOP(NC, BODY)                                           \
+    for (int ch = 0; ch < (NC); ch++)                                      \
+        for (int r = 0; r < nr; r++) {                                     \
+            const int b = (r0 + r) / th, ty = (r0 + r) % th;               \
+            const size_t plane = ((size_t)ch * B + b) * HW;                \
+            const size_t at = (size_t)ch * T + (size_t)r * tw;             \
+            BODY;                                                          \
         }
-        /* window rows 0, 1 of this tile row plus rows 2, 3 of the one above
-         * land on input rows 2ty-1, 2ty */
-        for (int k = 0; k < 2; k++) {
-            int h = 2 * ty - 1 + k;
-            float* xr = (h >= 0 && h < H) ? dx + (size_t)h * W : NULL;
-            if (xr) {
-                if (k == 0)
-                    for (int w = 0; w < W; w++) xr[w] += a[0][w + 1] + p2[w + 1];
-                else
-                    for (int w = 0; w < W; w++)
-                        xr[w] += (a[1][w + 1] - a[2][w + 1] + a[3][w + 1]) + p3[w + 1];
-            }
-        }
-        for (int q = 0; q < Wp; q++) {
-            p2[q] = a[1][q] + a[2][q] - a[0][q];
-            p3[q] = -a[3][q];
-        }
-    }
+
+/* The sizes every chunk function needs, from (B, H, W, r0, nr). */
+#define WINO_CHUNK_SIZES                                                   \
+    const int th = wino_tiles(H), tw = wino_tiles(W);                      \
+    const size_t HW = (size_t)H * W, T = (size_t)nr * tw;                  \
+    (void)HW
+
+/* out (OCo, B, H, W) [+]= bias + conv3x3(x (Ci, B, H, W)) on the tile rows
+ * [r0, r0 + nr), with U (16, OCo, Ci) transformed weights; V (16, Ci, T),
+ * M (16, OCo, T) this lane's buffers. */
+static void wino_conv_chunk(float* out, float* V, float* M, const float* x, const float* U,
+                            const float* bias, int accumulate, int B, int Ci, int H, int W,
+                            int OCo, int r0, int nr) {
+    WINO_CHUNK_SIZES;
+    WINO_ROWS_LOOP(Ci, wino_input_row(V + at, (size_t)Ci * T, x + plane, ty, H, W));
+    for (int xi = 0; xi < 16; xi++)
+        BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
+                          U + (size_t)xi * OCo * Ci, Ci, V + (size_t)xi * Ci * T, (int)T, 0.0f,
+                          M + (size_t)xi * OCo * T, (int)T);
+    WINO_ROWS_LOOP(OCo, wino_output_row(out + plane, M + at, (size_t)OCo * T,
+                                        bias ? bias[ch] : 0.0f, accumulate, ty, H, W));
 }
 
-/* out (OC, B, H, W) [+]= conv3x3(inp (C, B, H, W)) + bias through Winograd. */
+/* dU (16, OC, C) += dM V^T over the tile rows [r0, r0 + nr): V = B^T x B of
+ * inp (C, B, H, W), dM = A dy A^T of dout (OC, B, H, W). */
+static void wino_dweight_chunk(float* dU, float* V, float* dM, const float* dout,
+                               const float* inp, int B, int C, int H, int W, int OC, int r0,
+                               int nr) {
+    WINO_CHUNK_SIZES;
+    WINO_ROWS_LOOP(C, wino_input_row(V + at, (size_t)C * T, inp + plane, ty, H, W));
+    WINO_ROWS_LOOP(OC, wino_output_adjoint_row(dM + at, (size_t)OC * T, dout + plane, ty, H, W));
+    for (int xi = 0; xi < 16; xi++)
+        BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
+                          dM + (size_t)xi * OC * T, (int)T, V + (size_t)xi * C * T, (int)T, 1.0f,
+                          dU + (size_t)xi * OC * C, C);
+}
+
+static int wino_thread(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* out (OC, B, H, W) [+]= conv3x3(inp (C, B, H, W)) + bias through Winograd:
+ * chunks of tile rows handed out dynamically, each done start to end
+ * (transform, 16 GEMMs, inverse transform) by one thread in its own lane:
+ * its outputs are disjoint from every other chunk's, so who runs it does
+ * not matter, and it stays in that core's cache. */
 static void wino_forward(float* out, float* scratch, const float* inp, const float* weight,
                          const float* bias, int B, int C, int H, int W, int OC, int accumulate) {
-    size_t off_du, off_v, off_m;
-    wino_layout(B, C, H, W, OC, &off_du, &off_v, &off_m);
+    size_t off_du, off_lane, lane;
+    wino_layout(B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
-    float* V = scratch + off_v;
-    float* M = scratch + off_m;
-    const int tpp = wino_tiles(H) * wino_tiles(W);   /* tiles per plane */
-    const int nb = wino_chunk(B, C, H, W, OC);
-    const size_t HW = (size_t)H * W;
-    int nt = ddpm_threads_for((size_t)B * tpp * 16 * (C + OC), 1 << 14);
+    const int nr = wino_rows(B, C, H, W, OC), rows = B * wino_tiles(H);
+    const int nchunks = (rows + nr - 1) / nr;
+    int nt = ddpm_threads_for((size_t)nchunks, 1);
+    if (nt > WINO_LANES) nt = WINO_LANES;
     (void)nt;
+    const size_t xs = (size_t)OC * C;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -392,52 +406,39 @@ static void wino_forward(float* out, float* scratch, const float* inp, const flo
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int oc = 0; oc < OC; oc++) wino_weights(U, weight, C, OC, oc);
-        for (int b0 = 0; b0 < B; b0 += nb) {
-            const int n = B - b0 < nb ? B - b0 : nb;
-            const size_t T = (size_t)n * tpp;
+        for (int oc = 0; oc < OC; oc++)
+            for (int c = 0; c < C; c++)
+                wino_weight(U + (size_t)oc * C + c, xs, weight + ((size_t)oc * C + c) * 9, 3, 1);
+        float* V = scratch + off_lane + (size_t)wino_thread() * lane;
+        float* M = V + (size_t)16 * C * nr * wino_tiles(W);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
-            for (int cb = 0; cb < C * n; cb++) {
-                int c = cb / n, b = cb % n;
-                wino_input(V + (size_t)c * T + (size_t)b * tpp, (size_t)C * T,
-                           inp + ((size_t)c * B + b0 + b) * HW, H, W);
-            }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int xi = 0; xi < 16; xi++)
-                BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)T, C, 1.0f,
-                                  U + (size_t)xi * OC * C, C, V + (size_t)xi * C * T, (int)T,
-                                  0.0f, M + (size_t)xi * OC * T, (int)T);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int ob = 0; ob < OC * n; ob++) {
-                int oc = ob / n, b = ob % n;
-                wino_output(out + ((size_t)oc * B + b0 + b) * HW, M + (size_t)oc * T + (size_t)b * tpp,
-                            (size_t)OC * T, bias ? bias[oc] : 0.0f, accumulate, H, W);
-            }
+        for (int k = 0; k < nchunks; k++) {
+            int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
+            wino_conv_chunk(out, V, M, inp, U, bias, accumulate, B, C, H, W, OC, r0, n);
         }
     }
 }
 
 /* dinp (C, B, H, W) += ... (or NULL), dweight (OC, C, 3, 3) += ... through
- * Winograd; dout (OC, B, H, W).  dU sums chunk after chunk in order. */
+ * Winograd; dout (OC, B, H, W).  The weight gradient is summed in
+ * WINO_LANES partials, partial p over chunks p, p + WINO_LANES, ... in
+ * order, then the partials in order: fixed whatever the threads.  dinp is
+ * the convolution of dout with the rotated weights, (OC -> C), chunk by
+ * chunk like the forward. */
 static void wino_backward(float* dinp, float* dweight, float* scratch, const float* dout,
                           const float* inp, const float* weight, int B, int C, int H, int W,
                           int OC) {
-    size_t off_du, off_v, off_m;
-    wino_layout(B, C, H, W, OC, &off_du, &off_v, &off_m);
-    float* U = scratch;
-    float* dU = scratch + off_du;
-    float* V = scratch + off_v;
-    float* dM = scratch + off_m;
-    const int tpp = wino_tiles(H) * wino_tiles(W);
-    const int nb = wino_chunk(B, C, H, W, OC);
-    const size_t HW = (size_t)H * W;
-    int nt = ddpm_threads_for((size_t)B * tpp * 16 * (C + OC), 1 << 14);
+    size_t off_du, off_lane, lane;
+    wino_layout(B, C, H, W, OC, &off_du, &off_lane, &lane);
+    float* Ur = scratch;                 /* (16, C, OC): rotated, transposed weights */
+    float* dU = scratch + off_du;        /* (WINO_LANES, 16, OC, C) */
+    const int nr = wino_rows(B, C, H, W, OC), rows = B * wino_tiles(H);
+    const int nchunks = (rows + nr - 1) / nr;
+    const size_t xs = (size_t)OC * C;
+    int nt = ddpm_threads_for((size_t)nchunks, 1);
+    if (nt > WINO_LANES) nt = WINO_LANES;
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -445,56 +446,42 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     {
         if (dinp) {
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
 #endif
-            for (int oc = 0; oc < OC; oc++) wino_weights(U, weight, C, OC, oc);
+            for (int c = 0; c < C; c++)
+                for (int oc = 0; oc < OC; oc++)
+                    wino_weight(Ur + (size_t)c * OC + oc, xs,
+                                weight + ((size_t)oc * C + c) * 9 + 8, -3, -1);
         }
-        for (int b0 = 0; b0 < B; b0 += nb) {
-            const int n = B - b0 < nb ? B - b0 : nb;
-            const size_t T = (size_t)n * tpp;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int k = 0; k < (C + OC) * n; k++) {
-                if (k < C * n) {
-                    int c = k / n, b = k % n;
-                    wino_input(V + (size_t)c * T + (size_t)b * tpp, (size_t)C * T,
-                               inp + ((size_t)c * B + b0 + b) * HW, H, W);
-                } else {
-                    int oc = (k - C * n) / n, b = (k - C * n) % n;
-                    wino_output_adjoint(dM + (size_t)oc * T + (size_t)b * tpp, (size_t)OC * T,
-                                        dout + ((size_t)oc * B + b0 + b) * HW, H, W);
-                }
+        for (int p = 0; p < WINO_LANES; p++) memset(dU + p * 16 * xs, 0, sizeof(float) * 16 * xs);
+        float* V = scratch + off_lane + (size_t)wino_thread() * lane;
+        float* M = V + (size_t)16 * C * nr * wino_tiles(W);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int p = 0; p < WINO_LANES; p++)
+            for (int k = p; k < nchunks; k += WINO_LANES) {
+                int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
+                wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n);
             }
+        if (dinp) {
+            /* the lane holds 16 (C + OC) T floats: V (16, OC, T), M (16, C, T) */
+            float* M2 = V + (size_t)16 * OC * nr * wino_tiles(W);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1) nowait
 #endif
-            for (int xi = 0; xi < 16; xi++) {
-                float* Vx = V + (size_t)xi * C * T;
-                const float* dMx = dM + (size_t)xi * OC * T;
-                BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
-                                  dMx, (int)T, Vx, (int)T, b0 ? 1.0f : 0.0f,
-                                  dU + (size_t)xi * OC * C, C);
-                if (dinp)   /* V_xi is consumed: dV_xi = U_xi^T dM_xi overwrites it */
-                    BLAS(cblas_sgemm)(CblasRowMajor, CblasTrans, CblasNoTrans, C, (int)T, OC,
-                                      1.0f, U + (size_t)xi * OC * C, C, dMx, (int)T, 0.0f, Vx,
-                                      (int)T);
-            }
-            if (dinp) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int cb = 0; cb < C * n; cb++) {
-                    int c = cb / n, b = cb % n;
-                    wino_input_adjoint(dinp + ((size_t)c * B + b0 + b) * HW,
-                                       V + (size_t)c * T + (size_t)b * tpp, (size_t)C * T, H, W);
-                }
+            for (int k = 0; k < nchunks; k++) {
+                int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
+                wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, 1, B, OC, H, W, C, r0, n);
             }
         }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int oc = 0; oc < OC; oc++) wino_weights_adjoint(dweight, dU, C, OC, oc);
+        for (int oc = 0; oc < OC; oc++) wino_weights_adjoint(dweight, dU, WINO_LANES, C, OC, oc);
     }
 }
 
