@@ -25,6 +25,7 @@
 #include <string.h>
 
 #define CHUNK 4096   /* values per unit of parallel work */
+#define PAR_MIN 65536 /* values per thread below which waking threads costs more than it saves */
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                              */
@@ -117,7 +118,7 @@ int sample_gaussian_denoise(void* vctx, float* out, const float* x, const float*
 static void predict(float* eps, float* x0, const float* x, const float* mo, size_t n,
                     int objective, float a, float b, int clip) {
     size_t units = (n + CHUNK - 1) / CHUNK;
-    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    int nt = ddpm_threads_for(n, PAR_MIN);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -139,7 +140,8 @@ static void predict(float* eps, float* x0, const float* x, const float* mo, size
 /* Dynamic thresholding (Saharia et al. 2022, as diffusers): per image
  * s = clamp(quantile_q |x0|, 1, smax), x0 = clamp(x0, -s, s) / s. */
 static void threshold(float* x0, float* scratch, int N, size_t D, double q, double smax) {
-    int nt = ddpm_threads_for((size_t)N, 1);
+    int nt = ddpm_threads_for((size_t)N * D, PAR_MIN);
+    if (nt > N) nt = N;
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -162,7 +164,7 @@ static void threshold(float* x0, float* scratch, int N, size_t D, double q, doub
 static void combine(float* x, float ca, const float* p, float cb, const float* q, float cc,
                     size_t n) {
     size_t units = (n + CHUNK - 1) / CHUNK;
-    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    int nt = ddpm_threads_for(n, PAR_MIN);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -182,7 +184,7 @@ static void combine(float* x, float ca, const float* p, float cb, const float* q
 static void combine64(float* x, double ca, const float* p, double cb, const float* q, double cc,
                       size_t n) {
     size_t units = (n + CHUNK - 1) / CHUNK;
-    int nt = ddpm_threads_for(n, 2 * CHUNK);
+    int nt = ddpm_threads_for(n, PAR_MIN);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)

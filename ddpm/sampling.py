@@ -243,7 +243,7 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
         Number of images (>= 1).
     steps : int, optional
         Number of denoiser calls, 1..T.  Default: T for ``"ddpm"``, 50 for
-        ``"ddim"``, 20 for ``"dpm++"``.
+        ``"ddim"``, 20 for ``"dpm++"`` (at most T).
     sampler : {"ddpm", "ddim", "dpm++"}
     eta : float
         DDIM's noise scale in [0, 1] (0: deterministic).  Only for ``"ddim"``.
@@ -309,8 +309,8 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     n = as_int(n, "n", F, lo=1, hi=1 << 20)
     sampler = _choice(sampler, "sampler", SAMPLERS, F)
     T = diffusion.T
-    steps = T if steps is None and sampler == "ddpm" else (
-        DEFAULT_STEPS.get(sampler, T) if steps is None else steps)
+    if steps is None:
+        steps = min(DEFAULT_STEPS.get(sampler, T), T)
     steps = as_int(steps, "steps", F, lo=1)
     if steps > T:
         raise ValueError(f"{F}(): steps must be <= T = {T}, got {steps}")
