@@ -1074,3 +1074,51 @@ expect("dinp float64", TypeError, bw, np.zeros(x.shape), o, C, B, H, W)
 @pytest.mark.parametrize("layer", list(BAD_INPUT))
 def test_bad_input_raises(layer):
     assert_subprocess_ok(_BAD_PRELUDE + BAD_INPUT[layer] + _BAD_TAIL, timeout=60)
+
+
+# --------------------------------------------------------------------------- Winograd path
+# 3x3 stride-1 convolutions with C >= 4 go through Winograd F(2x2, 3x3) in conv2d.c: odd
+# H/W (border tiles half outside), 1x1 and 3x1 images, no bias, chunks spanning samples.
+
+WINOGRAD_CASES = [conv_case(2, 5, 7, 5, 6, 3, 1), conv_case(1, 4, 1, 1, 3, 3, 1),
+                  conv_case(3, 8, 9, 12, 4, 3, 1, bias=False), conv_case(2, 6, 3, 1, 5, 3, 1)]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=repr)
+def test_conv2d_winograd_odd_sizes(case):
+    test_forward_vs_float64_reference(case)
+    test_backward_vs_float64_reference(case)
+    test_backward_vs_finite_differences_of_reference(case)
+    test_backward_vs_coarse_finite_differences_of_ours(case)
+    test_backward_accumulates(case)
+
+
+def test_conv2d_winograd_accumulate_and_threads():
+    B, C, H, W, OC, K, S = 9, 8, 13, 11, 12, 3, 1      # several chunks of tile rows
+    case = conv_case(B, C, H, W, OC, K, S)
+    p = case.p32()
+    c64 = case.p64()
+    base = q32(_rng(11, B, C).standard_normal((OC, B, H, W)))
+    out = as32(base)
+    _core.conv2d_forward(out, p["inp"], p["weight"], p["bias"], B, C, H, W, OC, K, S, True)
+    assert_close(f"{case.name} accumulate", out, base + case.ref(c64), rtol=1e-5)
+    dout = as32(_dout(case, (OC, B, H, W)))
+
+    def run():
+        out, _ = case.ours(p)
+        g = {k: np.zeros(p[k].shape, F32) for k in case.params}
+        case.ours_bwd(p, dout, g)
+        return out, g
+
+    o1, g1 = _at_threads(1, run)
+    o2, g2 = _at_threads(2, run)
+    o3, g3 = _at_threads(3, run)
+    for o, g in ((o2, g2), (o3, g3)):
+        assert np.array_equal(o1, o), f"conv forward differs: max {np.abs(o1 - o).max():.3e}"
+        for k in g1:
+            assert np.array_equal(g1[k], g[k]), (
+                f"conv d{k} differs: max {np.abs(g1[k] - g[k]).max():.3e}")
+    assert_close(f"{case.name} forward", o1, case.ref(c64), rtol=1e-5, key="conv2d forward vs f64")
+    ref = case.ref_bwd(c64, dout.astype(F64))
+    for k in g1:
+        assert_close(f"{case.name} d{k}", g1[k], ref[k], rtol=2e-5, key="conv2d backward vs f64")
