@@ -32,6 +32,9 @@ from ddpm.sampling import sampling_timesteps
 
 from conftest import assert_subprocess_ok, run_in_subprocess
 
+# diffusers' DPMSolverMultistepScheduler.set_timesteps trips NumPy 2's __array__ warning
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 PT = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 SAMPLER_ID = {"ddpm": 0, "ddim": 1, "dpm++": 2}
 OBJ_ID = {"eps": 0, "x0": 1, "v": 2}
