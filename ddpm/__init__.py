@@ -9,6 +9,16 @@ whose names follow the course: ``NoiseSchedule``, ``q_sample``,
 >>> s = ddpm.NoiseSchedule("cosine")
 >>> xt, eps = s.q_sample(ddpm.datasets.tshirt()[None], t=500, seed=0)
 """
+import os as _os
+
+# ddpm's threads wait passively between parallel loops unless you say otherwise.
+# Spinning (OpenMP's default) is a little faster on an idle machine but, when
+# other programs share the cores, a spinning thread holds a core that the
+# thread everyone waits for needs: we measured 2-thread steps 10-40x slower on
+# a busy 2-core machine, which passive waiting removes.  Read once, when
+# the engine loads; set OMP_WAIT_POLICY=ACTIVE yourself to override.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:  # load OpenBLAS (from the scipy-openblas32 wheel) before the engine links to it
     import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 except ImportError:  # pragma: no cover - only for DDPM_BLAS=system builds
