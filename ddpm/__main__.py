@@ -94,7 +94,8 @@ def _train(args) -> int:
     print(f"wrote {ck} and {os.path.join(args.out, 'model')} (EMA weights, a diffusers DDPMPipeline folder)")
     _loss_curve(trainer.history, os.path.join(args.out, "loss.png"))
     if hasattr(final, "sample") and args.samples:
-        images = final.sample(args.samples, sampler="ddim", steps=args.sample_steps, seed=args.seed)
+        images = final.sample(args.samples, sampler="ddim", steps=args.sample_steps, seed=args.seed,
+                              progress=not args.no_progress)
         ddpm.save_grid(images, os.path.join(args.out, "samples.png"), scale=3)
         print(f"wrote {os.path.join(args.out, 'samples.png')} ({args.samples} samples, "
               f"DDIM {args.sample_steps} steps)")
