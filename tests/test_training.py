@@ -324,3 +324,16 @@ def test_history_buckets_cover_t():
     assert min(counts) > 0            # 160 uniform draws over 10 buckets
     # the plain MSE target is eps ~ N(0, 1): an untrained net's loss is O(1) everywhere
     assert all(np.isfinite(tr.history["bucket_loss"]))
+
+
+def test_sample_every_saves_grids_of_ema_samples(tmp_path):
+    tr = make_trainer(lr=1e-3, sample_every=2, sample_dir=tmp_path / "s")
+    tr.fit(steps=4)
+    files = sorted(os.listdir(tmp_path / "s"))
+    assert files == ["step_000002.png", "step_000004.png"]
+    with open(tmp_path / "s" / files[0], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    seen = []
+    tr2 = make_trainer(lr=1e-3, sample_every=3, sample_fn=lambda t, step: seen.append(step))
+    tr2.fit(steps=7)
+    assert seen == [3, 6]
