@@ -93,7 +93,7 @@ def _train(args) -> int:
     final.save(os.path.join(args.out, "model"))
     print(f"wrote {ck} and {os.path.join(args.out, 'model')} (EMA weights, a diffusers DDPMPipeline folder)")
     _loss_curve(trainer.history, os.path.join(args.out, "loss.png"))
-    if hasattr(final, "sample") and args.samples:
+    if args.samples:
         images = final.sample(args.samples, sampler="ddim", steps=args.sample_steps, seed=args.seed,
                               progress=not args.no_progress)
         ddpm.save_grid(images, os.path.join(args.out, "samples.png"), scale=3)

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from ._checks import as_float32_batch, as_seed, as_timesteps
-from .model import UNet
+from .model import UNet, read_json_object
 from .schedule import NoiseSchedule
 
 __all__ = ["Diffusion", "OBJECTIVES"]
@@ -215,16 +215,8 @@ class Diffusion:
         (also: a scheduler config from DDIMScheduler or DPMSolverMultistepScheduler)."""
         path = os.fspath(path)
         model = UNet.load(os.path.join(path, "unet"))
-        cfg_path = os.path.join(path, "scheduler", "scheduler_config.json")
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                cfg = json.load(f)
-        except FileNotFoundError as exc:
-            raise OSError(f"Diffusion.load(): no scheduler/scheduler_config.json in {path}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise OSError(f"Diffusion.load(): {cfg_path} is not valid JSON: {exc}") from exc
-        if not isinstance(cfg, dict):
-            raise ValueError(f"Diffusion.load(): {cfg_path} must hold a JSON object")
+        cfg = read_json_object(os.path.join(path, "scheduler", "scheduler_config.json"),
+                               "Diffusion.load")
         T = cfg.get("num_train_timesteps", 1000)
         rescale = bool(cfg.get("rescale_betas_zero_snr", False))
         pred = cfg.get("prediction_type", "epsilon")

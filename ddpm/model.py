@@ -207,7 +207,6 @@ class UNet:
     # ------------------------------------------------------------ construction
     def _build(self, cfg):
         self.config = cfg
-        L = len(cfg["block_out_channels"])
         down = tuple(_DOWN[t] for t in cfg["down_block_types"])
         up = tuple(_UP[t] for t in cfg["up_block_types"])
         hd = cfg["attention_head_dim"] or 0
@@ -224,7 +223,6 @@ class UNet:
         self.params = np.zeros(self.num_parameters, dtype=np.float32)
         self.grads = np.zeros(self.num_parameters, dtype=np.float32)
         self._last_batch = None
-        del L
 
     def reset_parameters(self, seed: int = 0) -> None:
         """Re-initialise every parameter as PyTorch does by default."""
@@ -407,15 +405,7 @@ class UNet:
         path = os.fspath(path)
         cfg_path = os.path.join(path, CONFIG_NAME)
         w_path = os.path.join(path, WEIGHTS_NAME)
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except FileNotFoundError as exc:
-            raise OSError(f"UNet.load(): no {CONFIG_NAME} in {path}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise OSError(f"UNet.load(): {cfg_path} is not valid JSON: {exc}") from exc
-        if not isinstance(config, dict):
-            raise ValueError(f"UNet.load(): {cfg_path} must hold a JSON object")
+        config = read_json_object(cfg_path, "UNet.load")
         cls_name = config.get("_class_name", "UNet2DModel")
         if cls_name != "UNet2DModel":
             raise ValueError(f"UNet.load(): {cfg_path} describes a {cls_name}, not a UNet2DModel")
@@ -462,6 +452,20 @@ class UNet:
 def _version():
     from . import __version__
     return __version__
+
+
+def read_json_object(path, func: str) -> dict:
+    """A JSON object from a config file; OSError if missing or not JSON, ValueError if not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError as exc:
+        raise OSError(f"{func}(): no {os.path.basename(path)} at {path}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OSError(f"{func}(): {path} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{func}(): {path} must hold a JSON object")
+    return obj
 
 
 def _write_text(path, text):

@@ -298,8 +298,6 @@ class Trainer:
             self.sample_fn(self, self.step)
             return
         d = self.ema_diffusion()
-        if not hasattr(d, "sample"):
-            return
         from .visuals import save_grid
         images = d.sample(16, sampler="ddim", steps=50, seed=self.seed, progress=False)
         os.makedirs(self.sample_dir, exist_ok=True)
