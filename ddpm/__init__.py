@@ -33,13 +33,14 @@ from .model import UNet
 from .diffusion import Diffusion
 from . import sampling
 from .sampling import sample
+from .pretrained import load_pretrained, pretrained_models
 from .training import Trainer
 from . import visuals
 from .visuals import make_grid, save_grid, show
 
 __version__ = "0.1.0"
 
-__all__ = ["sample", "NoiseSchedule", "KINDS", "UNet", "Diffusion", "Trainer", "randn", "new_seed", "set_num_threads",
+__all__ = ["sample", "load_pretrained", "pretrained_models", "NoiseSchedule", "KINDS", "UNet", "Diffusion", "Trainer", "randn", "new_seed", "set_num_threads",
            "get_num_threads", "datasets", "save_grid", "show", "make_grid"]
 
 

@@ -176,18 +176,21 @@ class Diffusion:
                                 **options)
 
     # ----------------------------------------------------------------- files
-    def save(self, path) -> str:
+    def save(self, path, *, dtype: str = "float32") -> str:
         """Write a diffusers ``DDPMPipeline`` folder: ``model_index.json``,
-        ``unet/`` (config + safetensors) and ``scheduler/scheduler_config.json``.
+        ``unet/`` (config + safetensors, ``dtype`` "float32" or "float16") and
+        ``scheduler/scheduler_config.json``.
 
         ``diffusers.DDPMPipeline.from_pretrained(path)`` reads it, and so does
         :meth:`load`.  Each file is replaced atomically.
         """
         from .model import _atomic_write, _write_text, _version
 
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"Diffusion.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
         os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
-        self.model.save(os.path.join(path, "unet"))
+        self.model.save(os.path.join(path, "unet"), dtype=dtype)
         s = self.schedule
         sched = {"_class_name": "DDPMScheduler", "_ddpm_version": _version(),
                  "num_train_timesteps": s.T, "prediction_type": _PREDICTION_TYPE[self.objective],

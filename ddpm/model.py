@@ -362,18 +362,28 @@ class UNet:
         return _core.unet_profile(self._handle, bool(enable))
 
     # ------------------------------------------------------------------- files
-    def save(self, path) -> str:
+    def save(self, path, *, dtype: str = "float32") -> str:
         """Write ``path/config.json`` and ``path/diffusion_pytorch_model.safetensors``
-        (diffusers' layout; each file replaced atomically).  Returns path."""
+        (diffusers' layout; each file replaced atomically).  Returns path.
+
+        ``dtype="float16"`` halves the file (the shipped model is stored so);
+        :meth:`load` reads either back as float32.
+        """
         from safetensors.numpy import save_file
 
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"UNet.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         cfg = {"_class_name": "UNet2DModel", "_ddpm_version": _version()}
         for k in sorted(DIFFUSERS_DEFAULTS):
             v = self.config[k]
             cfg[k] = list(v) if isinstance(v, tuple) else v
-        tensors = {name: np.ascontiguousarray(arr) for name, arr in self.named_parameters()}
+        tensors = {name: np.ascontiguousarray(arr, dtype=dtype) for name, arr in self.named_parameters()}
+        if dtype == "float16":
+            for name, arr in tensors.items():
+                if not np.isfinite(arr).all():
+                    raise ValueError(f"UNet.save(): {name} overflows float16; save as float32")
         _atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
         _atomic_write(os.path.join(path, CONFIG_NAME),
                       lambda tmp: _write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))

@@ -355,61 +355,84 @@ class Trainer:
         ``overrides`` may change settings that do not affect the stored state
         (e.g. ``progress``, ``sample_every``, ``sample_dir``).
         """
-        from safetensors import SafetensorError, safe_open
-
-        from .schedule import NoiseSchedule
-
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise OSError(f"Trainer.resume(): no checkpoint file {path}")
-        try:
-            with safe_open(path, framework="numpy") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise OSError(f"Trainer.resume(): {path} is not a readable checkpoint: {exc}") from exc
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"Trainer.resume(): {path} is not a {CHECKPOINT_FORMAT} checkpoint")
-        try:
-            cfg = json.loads(meta["model_config"])
-            sch = json.loads(meta["schedule"])
-            settings = json.loads(meta["settings"])
-            history = json.loads(meta["history"])
-            step = int(meta["step"])
-            ema_updates = int(meta["ema_updates"])
-            objective = meta["objective"]
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"Trainer.resume(): damaged metadata in {path}: {exc}") from exc
-        model = UNet.from_config(cfg)
-        if sch["kind"] == "custom":
-            schedule = NoiseSchedule.from_betas(sch["betas"], rescale_zero_terminal_snr=sch["rescale"])
-        else:
-            schedule = NoiseSchedule(sch["kind"], timesteps=len(sch["betas"]),
-                                     rescale_zero_terminal_snr=sch["rescale"], **sch["params"])
-        P = model.num_parameters
-        for name in ("params", "adam_m", "adam_v") + (("ema",) if settings["ema_decay"] is not None else ()):
-            arr = tensors.get(name)
-            if arr is None or arr.shape != (P,) or arr.dtype != np.float32:
-                raise ValueError(f"Trainer.resume(): tensor {name!r} missing or of the wrong "
-                                 f"shape in {path}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"Trainer.resume(): tensor {name!r} holds NaN or Inf")
-        model.params[:] = tensors["params"]
-        settings["betas"] = tuple(settings["betas"])
+        ck = _read_checkpoint(path, "Trainer.resume")
+        model, schedule, tensors, settings = ck["model"], ck["schedule"], ck["tensors"], ck["settings"]
         keep = {k: overrides.pop(k) for k in ("progress", "sample_every", "sample_dir", "sample_fn")
                 if k in overrides}
         if overrides:
             raise ValueError(f"Trainer.resume(): cannot override {sorted(overrides)}")
-        tr = cls(Diffusion(model, schedule, objective=objective), data, **settings, **keep)
+        tr = cls(Diffusion(model, schedule, objective=ck["objective"]), data, **settings, **keep)
         tr.m[:] = tensors["adam_m"]
         tr.v[:] = tensors["adam_v"]
         if tr.ema is not None:
             tr.ema[:] = tensors["ema"]
-        tr.step = step
-        tr.ema_updates = ema_updates
-        tr.history = history
+        tr.step = ck["step"]
+        tr.ema_updates = ck["ema_updates"]
+        tr.history = ck["history"]
         return tr
 
     def __repr__(self):
         return (f"Trainer(step={self.step}, batch_size={self.batch_size}, lr={self.lr:g}, "
                 f"data={self.data.shape}, objective={self.diffusion.objective!r})")
+
+
+def checkpoint_diffusion(path, *, weights: str = "ema") -> Diffusion:
+    """The :class:`Diffusion` held in a :meth:`Trainer.save` checkpoint, without its data.
+
+    ``weights="ema"`` (default) takes the EMA weights, ``"params"`` the raw ones.
+    ``python -m ddpm train`` writes its EMA model this way; so does the script
+    that exports the shipped model.
+    """
+    if weights not in ("ema", "params"):
+        raise ValueError(f"checkpoint_diffusion(): weights must be 'ema' or 'params', got {weights!r}")
+    ck = _read_checkpoint(path, "checkpoint_diffusion")
+    if weights == "ema" and "ema" not in ck["tensors"]:
+        raise ValueError(f"checkpoint_diffusion(): {path} was trained without EMA")
+    ck["model"].params[:] = ck["tensors"][weights]
+    return Diffusion(ck["model"], ck["schedule"], objective=ck["objective"])
+
+
+def _read_checkpoint(path, func):
+    """Parse and check a checkpoint: model (raw params loaded), schedule, tensors, settings..."""
+    from safetensors import SafetensorError, safe_open
+
+    from .schedule import NoiseSchedule
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise OSError(f"{func}(): no checkpoint file {path}")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise OSError(f"{func}(): {path} is not a readable checkpoint: {exc}") from exc
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{func}(): {path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    try:
+        cfg = json.loads(meta["model_config"])
+        sch = json.loads(meta["schedule"])
+        settings = json.loads(meta["settings"])
+        history = json.loads(meta["history"])
+        step = int(meta["step"])
+        ema_updates = int(meta["ema_updates"])
+        objective = meta["objective"]
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{func}(): damaged metadata in {path}: {exc}") from exc
+    model = UNet.from_config(cfg)
+    if sch["kind"] == "custom":
+        schedule = NoiseSchedule.from_betas(sch["betas"], rescale_zero_terminal_snr=sch["rescale"])
+    else:
+        schedule = NoiseSchedule(sch["kind"], timesteps=len(sch["betas"]),
+                                 rescale_zero_terminal_snr=sch["rescale"], **sch["params"])
+    P = model.num_parameters
+    for name in ("params", "adam_m", "adam_v") + (("ema",) if settings["ema_decay"] is not None else ()):
+        arr = tensors.get(name)
+        if arr is None or arr.shape != (P,) or arr.dtype != np.float32:
+            raise ValueError(f"{func}(): tensor {name!r} missing or of the wrong shape in {path}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{func}(): tensor {name!r} holds NaN or Inf")
+    model.params[:] = tensors["params"]
+    settings["betas"] = tuple(settings["betas"])
+    return {"model": model, "schedule": schedule, "tensors": tensors, "settings": settings,
+            "step": step, "ema_updates": ema_updates, "history": history, "objective": objective}

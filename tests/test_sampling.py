@@ -433,9 +433,7 @@ def test_model_whose_channels_do_not_match():
         d.sample(2, steps=2, seed=0, progress=False)
 
 
-def test_top_level_sample_without_a_model_says_so():
-    with pytest.raises(FileNotFoundError, match="no default pretrained model is installed"):
-        ddpm.sample(4)
+def test_top_level_sample_rejects_a_bare_unet():
     with pytest.raises(TypeError, match="Diffusion"):
         ddpm.sample(4, model=ddpm.UNet(seed=0, **TINY))
 

@@ -1,0 +1,95 @@
+"""The model shipped inside the package: ddpm.load_pretrained and ddpm.sample() with no model."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ddpm
+from ddpm import pretrained
+
+
+def test_shipped_model_loads_offline_and_is_small():
+    path = pretrained.pretrained_path("fashion-mnist")
+    w = os.path.join(path, "unet", "diffusion_pytorch_model.safetensors")
+    assert os.path.getsize(w) <= 10 * 2**20, "the issue caps the shipped weights at 10 MB"
+    d = ddpm.load_pretrained("fashion-mnist")
+    assert isinstance(d, ddpm.Diffusion)
+    c = d.model.config
+    assert (c["sample_size"], c["in_channels"], c["out_channels"]) == (28, 1, 1)
+    assert d.schedule.T == 1000 and d.objective == "eps"
+    # stored as float16: every weight is exactly representable in float16
+    p = d.model.params
+    assert np.array_equal(p, p.astype(np.float16).astype(np.float32))
+    # a fresh copy each call: training one does not change the next
+    d.model.params[:] = 0
+    assert np.abs(ddpm.load_pretrained().model.params).max() > 0
+
+
+def test_training_record_ships_beside_the_weights():
+    info = pretrained.training_info("fashion-mnist")
+    for key in ("command", "steps", "batch_size", "seconds", "threads"):
+        assert key in info, f"training.json lacks {key!r}"
+    assert "python -m ddpm train" in info["command"]
+
+
+def test_top_level_sample_uses_the_shipped_model():
+    a = ddpm.sample(4, seed=3, progress=False)
+    assert a.shape == (4, 1, 28, 28) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 1
+    # same as asking the shipped Diffusion for 20 DPM-Solver++ steps explicitly
+    b = ddpm.load_pretrained().sample(4, sampler="dpm++", steps=20, seed=3, progress=False)
+    assert np.array_equal(a, b)
+    c = ddpm.sample(4, model="fashion-mnist", seed=3, progress=False)
+    assert np.array_equal(a, c)
+    # not constant images: structure, with both dark background and bright garment pixels
+    assert (a.reshape(4, -1).std(axis=1) > 0.1).all()
+
+
+def test_bad_names():
+    with pytest.raises(ValueError, match="available: fashion-mnist"):
+        ddpm.load_pretrained("cifar10")
+    with pytest.raises(TypeError):
+        ddpm.load_pretrained(3)
+    assert "fashion-mnist" in ddpm.pretrained_models()
+
+
+def test_missing_files_say_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "_WEIGHTS", str(tmp_path))
+    with pytest.raises(OSError, match="missing"):
+        ddpm.load_pretrained("fashion-mnist")
+
+
+def test_float16_save_round_trip(tmp_path):
+    d = ddpm.load_pretrained()
+    d.model.params[:] = np.random.default_rng(0).standard_normal(d.model.params.size) * 0.05
+    d.save(tmp_path / "f32")
+    d.save(tmp_path / "f16", dtype="float16")
+    s32 = os.path.getsize(tmp_path / "f32" / "unet" / "diffusion_pytorch_model.safetensors")
+    s16 = os.path.getsize(tmp_path / "f16" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert s16 < 0.55 * s32
+    back = ddpm.Diffusion.load(tmp_path / "f16")
+    assert back.model.params.dtype == np.float32
+    np.testing.assert_array_equal(back.model.params, d.model.params.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        d.save(tmp_path / "x", dtype="bfloat16")
+    d.model.params[0] = 1e6            # does not fit in float16
+    with pytest.raises(ValueError, match="float16"):
+        d.save(tmp_path / "f16b", dtype="float16")
+
+
+def test_diffusers_reads_the_shipped_folder():
+    pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+    path = pretrained.pretrained_path()
+    pipe = diffusers.DDPMPipeline.from_pretrained(path)
+    d = ddpm.load_pretrained()
+    x = ddpm.randn((3, 1, 28, 28), seed=1)
+    t = d.schedule.model_timestep(np.array([10, 500, 990]))     # the network's 0-based time
+    ours = d.model(x, t)
+    with torch.no_grad():
+        ref = pipe.unet.float()(torch.from_numpy(x), torch.from_numpy(t)).sample
+    assert np.abs(ours - ref.numpy()).max() <= 1e-4
+    with open(os.path.join(path, "scheduler", "scheduler_config.json")) as f:
+        assert json.load(f)["num_train_timesteps"] == 1000
