@@ -133,7 +133,10 @@ def _sample(args) -> int:
     import ddpm
 
     try:
-        model = ddpm.Diffusion.load(args.model)
+        if args.model in ddpm.pretrained_models() and not __import__("os").path.exists(args.model):
+            model = ddpm.load_pretrained(args.model)
+        else:
+            model = ddpm.Diffusion.load(args.model)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -205,10 +208,12 @@ def main(argv=None) -> int:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
     sp = sub.add_parser("sample", help="sample images from a saved model into a PNG grid")
-    sp.add_argument("--model", required=True, help="folder written by Diffusion.save (or "
-                    "diffusers' DDPMPipeline.save_pretrained)")
+    sp.add_argument("--model", default="fashion-mnist",
+                    help="folder written by Diffusion.save (or DDPMPipeline.save_pretrained), "
+                         "or a shipped model's name (default: fashion-mnist, shipped)")
     sp.add_argument("--n", type=int, default=64, help="number of images")
-    sp.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++"])
+    sp.add_argument("--sampler", default="dpm++", choices=["ddpm", "ddim", "dpm++"],
+                    help="default dpm++ (20 steps); ddpm runs all T steps")
     sp.add_argument("--steps", type=int, default=None,
                     help="denoiser calls (default: T for ddpm, 50 ddim, 20 dpm++)")
     sp.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")

@@ -93,3 +93,14 @@ def test_diffusers_reads_the_shipped_folder():
     assert np.abs(ours - ref.numpy()).max() <= 1e-4
     with open(os.path.join(path, "scheduler", "scheduler_config.json")) as f:
         assert json.load(f)["num_train_timesteps"] == 1000
+
+
+def test_cli_samples_the_shipped_model_by_default(tmp_path):
+    from conftest import run_in_subprocess
+    out = tmp_path / "grid.png"
+    rc, so, se = run_in_subprocess(
+        f"import sys; from ddpm.__main__ import main; "
+        f"sys.exit(main(['sample', '--n', '4', '--out', {str(out)!r}, '--no-progress']))")
+    assert rc == 0, se
+    assert "dpm++ 20 steps" in so
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
