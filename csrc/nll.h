@@ -34,8 +34,10 @@
  *
  * Noise: eps of image n at time t is normal number (first_image + n) * D + i
  * of stream DDPM_STREAM_NLL_EPS + t under seed: a pure function of (seed,
- * global image index, t), so results do not depend on the thread count, the
- * batch split, or which other timesteps are evaluated.  x_t is rounded to
+ * global image index, t): x_t does not depend on the thread count, the batch
+ * split, or which other timesteps are evaluated (the bits of the result then
+ * depend only on the denoiser's, which for the U-Net vary with the batch size
+ * but not with the thread count).  x_t is rounded to
  * float32 exactly as q_sample rounds it (float32 coefficients), which is what
  * the network sees; the bound's arithmetic is float64.
  *

@@ -209,7 +209,7 @@ class Diffusion:
             image (the first steps dominate the sum), see ``NLLResult.stderr``.
         seed : int
             Seed of the x_t noise and the timestep draws (same seed, same bits at any
-            thread count and batch size).
+            thread count; the same x_t and timesteps at any batch size).
         variance : {"fixed_small", "fixed_large"}
             s2_t = ``posterior_variance[t]`` (default: the true posterior's variance, so
             each L_{t-1} is the model's weighted squared error alone; the DDPM

@@ -58,8 +58,11 @@ finite-population factor (T - 1 - K)/(T - 2) relative to independent draws.
 
 Reproducibility: eps of image n at time t and the timestep draws come from
 ddpm's counter RNG under ``seed`` and the image's index in x0, so the result
-is the same at any thread count and any ``batch_size``, and an exact and a
-Monte Carlo call with the same seed use the same x_t for the same (image, t).
+is bit-identical at any thread count, the x_t and the drawn timesteps do not
+depend on ``batch_size`` (the network's float32 output can differ in its last
+bits with the batch size: its matrix products are blocked by batch), and an
+exact and a Monte Carlo call with the same seed use the same x_t for the same
+(image, t).
 """
 from __future__ import annotations
 
@@ -159,7 +162,7 @@ def check_grid(x0, func: str = "nll", quantize: bool = False) -> np.ndarray:
     if not quantize and off.max() > GRID_TOLERANCE:
         i = int(np.argmax(off))
         raise ValueError(
-            f"{func}(): x0 is not on the 256-level grid k/127.5 - 1 (value {x.flat[i]!r} is "
+            f"{func}(): x0 is not on the 256-level grid k/127.5 - 1 (value {float(x.flat[i])!r} is "
             f"{off.flat[i]:.3g} levels off); the discretised decoder needs 8-bit data. "
             f"Pass quantize=True to snap to the nearest level")
     return np.ascontiguousarray(kr / 127.5 - 1.0, dtype=np.float32)
