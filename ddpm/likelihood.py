@@ -83,7 +83,7 @@ _OBJECTIVE_ID = {"eps": 0, "x0": 1, "v": 2}
 GRID_TOLERANCE = 1e-3   # in levels: |(x + 1) 127.5 - k| allowed before x counts as off the grid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NLLResult:
     """The bound of :func:`nll`, in bits per dimension unless said otherwise.
 

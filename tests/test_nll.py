@@ -490,3 +490,29 @@ def test_ctrl_c_interrupts_an_exact_run():
     sys.exit("no KeyboardInterrupt")
     """
     assert "interrupted" in assert_subprocess_ok(code, timeout=600)
+
+
+def test_memory_does_not_grow_over_repeated_calls():
+    """A leaked workspace (3 x (16, 1024) float32 + tables, ~0.2 MB) would add ~40 MB
+    over 200 calls; peak RSS may move by allocator noise only."""
+    code = """
+    import resource
+    import numpy as np, ddpm
+    from ddpm import _core
+    ddpm.set_num_threads(1)
+    betas = ddpm.NoiseSchedule("linear", 20).betas.copy()
+    x0 = np.zeros((16, 1024), np.float32)
+    ts = np.tile(np.arange(1, 21, dtype=np.int64), (16, 1))
+    terms, prior = np.empty((16, 20)), np.empty(16)
+    draws = np.empty((16, 5), np.int64)
+    def run(n):
+        for i in range(n):
+            _core.nll(terms, prior, x0, (0.0, 0.5), None, betas, ts, objective=0, seed=i)
+            _core.nll_timesteps(draws, 20, i, 0)
+    run(10)
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(200)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0)
+    """
+    grown_kb = int(assert_subprocess_ok(code).split()[-1])
+    assert grown_kb < 4 * 1024, f"peak RSS grew by {grown_kb} KB over 200 calls"
