@@ -246,6 +246,8 @@ def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, se
                          f"(zero terminal SNR); the bound needs the v or x0 objective")
     betas = np.ascontiguousarray(sched.betas, dtype=np.float64)
     model = diffusion.model
+    # _model (private, for tests): a (mean, std) tuple runs the core's exact denoiser of
+    # N(mean, std^2) data instead of the U-Net (which then only fixes the image shape)
     handle, params = (model._handle, model.params) if _model is None else (_model, None)
 
     M = T if t_samples is None else t_samples + 1
