@@ -211,10 +211,12 @@ class Diffusion:
             Seed of the x_t noise and the timestep draws (same seed, same bits at any
             thread count; the same x_t and timesteps at any batch size).
         variance : {"fixed_small", "fixed_large"}
-            s2_t = ``posterior_variance[t]`` (default: the true posterior's variance, so
-            each L_{t-1} is the model's weighted squared error alone; the DDPM
-            sampler's default) or ``betas[t]``; t = 1 uses ``posterior_variance[2]``
-            in both (Ho et al.'s ``posterior_log_variance_clipped``).
+            s2_t = ``posterior_variance[t]`` (default: the DDPM sampler's default,
+            so with ``clip_x0=True`` this bounds what ``sample`` runs by default;
+            each L_{t-1} is then the model's weighted squared error alone) or ``betas[t]`` (Ho et al.'s
+            CIFAR-10 setting; often the lower bound for imperfect models, see
+            :mod:`ddpm.likelihood`); t = 1 uses ``posterior_variance[2]`` in both
+            (Ho et al.'s ``posterior_log_variance_clipped``).
         clip_x0 : bool
             Clip x0_hat to [-1, 1] (default off: the bound of the model as it is).
         quantize : bool
