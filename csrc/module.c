@@ -1546,6 +1546,282 @@ static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
     Py_RETURN_NONE;
 }
 
+#include "nll.h"
+
+/* ------------------------------------------------------------------------ */
+/* the likelihood bound (nll.c): the loop over timesteps in C                 */
+/* ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(nll_doc,
+"nll(terms, prior, x0, model, params, betas, ts, *, objective, variance=0, clip_x0=False,\n"
+"    seed=0, first_image=0, noise=None, hook=None, hook_every=1)\n--\n\n"
+"The terms of the DDPM variational bound in nats, computed in C with the GIL\n"
+"released.  x0 (N, ...) float32 on [-1, 1]; terms (N, K) float64 receives the\n"
+"term at lesson time ts[n, k] (ts (N, K) int64, 1..T; t = 1 is -log p(x_0 | x_1),\n"
+"t >= 2 is L_{t-1}); prior (N,) float64 receives L_T.  model is a UNet handle\n"
+"(params its flat float32 parameters) or, as a test hook, a tuple (mean, std):\n"
+"the exact denoiser of N(mean, std^2) data (params None).  betas (T+1,) float64\n"
+"(betas[0] ignored).  objective 0 eps, 1 x0, 2 v; variance 0 fixed_small,\n"
+"1 fixed_large.  eps of image n at time t is drawn from (seed, stream\n"
+"STREAM_NLL_EPS + t) at offset (first_image + n) * D unless noise (K, like x0)\n"
+"float32 gives column k's eps.  hook(k, K) is called every hook_every columns;\n"
+"Ctrl-C or an exception in hook stops the loop and is raised (terms and prior\n"
+"are then left untouched).");
+static PyObject* py_nll(PyObject* self, PyObject* args, PyObject* kwargs) {
+    (void)self;
+    const char* F = "nll";
+    static char* kwlist[] = {"terms", "prior", "x0", "model", "params", "betas", "ts",
+                             "objective", "variance", "clip_x0", "seed", "first_image", "noise",
+                             "hook", "hook_every", NULL};
+    PyObject *terms_o, *prior_o, *x0_o, *model_o, *params_o, *betas_o, *ts_o;
+    PyObject *seed_o = NULL, *first_o = NULL, *noise_o = Py_None, *hook_o = Py_None;
+    int objective = -1, variance = 0, clip_x0 = 0, hook_every = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO|$iipOOOOi:nll", kwlist,
+                                     &terms_o, &prior_o, &x0_o, &model_o, &params_o, &betas_o,
+                                     &ts_o, &objective, &variance, &clip_x0, &seed_o, &first_o,
+                                     &noise_o, &hook_o, &hook_every))
+        return NULL;
+
+    /* arrays: ndarray, contiguous, dtype, byte order, aligned, writeable */
+    PyArrayObject* terms = check_array(terms_o, F, "terms", NPY_FLOAT64, 1);
+    if (!terms) return NULL;
+    PyArrayObject* prior = check_array(prior_o, F, "prior", NPY_FLOAT64, 1);
+    if (!prior) return NULL;
+    PyArrayObject* x0 = check_array(x0_o, F, "x0", NPY_FLOAT32, 0);
+    if (!x0) return NULL;
+    UNetHandle* h = NULL;
+    GaussianDenoiser gauss;
+    memset(&gauss, 0, sizeof gauss);
+    PyArrayObject* params = NULL;
+    if (PyTuple_Check(model_o)) {
+        if (PyTuple_GET_SIZE(model_o) != 2 ||
+            !PyArg_ParseTuple(model_o, "dd", &gauss.mean, &gauss.std)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s(): model must be a UNet handle or a tuple "
+                         "(mean, std) of floats", F);
+            return NULL;
+        }
+        if (params_o != Py_None) {
+            PyErr_Format(PyExc_TypeError, "%s(): params must be None with the Gaussian "
+                         "denoiser", F);
+            return NULL;
+        }
+    } else {
+        if (!(h = get_unet(model_o, F))) return NULL;
+        if (!(params = check_array(params_o, F, "params", NPY_FLOAT32, 0))) return NULL;
+    }
+    PyArrayObject* betas = check_array(betas_o, F, "betas", NPY_FLOAT64, 0);
+    if (!betas) return NULL;
+    PyArrayObject* ts = check_array(ts_o, F, "ts", NPY_INT64, 0);
+    if (!ts) return NULL;
+    PyArrayObject* noise = NULL;
+
+    /* shapes */
+    if (PyArray_NDIM(x0) < 2 || PyArray_DIM(x0, 0) < 1 || PyArray_SIZE(x0) < 1 ||
+        PyArray_DIM(x0, 0) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): x0 must have shape (N, ...) with 1 <= N <= 2**20 "
+                     "and values per image", F);
+        return NULL;
+    }
+    int N = (int)PyArray_DIM(x0, 0);
+    size_t D = (size_t)PyArray_SIZE(x0) / (size_t)N;
+    if (h) {
+        const UNetConfig* c = unet_config(h->net);
+        if (c->in_channels != c->out_channels) {
+            PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it "
+                         "takes (%d in, %d out)", F, c->in_channels, c->out_channels);
+            return NULL;
+        }
+        if (PyArray_NDIM(x0) != 4 || PyArray_DIM(x0, 1) != c->in_channels ||
+            PyArray_DIM(x0, 2) != c->sample_size || PyArray_DIM(x0, 3) != c->sample_size) {
+            PyErr_Format(PyExc_ValueError, "%s(): x0 must have shape (N, %d, %d, %d) for this "
+                         "model", F, c->in_channels, c->sample_size, c->sample_size);
+            return NULL;
+        }
+        if ((size_t)PyArray_SIZE(params) != unet_num_parameters(h->net)) {
+            PyErr_Format(PyExc_ValueError, "%s(): params must hold %zu values", F,
+                         unet_num_parameters(h->net));
+            return NULL;
+        }
+    }
+    if (PyArray_NDIM(betas) != 1 || PyArray_DIM(betas, 0) < 2 ||
+        PyArray_DIM(betas, 0) > (npy_intp)MAX_TIMESTEPS + 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): betas must have shape (T+1,), 1 <= T <= %d",
+                     F, MAX_TIMESTEPS);
+        return NULL;
+    }
+    int T = (int)PyArray_DIM(betas, 0) - 1;
+    if (PyArray_NDIM(ts) != 2 || PyArray_DIM(ts, 0) != N || PyArray_DIM(ts, 1) < 1 ||
+        PyArray_DIM(ts, 1) > MAX_TIMESTEPS) {
+        PyErr_Format(PyExc_ValueError, "%s(): ts must have shape (N, K) = (%d, K), "
+                     "1 <= K <= %d", F, N, MAX_TIMESTEPS);
+        return NULL;
+    }
+    npy_intp K = PyArray_DIM(ts, 1);
+    if (PyArray_NDIM(terms) != 2 || PyArray_DIM(terms, 0) != N || PyArray_DIM(terms, 1) != K) {
+        PyErr_Format(PyExc_ValueError, "%s(): terms must have the shape of ts (%d, %zd)", F, N,
+                     (Py_ssize_t)K);
+        return NULL;
+    }
+    if (PyArray_NDIM(prior) != 1 || PyArray_DIM(prior, 0) != N) {
+        PyErr_Format(PyExc_ValueError, "%s(): prior must have shape (N,) = (%d,)", F, N);
+        return NULL;
+    }
+    if (noise_o != Py_None) {
+        if (!(noise = check_array(noise_o, F, "noise", NPY_FLOAT32, 0))) return NULL;
+        if (PyArray_NDIM(noise) != PyArray_NDIM(x0) + 1 || PyArray_DIM(noise, 0) != K ||
+            !PyArray_CompareLists(PyArray_DIMS(noise) + 1, PyArray_DIMS(x0), PyArray_NDIM(x0))) {
+            PyErr_Format(PyExc_ValueError, "%s(): noise must have shape (K,) + x0.shape with "
+                         "K = %zd", F, (Py_ssize_t)K);
+            return NULL;
+        }
+    }
+
+    /* ranges */
+    if (objective < SAMPLE_EPS || objective > SAMPLE_V) {
+        PyErr_Format(PyExc_ValueError, "%s(): objective must be 0 (eps), 1 (x0) or 2 (v), "
+                     "got %d", F, objective);
+        return NULL;
+    }
+    if (variance < NLL_FIXED_SMALL || variance > NLL_FIXED_LARGE) {
+        PyErr_Format(PyExc_ValueError, "%s(): variance must be 0 (fixed_small) or 1 "
+                     "(fixed_large), got %d", F, variance);
+        return NULL;
+    }
+    uint64_t seed = 0, first = 0;
+    if (seed_o && parse_seed(seed_o, F, &seed)) return NULL;
+    if (first_o && parse_seed(first_o, F, &first)) return NULL;
+    if (first > ((uint64_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "%s(): first_image must be <= 2**40", F);
+        return NULL;
+    }
+    if (hook_o != Py_None && !PyCallable_Check(hook_o)) {
+        PyErr_Format(PyExc_TypeError, "%s(): hook must be callable or None", F);
+        return NULL;
+    }
+    if (hook_every < 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): hook_every must be >= 1, got %d", F, hook_every);
+        return NULL;
+    }
+    const double* bp = (const double*)PyArray_DATA(betas);
+    for (int t = 1; t <= T; t++) {
+        if (!(bp[t] > 0.0 && bp[t] <= 1.0) || (bp[t] == 1.0 && t != T)) {
+            PyErr_Format(PyExc_ValueError, "%s(): betas[1..T] must lie in (0, 1] (1 only at "
+                         "t = T), got betas[%d] = %g", F, t, bp[t]);
+            return NULL;
+        }
+    }
+    if (1.0 - bp[1] == 1.0) {
+        PyErr_Format(PyExc_ValueError, "%s(): betas[1] is too small (1 - beta_1 rounds to 1)", F);
+        return NULL;
+    }
+    const int64_t* tsp = (const int64_t*)PyArray_DATA(ts);
+    for (npy_intp i = 0; i < (npy_intp)N * K; i++) {
+        if (tsp[i] < 1 || tsp[i] > T) {
+            PyErr_Format(PyExc_ValueError, "%s(): ts must lie in 1..T = 1..%d, got %lld", F, T,
+                         (long long)tsp[i]);
+            return NULL;
+        }
+    }
+    if (objective == SAMPLE_EPS && bp[T] == 1.0) {
+        PyErr_Format(PyExc_ValueError, "%s(): an eps model cannot predict x_0 where alpha_bar_T "
+                     "= 0 (a zero-terminal-SNR schedule); use the v or x0 objective", F);
+        return NULL;
+    }
+
+    NllSpec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.objective = objective;
+    spec.variance = variance;
+    spec.clip_x0 = clip_x0;
+    spec.T = T;
+    spec.betas = bp;
+    spec.K = (int)K;
+    spec.ts = tsp;
+    spec.seed = seed;
+    spec.first_image = first;
+    spec.noise = noise ? (const float*)PyArray_DATA(noise) : NULL;
+
+    SampleNet snet;
+    sample_denoise_fn fn;
+    void* fctx;
+    double* abuf = NULL;
+    if (h) {
+        snet.net = h->net;
+        snet.params = (const float*)PyArray_DATA(params);
+        fn = sample_unet_denoise;
+        fctx = &snet;
+    } else {
+        abuf = malloc(sizeof(double) * (size_t)(T + 1));   /* the denoiser's alpha_bars */
+        if (!abuf) return PyErr_NoMemory();
+        abuf[0] = 1.0;
+        for (int t = 1; t <= T; t++) abuf[t] = abuf[t - 1] * (1.0 - bp[t]);
+        gauss.alpha_bars = abuf;
+        gauss.T = T;
+        gauss.objective = objective;
+        gauss.D = D;
+        fn = sample_gaussian_denoise;
+        fctx = &gauss;
+    }
+    SampleStop stop = {NULL, hook_o == Py_None ? NULL : hook_o, hook_every};
+    const char* what = "";
+    int st;
+    if (h) h->busy = 1;
+    stop.tstate = PyEval_SaveThread();
+    st = nll_run((double*)PyArray_DATA(terms), (double*)PyArray_DATA(prior),
+                 (const float*)PyArray_DATA(x0), &spec, N, D, fn, fctx, sample_should_stop, &stop,
+                 &what);
+    PyEval_RestoreThread(stop.tstate);
+    if (h) h->busy = 0;
+    free(abuf);
+    if (st == DDPM_ERR_INTERRUPTED) return raise_status(st, F, "");
+    if (st == DDPM_ERR_NONFINITE) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s contains NaN or Inf", F, what);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, what && *what ? what : "arguments");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(nll_timesteps_doc,
+"nll_timesteps(ts, T, seed, first_image)\n--\n\n"
+"Fill ts (N, K) int64 with K distinct lesson times per image drawn uniformly from\n"
+"2..T (sorted), image n from (seed, stream STREAM_NLL_T) at offset\n"
+"(first_image + n) * 2K: the same draws however the images are batched.");
+static PyObject* py_nll_timesteps(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "nll_timesteps";
+    PyObject *ts_o, *seed_o, *first_o;
+    int T;
+    if (!PyArg_ParseTuple(args, "OiOO", &ts_o, &T, &seed_o, &first_o)) return NULL;
+    PyArrayObject* ts = check_array(ts_o, F, "ts", NPY_INT64, 1);
+    if (!ts) return NULL;
+    if (PyArray_NDIM(ts) != 2 || PyArray_DIM(ts, 0) < 1 || PyArray_DIM(ts, 0) > (1 << 20) ||
+        PyArray_DIM(ts, 1) < 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): ts must have shape (N, K), 1 <= N <= 2**20, K >= 1",
+                     F);
+        return NULL;
+    }
+    if (T < 2 || T > MAX_TIMESTEPS || PyArray_DIM(ts, 1) > T - 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): need 2 <= T <= %d and K <= T - 1 (got T = %d, "
+                     "K = %zd)", F, MAX_TIMESTEPS, T, (Py_ssize_t)PyArray_DIM(ts, 1));
+        return NULL;
+    }
+    uint64_t seed, first;
+    if (parse_seed(seed_o, F, &seed) || parse_seed(first_o, F, &first)) return NULL;
+    if (first > ((uint64_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "%s(): first_image must be <= 2**40", F);
+        return NULL;
+    }
+    int st;
+    int N = (int)PyArray_DIM(ts, 0), K = (int)PyArray_DIM(ts, 1);
+    Py_BEGIN_ALLOW_THREADS
+    st = nll_draw_timesteps((int64_t*)PyArray_DATA(ts), N, K, T, seed, first);
+    Py_END_ALLOW_THREADS
+    if (st) return raise_status(st, F, "arguments");
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------ */
 /* module                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -1587,6 +1863,8 @@ static PyMethodDef core_methods[] = {
     {"ema_decay_at", py_ema_decay_at, METH_VARARGS, ema_decay_at_doc},
     {"train_step", py_train_step, METH_VARARGS, train_step_doc},
     {"sample", (PyCFunction)(void (*)(void))py_sample, METH_VARARGS | METH_KEYWORDS, sample_doc},
+    {"nll", (PyCFunction)(void (*)(void))py_nll, METH_VARARGS | METH_KEYWORDS, nll_doc},
+    {"nll_timesteps", py_nll_timesteps, METH_VARARGS, nll_timesteps_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1606,6 +1884,8 @@ static int core_exec(PyObject* m) {
     if (PyModule_AddObject(m, "TABLE_NAMES", tup) < 0) { Py_DECREF(tup); return -1; }
     if (PyModule_AddIntConstant(m, "MAX_TIMESTEPS", MAX_TIMESTEPS) < 0) return -1;
     if (PyModule_AddObject(m, "STREAM_USER", PyLong_FromUnsignedLongLong(DDPM_STREAM_USER)) < 0)
+        return -1;
+    if (PyModule_AddObject(m, "STREAM_NLL_EPS", PyLong_FromUnsignedLongLong(DDPM_STREAM_NLL_EPS)) < 0)
         return -1;
     return 0;
 }

@@ -25,6 +25,8 @@
 #define DDPM_STREAM_TRAIN_EPS     0x0000000400000000ULL  /* + step: eps      */
 #define DDPM_STREAM_SAMPLE_INIT   0x0000000500000000ULL  /* sampler: x_T     */
 #define DDPM_STREAM_SAMPLE_STEP   0x0000000600000000ULL  /* + step k: z_k    */
+#define DDPM_STREAM_NLL_T         0x0000001000000000ULL  /* nll: t draws     */
+#define DDPM_STREAM_NLL_EPS       0x0000001100000000ULL  /* + t: eps of x_t  */
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */
 void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
