@@ -35,6 +35,7 @@ from . import sampling
 from .sampling import sample
 from .training import Trainer
 from . import visuals
+from . import metrics
 from .visuals import make_grid, save_grid, show
 
 __version__ = "0.1.0"
