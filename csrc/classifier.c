@@ -92,6 +92,7 @@ int classifier_create(Classifier** out, const ClassifierConfig* cfg, const char*
     if (L < 1 || L > CLS_MAX_STAGES) { *why = "widths: 1 to 6 stages are supported"; return DDPM_ERR_VALUE; }
     if (cfg->in_channels < 1 || cfg->in_channels > 64) { *why = "in_channels must be in 1..64"; return DDPM_ERR_VALUE; }
     if (cfg->num_classes < 2 || cfg->num_classes > 100000) { *why = "num_classes must be in 2..100000"; return DDPM_ERR_VALUE; }
+    if (cfg->max_pool != 0 && cfg->max_pool != 1) { *why = "pool must be avg or max"; return DDPM_ERR_VALUE; }
     if (cfg->groups < 1) { *why = "groups must be >= 1"; return DDPM_ERR_VALUE; }
     if (!(cfg->norm_eps > 0) || !isfinite(cfg->norm_eps)) { *why = "norm_eps must be > 0"; return DDPM_ERR_VALUE; }
     for (int s = 0; s < L; s++) {
@@ -240,7 +241,10 @@ static void forward_ops(Classifier* n, const float* params) {
                               P(op->p[1]), B, op->cin, HW, G, n->cfg.norm_eps, 1);
             break;
         case CLS_POOL:
-            avgpool2_forward(A(op->out), A(op->in), (size_t)op->cin * B, op->H, op->W);
+            if (n->cfg.max_pool)
+                maxpool2_forward(A(op->out), A(op->in), (size_t)op->cin * B, op->H, op->W);
+            else
+                avgpool2_forward(A(op->out), A(op->in), (size_t)op->cin * B, op->H, op->W);
             break;
         case CLS_GAP:
             global_avgpool_forward(A(op->out), A(op->in), op->cin, B, HW);
@@ -271,7 +275,11 @@ static void backward_ops(Classifier* n, const float* params, float* grads, int w
                                B, op->cin, HW, G, 1);
             break;
         case CLS_POOL:
-            avgpool2_backward(D(op->in), D(op->out), (size_t)op->cin * B, op->H, op->W);
+            if (n->cfg.max_pool)
+                maxpool2_backward(D(op->in), D(op->out), A(op->in), (size_t)op->cin * B, op->H,
+                                  op->W);
+            else
+                avgpool2_backward(D(op->in), D(op->out), (size_t)op->cin * B, op->H, op->W);
             break;
         case CLS_GAP:
             global_avgpool_backward(D(op->in), D(op->out), op->cin, B, HW);

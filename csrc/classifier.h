@@ -5,7 +5,7 @@
  * average pool between stages, global average pooling to the penultimate
  * features, and one linear layer to the logits.
  *
- *   x (B, Cin, S, S) -> stage 0 -> avgpool2 -> stage 1 -> ... -> stage L-1
+ *   x (B, Cin, S, S) -> stage 0 -> pool2 -> stage 1 -> ... -> stage L-1
  *     -> global average pool = features (B, D), D = widths[L-1]
  *     -> linear = logits (B, K)
  *
@@ -38,6 +38,7 @@ typedef struct {
     int groups;                      /* GroupNorm groups (divides every width) */
     float norm_eps;
     int num_classes;                 /* K */
+    int max_pool;                    /* 1: 2x2 max pooling between stages, 0: average */
 } ClassifierConfig;
 
 typedef struct {

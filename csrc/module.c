@@ -1276,6 +1276,45 @@ static PyObject* py_avgpool2_backward(PyObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(maxpool2_forward_doc,
+"maxpool2_forward(out, inp, N, H, W)\n--\n\n"
+"out (N,H//2,W//2) = max of each 2x2 block of inp (N,H,W), N = C*B planes.");
+static PyObject* py_maxpool2_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "maxpool2_forward";
+    PyObject *oo, *io;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOiii", &oo, &io, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(out, oo, "out", (size_t)N * (H / 2) * (W / 2), 1, 0);
+    F32(inp, io, "inp", (size_t)N * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    maxpool2_forward(out, inp, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(maxpool2_backward_doc,
+"maxpool2_backward(dinp, dout, inp, N, H, W)\n--\n\n"
+"Accumulates (+=) the gradient of maxpool2_forward (ties: first in row-major order).");
+static PyObject* py_maxpool2_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "maxpool2_backward";
+    PyObject *dio, *doo, *io;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOOiii", &dio, &doo, &io, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(dinp, dio, "dinp", (size_t)N * H * W, 1, 0);
+    F32(dout, doo, "dout", (size_t)N * (H / 2) * (W / 2), 0, 0);
+    F32(inp, io, "inp", (size_t)N * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    maxpool2_backward(dinp, dout, inp, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(global_avgpool_forward_doc,
 "global_avgpool_forward(out, inp, C, B, HW)\n--\n\nout (B,C) = mean over HW of inp (C,B,HW).");
 static PyObject* py_global_avgpool_forward(PyObject* self, PyObject* args) {
@@ -1413,17 +1452,18 @@ static ClassifierHandle* get_classifier(PyObject* cap, const char* F) {
 }
 
 PyDoc_STRVAR(classifier_create_doc,
-"classifier_create(in_channels, image_size, widths, depth, groups, norm_eps, num_classes)\n--\n\n"
+"classifier_create(in_channels, image_size, widths, depth, groups, norm_eps, num_classes,\n"
+"                  max_pool=False)\n--\n\n"
 "Build the C classifier (csrc/classifier.h); returns a handle.  widths and depth:\n"
-"one entry per stage.");
+"one entry per stage; max_pool: 2x2 max (True) or average (False) pooling.");
 static PyObject* py_classifier_create(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "classifier_create";
     ClassifierConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     PyObject *wo, *dpo;
-    if (!PyArg_ParseTuple(args, "iiOOifi", &cfg.in_channels, &cfg.image_size, &wo, &dpo,
-                          &cfg.groups, &cfg.norm_eps, &cfg.num_classes))
+    if (!PyArg_ParseTuple(args, "iiOOifi|p", &cfg.in_channels, &cfg.image_size, &wo, &dpo,
+                          &cfg.groups, &cfg.norm_eps, &cfg.num_classes, &cfg.max_pool))
         return NULL;
     int L = int_seq(wo, cfg.widths, CLS_MAX_STAGES, F, "widths");
     if (L < 0) return NULL;
@@ -1972,6 +2012,8 @@ static PyMethodDef core_methods[] = {
     {"sample", (PyCFunction)(void (*)(void))py_sample, METH_VARARGS | METH_KEYWORDS, sample_doc},
     {"avgpool2_forward", py_avgpool2_forward, METH_VARARGS, avgpool2_forward_doc},
     {"avgpool2_backward", py_avgpool2_backward, METH_VARARGS, avgpool2_backward_doc},
+    {"maxpool2_forward", py_maxpool2_forward, METH_VARARGS, maxpool2_forward_doc},
+    {"maxpool2_backward", py_maxpool2_backward, METH_VARARGS, maxpool2_backward_doc},
     {"global_avgpool_forward", py_global_avgpool_forward, METH_VARARGS, global_avgpool_forward_doc},
     {"global_avgpool_backward", py_global_avgpool_backward, METH_VARARGS, global_avgpool_backward_doc},
     {"softmax_ce_forward", py_softmax_ce_forward, METH_VARARGS, softmax_ce_forward_doc},

@@ -1,6 +1,6 @@
 /*
- * pool.h - 2x2 average pooling (stride 2) and global average pooling over
- * channel-major activations.
+ * pool.h - 2x2 average and max pooling (stride 2) and global average pooling
+ * over channel-major activations.
  *
  * Legend: C channels, B batch, H, W input height/width, HW = H*W,
  * N = C*B planes.  Activations are (C, B, H, W) as everywhere in the core
@@ -19,6 +19,12 @@
 void avgpool2_forward(float* out, const float* inp, size_t N, int H, int W);
 /* dinp (N, H, W) += dout (N, H/2, W/2) / 4 spread over each 2x2 block. */
 void avgpool2_backward(float* dinp, const float* dout, size_t N, int H, int W);
+
+/* out (N, H/2, W/2) = max of each 2x2 block of inp (N, H, W) (odd edge dropped). */
+void maxpool2_forward(float* out, const float* inp, size_t N, int H, int W);
+/* dinp (N, H, W) += dout routed to the max of each 2x2 block, recomputed from
+ * inp; ties go to the first in row-major order, as in PyTorch. */
+void maxpool2_backward(float* dinp, const float* dout, const float* inp, size_t N, int H, int W);
 
 /* out (B, C) = mean over HW of inp (C, B, HW) (sums in float64, in order). */
 void global_avgpool_forward(float* out, const float* inp, int C, int B, int HW);

@@ -15,7 +15,8 @@ features of a small Fashion-MNIST classifier* shipped with ddpm:
 * **Feature layer**: the global-average-pooled output of the last GN+SiLU,
   the input of the final linear layer: **D = 128** features per image.
 * **Input**: images (N, 1, 28, 28), float, pixel range **[-1, 1]** (the
-  range ``ddpm.datasets.fashion_mnist`` returns and ddpm's samplers produce).
+  range ``ddpm.datasets.fashion_mnist`` returns; ``Diffusion.sample`` returns
+  [0, 1], so pass ``x * 2 - 1``: a batch entirely in [0, 1] draws a warning).
 * **Statistics**: mean ``mu`` (D,) and covariance ``sigma`` (D, D) (unbiased,
   N - 1), in float64, of the features of the images being scored.
 * **Reference set** (default): the 10,000 Fashion-MNIST *test* images, whose
@@ -50,6 +51,7 @@ from __future__ import annotations
 import functools
 import json
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +67,8 @@ TEST_FEATURES_PATH = WEIGHTS_DIR / "fashion-mnist-test-features.safetensors"
 
 #: The shipped classifier's architecture (the keyword arguments of FeatureNet).
 DEFAULT_CONFIG = {"in_channels": 1, "image_size": 28, "widths": (32, 64, 128),
-                  "depth": (2, 2, 1), "groups": 8, "norm_eps": 1e-5, "num_classes": 10}
+                  "depth": (2, 2, 1), "groups": 8, "norm_eps": 1e-5, "num_classes": 10,
+                  "pool": "avg"}
 
 # Pixels outside [-RANGE_TOL, RANGE_TOL] mean the caller passed 0..255 or some
 # other scale; a little slack allows unclipped sampler outputs.
@@ -100,6 +103,11 @@ def _check_images(images, func: str, name: str = "images", *, min_n: int = 1,
     if lo < -RANGE_TOL or hi > RANGE_TOL:
         raise ValueError(f"{func}(): {name} must be in [-1, 1] (got values in [{lo:g}, {hi:g}]); "
                          f"convert 0..255 pixels with x / 127.5 - 1")
+    if lo >= 0.0 and arr.shape[0] >= 2:
+        warnings.warn(f"{func}(): {name} are all in [0, 1]; ddpm.metrics expects [-1, 1] (the "
+                      f"range of ddpm.datasets), so results will be wrong unless that is "
+                      f"intended. Diffusion.sample returns [0, 1]: pass x * 2 - 1.",
+                      UserWarning, stacklevel=3)
     return arr
 
 
@@ -144,11 +152,13 @@ class FeatureNet:
             cfg.update(config)
         cfg["widths"] = tuple(int(w) for w in cfg["widths"])
         cfg["depth"] = tuple(int(d) for d in cfg["depth"])
+        if cfg["pool"] not in ("avg", "max"):
+            raise ValueError(f"FeatureNet(): pool must be 'avg' or 'max', got {cfg['pool']!r}")
         self.config = cfg
         self._handle = _core.classifier_create(
             int(cfg["in_channels"]), int(cfg["image_size"]), list(cfg["widths"]),
             list(cfg["depth"]), int(cfg["groups"]), float(cfg["norm_eps"]),
-            int(cfg["num_classes"]))
+            int(cfg["num_classes"]), cfg["pool"] == "max")
         info = _core.classifier_info(self._handle)
         self.num_parameters = info["num_parameters"]
         self.feature_dim = info["feature_dim"]
@@ -239,19 +249,19 @@ class FeatureNet:
                                      feats[i:j] if want_features else None)
         return logits, feats
 
-    def features(self, images, *, batch_size: int = 250) -> np.ndarray:
+    def features(self, images, *, batch_size: int = 100) -> np.ndarray:
         """Penultimate features (N, D) float32 of images (N, 1, 28, 28) in [-1, 1]."""
         return self._run(images, "features", batch_size, False, True)[1]
 
-    def logits(self, images, *, batch_size: int = 250) -> np.ndarray:
+    def logits(self, images, *, batch_size: int = 100) -> np.ndarray:
         """Class logits (N, K) float32."""
         return self._run(images, "logits", batch_size, True, False)[0]
 
-    def predict(self, images, *, batch_size: int = 250) -> np.ndarray:
+    def predict(self, images, *, batch_size: int = 100) -> np.ndarray:
         """Predicted class (N,) int64 (first argmax of the logits)."""
         return np.argmax(self.logits(images, batch_size=batch_size), axis=1)
 
-    def accuracy(self, images, labels, *, batch_size: int = 250) -> float:
+    def accuracy(self, images, labels, *, batch_size: int = 100) -> float:
         """Share of images whose predicted class equals labels (N,)."""
         labels = np.asarray(labels)
         if labels.dtype.kind not in "iu":
@@ -305,7 +315,7 @@ def _test_statistics():
 
 
 # --------------------------------------------------------------------------- statistics
-def feature_statistics(images, *, batch_size: int = 250, net: FeatureNet | None = None):
+def feature_statistics(images, *, batch_size: int = 100, net: FeatureNet | None = None):
     """(mu (D,), sigma (D, D)) float64 of the penultimate features of images (N >= 2)."""
     x = _check_images(images, "feature_statistics", min_n=2)
     f = (net or _default_net()).features(x, batch_size=batch_size).astype(np.float64)
@@ -370,7 +380,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return max(d, 0.0)
 
 
-def fid(images, reference="fashion-mnist-test", *, batch_size: int = 250) -> float:
+def fid(images, reference="fashion-mnist-test", *, batch_size: int = 100) -> float:
     """FID_fm of images (N >= 2, (N, 1, 28, 28) in [-1, 1]) against a reference.
 
     reference : "fashion-mnist-test" (the shipped statistics of the 10,000 test
@@ -402,7 +412,7 @@ def fid(images, reference="fashion-mnist-test", *, batch_size: int = 250) -> flo
     return frechet_distance(mu1, s1, mu2, s2)
 
 
-def class_histogram(images, *, batch_size: int = 250) -> np.ndarray:
+def class_histogram(images, *, batch_size: int = 100) -> np.ndarray:
     """Share (10,) float64 of images predicted as each class; sums to 1.
 
     Class names: ``ddpm.datasets.FASHION_MNIST_CLASSES``.  A sampler that

@@ -52,6 +52,25 @@ def avgpool2_grad_ref(dout, H, W):
     return dx
 
 
+def maxpool2_ref(x):
+    """x (N, H, W) -> (max (N, H//2, W//2), flat index into the 2x2 block of the first max)."""
+    N, H, W = x.shape
+    Ho, Wo = H // 2, W // 2
+    blocks = x[:, :2 * Ho, :2 * Wo].reshape(N, Ho, 2, Wo, 2).transpose(0, 1, 3, 2, 4).reshape(N, Ho, Wo, 4)
+    k = np.argmax(blocks, axis=3)               # numpy: first occurrence of the max
+    return np.take_along_axis(blocks, k[..., None], axis=3)[..., 0], k
+
+
+def maxpool2_grad_ref(dout, x):
+    N, H, W = x.shape
+    _, k = maxpool2_ref(x)
+    dx = np.zeros_like(x, dtype=F64)
+    for n, i, j in np.ndindex(k.shape):
+        a, b = divmod(int(k[n, i, j]), 2)
+        dx[n, 2 * i + a, 2 * j + b] += dout[n, i, j]
+    return dx
+
+
 def softmax_ce_ref(z, t):
     """z (B, K) float64, t (B,) -> (loss, probs) with a max-shifted log-sum-exp."""
     m = z.max(axis=1, keepdims=True)
@@ -122,6 +141,47 @@ def test_global_avgpool_vs_reference_and_finite_differences(rng, C, B, HW):
         xm[idx] -= 1e-6
         fd = (np.sum(w * xp.mean(axis=2).T) - np.sum(w * xm.mean(axis=2).T)) / 2e-6
         assert abs(g[idx] - fd) <= 1e-5 * max(1.0, abs(fd)), (idx, g[idx], fd)
+
+
+@pytest.mark.parametrize("N,H,W", [(1, 2, 2), (6, 28, 28), (5, 7, 9)])
+def test_maxpool2_forward_backward_vs_reference_with_ties(rng, N, H, W):
+    # few distinct values, so 2x2 blocks often hold ties: the first (row-major) wins
+    x = rng.integers(-2, 3, (N, H, W)).astype(F64)
+    out = np.zeros((N, H // 2, W // 2), F32)
+    _core.maxpool2_forward(out, x.astype(F32), N, H, W)
+    assert np.array_equal(out, maxpool2_ref(x)[0])
+    d = q(rng.standard_normal(out.shape))
+    pre = q(rng.standard_normal((N, H, W)))
+    dx = pre.astype(F32)
+    _core.maxpool2_backward(dx, d.astype(F32), x.astype(F32), N, H, W)
+    assert_rel("maxpool2 backward", dx, pre + maxpool2_grad_ref(d, x), 1e-6)
+    # finite differences where the max is unique (continuous inputs)
+    xc = rng.standard_normal((N, H, W))
+    g = np.zeros((N, H, W), F32)
+    _core.maxpool2_backward(g, d.astype(F32), xc.astype(F32), N, H, W)
+    for _ in range(6):
+        idx = tuple(int(rng.integers(0, s)) for s in xc.shape)
+        xp, xm = xc.copy(), xc.copy()
+        xp[idx] += 1e-7
+        xm[idx] -= 1e-7
+        fd = (np.sum(d * maxpool2_ref(xp)[0]) - np.sum(d * maxpool2_ref(xm)[0])) / 2e-7
+        assert abs(g[idx] - fd) <= 1e-5 * max(1.0, abs(fd)), (idx, g[idx], fd)
+
+
+def test_maxpool2_vs_torch_including_ties(rng):
+    torch = pytest.importorskip("torch")
+    N, H, W = 12, 8, 8
+    x = rng.integers(-1, 2, (N, H, W)).astype(F32)
+    xt = torch.tensor(x[:, None], dtype=torch.float64, requires_grad=True)
+    p = torch.nn.functional.max_pool2d(xt, 2)
+    d = rng.standard_normal((N, H // 2, W // 2)).astype(F32)
+    (p[:, 0] * torch.tensor(d, dtype=torch.float64)).sum().backward()
+    out = np.zeros((N, H // 2, W // 2), F32)
+    _core.maxpool2_forward(out, x, N, H, W)
+    assert np.array_equal(out, p.detach().numpy()[:, 0].astype(F32))
+    dx = np.zeros_like(x)
+    _core.maxpool2_backward(dx, d, x, N, H, W)
+    assert_rel("maxpool2 grad vs torch (ties)", dx, xt.grad.numpy()[:, 0], 1e-6)
 
 
 def test_pooling_vs_torch(rng):
@@ -215,7 +275,7 @@ def torch_model(torch, net, params):
         h, li = x, 0
         for s, d in enumerate(cfg["depth"]):
             if s > 0:
-                h = F.avg_pool2d(h, 2)
+                h = F.max_pool2d(h, 2) if cfg["pool"] == "max" else F.avg_pool2d(h, 2)
             for _ in range(d):
                 h = F.conv2d(h, T[f"conv{li}.weight"], T[f"conv{li}.bias"], padding=1)
                 h = F.group_norm(h, cfg["groups"], T[f"norm{li}.weight"], T[f"norm{li}.bias"],
@@ -228,7 +288,7 @@ def torch_model(torch, net, params):
     return forward, T
 
 
-@pytest.mark.parametrize("config,B", [(SMALL, 5), (None, 3)])
+@pytest.mark.parametrize("config,B", [(SMALL, 5), (dict(SMALL, pool="max"), 4), (None, 3)])
 def test_classifier_logits_and_gradients_vs_torch(rng, config, B):
     torch = pytest.importorskip("torch")
     net = metrics.FeatureNet(config, seed=1)
@@ -423,6 +483,9 @@ def test_bad_input_raises_cleanly():
         expect(ValueError, _core.softmax_ce_backward, pr, pr, np.array([0, 12]), 1.0)
         expect(ValueError, _core.avgpool2_forward, np.zeros(1, np.float32), np.zeros(4, np.float32), 1, 1, 4)
         expect(ValueError, _core.avgpool2_forward, np.zeros(3, np.float32), np.zeros(16, np.float32), 1, 4, 4)
+        expect(ValueError, _core.maxpool2_backward, np.zeros(16, np.float32), np.zeros(4, np.float32), np.zeros(15, np.float32), 1, 4, 4)
+        expect(TypeError, _core.maxpool2_forward, np.zeros(4, np.float32), np.zeros(16), 1, 4, 4)
+        expect(ValueError, metrics.FeatureNet, {"pool": "min"})
         expect(ValueError, _core.global_avgpool_backward, np.zeros(8, np.float32), np.zeros(3, np.float32), 2, 2, 2)
         expect(ValueError, lambda: net.train_step(x + 300, np.array([0, 1]), lr=1e-3))
         print("ok")

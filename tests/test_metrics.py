@@ -168,6 +168,8 @@ def test_fid_bad_input(rng):
         metrics.fid("images")
     with pytest.raises(ValueError, match="batch_size"):
         metrics.fid(x, batch_size=0)
+    with pytest.warns(UserWarning, match=r"\[0, 1\]"):
+        metrics.class_histogram((x + 1) / 2)
 
 
 def test_fid_does_not_modify_its_input(rng):
