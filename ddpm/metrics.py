@@ -7,11 +7,13 @@ features of a small Fashion-MNIST classifier* shipped with ddpm:
 
 * **Network**: :class:`FeatureNet` with the shipped weights
   ``ddpm/weights/fashion-mnist-classifier.safetensors``: conv3x3 1->32,
-  GroupNorm(8)+SiLU, conv3x3 32->32, GN+SiLU, 2x2 average pool (14x14),
-  conv3x3 32->64, GN+SiLU, conv3x3 64->64, GN+SiLU, 2x2 average pool (7x7),
-  conv3x3 64->128, GN+SiLU, global average pool, linear 128->10; built from
-  ddpm's own C layers (``csrc/classifier.c``) and trained on the 60,000
-  Fashion-MNIST training images (``scripts/train_classifier.py``).
+  GroupNorm(8 groups)+SiLU, conv3x3 32->32, GN+SiLU, 2x2 max pool (14x14),
+  conv3x3 32->64, GN+SiLU, conv3x3 64->64, GN+SiLU, 2x2 max pool (7x7),
+  conv3x3 64->128, GN+SiLU, global average pool, linear 128->10 (140,778
+  float32 parameters); built from ddpm's own C layers (``csrc/classifier.c``)
+  and trained on the 60,000 Fashion-MNIST training images
+  (``scripts/train_classifier.py``; the file's metadata holds the settings
+  and the test accuracy).
 * **Feature layer**: the global-average-pooled output of the last GN+SiLU,
   the input of the final linear layer: **D = 128** features per image.
 * **Input**: images (N, 1, 28, 28), float, pixel range **[-1, 1]** (the
@@ -68,7 +70,7 @@ TEST_FEATURES_PATH = WEIGHTS_DIR / "fashion-mnist-test-features.safetensors"
 #: The shipped classifier's architecture (the keyword arguments of FeatureNet).
 DEFAULT_CONFIG = {"in_channels": 1, "image_size": 28, "widths": (32, 64, 128),
                   "depth": (2, 2, 1), "groups": 8, "norm_eps": 1e-5, "num_classes": 10,
-                  "pool": "avg"}
+                  "pool": "max"}
 
 # Pixels outside [-RANGE_TOL, RANGE_TOL] mean the caller passed 0..255 or some
 # other scale; a little slack allows unclipped sampler outputs.

@@ -261,7 +261,7 @@ def test_softmax_ce_vs_torch(rng):
 
 # --------------------------------------------------------------------------- the network
 SMALL = {"in_channels": 1, "image_size": 12, "widths": (8, 16), "depth": (2, 1), "groups": 4,
-         "norm_eps": 1e-5, "num_classes": 10}
+         "norm_eps": 1e-5, "num_classes": 10, "pool": "avg"}
 
 
 def torch_model(torch, net, params):

@@ -121,17 +121,17 @@ def test_shipped_reference_statistics_are_the_test_set_features(test_set):
 
 def test_fid_orders_real_images_far_below_noise(train_set, rng):
     x, _ = train_set
-    real = x[rng.choice(len(x), 2000, replace=False)]
+    real = x[rng.choice(len(x), 1000, replace=False)]
     noise = rng.uniform(-1, 1, real.shape).astype(np.float32)
     fid_real = metrics.fid(real)
     fid_noise = metrics.fid(noise)
-    # blurred real images: worse than real, better than noise is not guaranteed, so
-    # only the two firm orderings are asserted, with a wide margin
     assert 0 < fid_real < fid_noise / 20, (fid_real, fid_noise)
-    # the other kinds of reference give the same number for the same statistics
-    stats = metrics.feature_statistics(real)
-    assert metrics.fid(real, reference=stats) == pytest.approx(0.0, abs=1e-6 * np.trace(stats[1]))
-    assert metrics.fid(real[:500], reference=real[:500]) == pytest.approx(0.0, abs=1e-6 * np.trace(stats[1]))
+    # the other kinds of reference: the statistics of the images themselves give ~0
+    stats = metrics.feature_statistics(real[:300])
+    tol = 1e-6 * np.trace(stats[1])
+    assert metrics.fid(real[:300], reference=stats) == pytest.approx(0.0, abs=tol)
+    assert metrics.fid(real[:300], reference=real[:300]) == pytest.approx(0.0, abs=tol)
+    assert metrics.fid(real[:300], reference=real[300:600]) > 10 * tol
 
 
 def test_fid_of_a_single_class_is_worse_than_of_all_classes(train_set):
@@ -214,7 +214,7 @@ def test_featurenet_save_load_roundtrip(tmp_path, rng):
 # --------------------------------------------------------------------------- histograms
 def test_class_histogram_of_real_test_images_is_nearly_uniform(test_set):
     x, _ = test_set
-    h = metrics.class_histogram(x)
+    h = metrics.class_histogram(x[:4000])       # 400 per class expected, sd of a share ~0.005
     assert h.shape == (10,) and h.dtype == F64
     assert h.sum() == pytest.approx(1.0)
     assert np.all((h >= 0.07) & (h <= 0.13)), dict(zip(ddpm.datasets.FASHION_MNIST_CLASSES, h))
