@@ -60,7 +60,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["FeatureNet", "fid", "frechet_distance", "feature_statistics", "class_histogram",
+__all__ = ["FeatureNet", "nll", "fid", "frechet_distance", "feature_statistics", "class_histogram",
            "nearest_train_distance", "DEFAULT_CONFIG", "CLASSIFIER_PATH", "TEST_FEATURES_PATH"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -484,3 +484,13 @@ def nearest_train_distance(images, train=None, *, candidates: int = 8,
         diff = cand - qi[:, None, :].astype(np.float64)
         out[i:i + chunk] = np.sqrt(np.min(np.mean(diff * diff, axis=2), axis=1))
     return out
+
+
+def nll(diffusion, x0, **options):
+    """The NLL bound of ``diffusion`` on ``x0`` in bits/dim: :meth:`ddpm.Diffusion.nll`
+    (prior, KL terms t = 2..T, discretised decoder; computed in C).  Returns its
+    :class:`ddpm.likelihood.NLLResult`."""
+    from .diffusion import Diffusion
+    if not isinstance(diffusion, Diffusion):
+        raise TypeError(f"nll(): diffusion must be a ddpm.Diffusion, got {type(diffusion).__name__}")
+    return diffusion.nll(x0, **options)

@@ -280,3 +280,16 @@ def test_metrics_bad_input_never_crashes():
         metrics.class_histogram(bad[-1])   # a negative-stride view is fine
         print("ok")
     """)
+
+
+def test_metrics_nll_is_the_diffusion_bound():
+    d = ddpm.Diffusion(ddpm.UNet(seed=0, block_out_channels=(8, 16), norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_train_timesteps=20),
+                       ddpm.NoiseSchedule("linear", timesteps=20))
+    x0 = np.round((ddpm.randn((2, 1, 28, 28), seed=0).clip(-1, 1) + 1) * 127.5) / 127.5 - 1
+    a = ddpm.metrics.nll(d, x0, seed=1)
+    b = d.nll(x0, seed=1)
+    assert a.bits_per_dim == b.bits_per_dim and a.bits_per_dim > 0
+    with pytest.raises(TypeError):
+        ddpm.metrics.nll(d.model, x0)
