@@ -33,6 +33,9 @@
 #include "unet.h"
 #include "optim.h"
 #include "train.h"
+#include "pool.h"
+#include "softmax_ce.h"
+#include "classifier.h"
 
 #define MAX_TIMESTEPS 1000000
 
@@ -1232,6 +1235,426 @@ static PyObject* py_train_step(PyObject* self, PyObject* args) {
     return Py_BuildValue("(dd)", loss, norm);
 }
 
+/* ------------------------------------------------------------------------ */
+/* pooling, softmax cross-entropy and the feature classifier                 */
+/* ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(avgpool2_forward_doc,
+"avgpool2_forward(out, inp, N, H, W)\n--\n\n"
+"out (N,H//2,W//2) = mean of each 2x2 block of inp (N,H,W), N = C*B planes.");
+static PyObject* py_avgpool2_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "avgpool2_forward";
+    PyObject *oo, *io;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOiii", &oo, &io, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(out, oo, "out", (size_t)N * (H / 2) * (W / 2), 1, 0);
+    F32(inp, io, "inp", (size_t)N * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    avgpool2_forward(out, inp, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(avgpool2_backward_doc,
+"avgpool2_backward(dinp, dout, N, H, W)\n--\n\nAccumulates (+=) the gradient of avgpool2_forward.");
+static PyObject* py_avgpool2_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "avgpool2_backward";
+    PyObject *dio, *doo;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOiii", &dio, &doo, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(dinp, dio, "dinp", (size_t)N * H * W, 1, 0);
+    F32(dout, doo, "dout", (size_t)N * (H / 2) * (W / 2), 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    avgpool2_backward(dinp, dout, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(maxpool2_forward_doc,
+"maxpool2_forward(out, inp, N, H, W)\n--\n\n"
+"out (N,H//2,W//2) = max of each 2x2 block of inp (N,H,W), N = C*B planes.");
+static PyObject* py_maxpool2_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "maxpool2_forward";
+    PyObject *oo, *io;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOiii", &oo, &io, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(out, oo, "out", (size_t)N * (H / 2) * (W / 2), 1, 0);
+    F32(inp, io, "inp", (size_t)N * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    maxpool2_forward(out, inp, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(maxpool2_backward_doc,
+"maxpool2_backward(dinp, dout, inp, N, H, W)\n--\n\n"
+"Accumulates (+=) the gradient of maxpool2_forward (ties: first in row-major order).");
+static PyObject* py_maxpool2_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "maxpool2_backward";
+    PyObject *dio, *doo, *io;
+    int N, H, W;
+    if (!PyArg_ParseTuple(args, "OOOiii", &dio, &doo, &io, &N, &H, &W)) return NULL;
+    if (!positive(F, "N", N) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
+    if (H < 2 || W < 2) { PyErr_Format(PyExc_ValueError, "%s(): H and W must be >= 2", F); return NULL; }
+    F32(dinp, dio, "dinp", (size_t)N * H * W, 1, 0);
+    F32(dout, doo, "dout", (size_t)N * (H / 2) * (W / 2), 0, 0);
+    F32(inp, io, "inp", (size_t)N * H * W, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    maxpool2_backward(dinp, dout, inp, (size_t)N, H, W);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(global_avgpool_forward_doc,
+"global_avgpool_forward(out, inp, C, B, HW)\n--\n\nout (B,C) = mean over HW of inp (C,B,HW).");
+static PyObject* py_global_avgpool_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "global_avgpool_forward";
+    PyObject *oo, *io;
+    int C, B, HW;
+    if (!PyArg_ParseTuple(args, "OOiii", &oo, &io, &C, &B, &HW)) return NULL;
+    if (!positive(F, "C", C) || !positive(F, "B", B) || !positive(F, "HW", HW)) return NULL;
+    F32(out, oo, "out", (size_t)B * C, 1, 0);
+    F32(inp, io, "inp", (size_t)C * B * HW, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    global_avgpool_forward(out, inp, C, B, HW);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(global_avgpool_backward_doc,
+"global_avgpool_backward(dinp, dout, C, B, HW)\n--\n\ndinp (C,B,HW) += dout (B,C) / HW.");
+static PyObject* py_global_avgpool_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "global_avgpool_backward";
+    PyObject *dio, *doo;
+    int C, B, HW;
+    if (!PyArg_ParseTuple(args, "OOiii", &dio, &doo, &C, &B, &HW)) return NULL;
+    if (!positive(F, "C", C) || !positive(F, "B", B) || !positive(F, "HW", HW)) return NULL;
+    F32(dinp, dio, "dinp", (size_t)C * B * HW, 1, 0);
+    F32(dout, doo, "dout", (size_t)B * C, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    global_avgpool_backward(dinp, dout, C, B, HW);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* logits-like (B, K) float32 and targets (B,) int64 arguments. */
+static int ce_args(PyObject* lo, PyObject* to, const char* F, const char* lname, int writeable,
+                   int* B, int* K, float** logits, const int64_t** targets) {
+    PyArrayObject* la = check_array(lo, F, lname, NPY_FLOAT32, writeable);
+    if (!la) return -1;
+    if (PyArray_NDIM(la) != 2 || PyArray_DIM(la, 0) < 1 || PyArray_DIM(la, 1) < 1 ||
+        PyArray_DIM(la, 0) > (1 << 24) || PyArray_DIM(la, 1) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (B, K) with B, K >= 1", F, lname);
+        return -1;
+    }
+    PyArrayObject* ta = check_array(to, F, "targets", NPY_INT64, 0);
+    if (!ta) return -1;
+    if (PyArray_NDIM(ta) != 1 || PyArray_DIM(ta, 0) != PyArray_DIM(la, 0)) {
+        PyErr_Format(PyExc_ValueError, "%s(): targets must have shape (B,) = (%zd,)", F,
+                     (Py_ssize_t)PyArray_DIM(la, 0));
+        return -1;
+    }
+    *B = (int)PyArray_DIM(la, 0);
+    *K = (int)PyArray_DIM(la, 1);
+    *logits = (float*)PyArray_DATA(la);
+    *targets = (const int64_t*)PyArray_DATA(ta);
+    return 0;
+}
+
+PyDoc_STRVAR(softmax_ce_forward_doc,
+"softmax_ce_forward(probs, logits, targets) -> (loss, correct)\n--\n\n"
+"probs (B,K) = softmax(logits (B,K)); mean cross-entropy against targets (B,) int64\n"
+"and the number of rows whose argmax is the target.");
+static PyObject* py_softmax_ce_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "softmax_ce_forward";
+    PyObject *po, *lo, *to;
+    if (!PyArg_ParseTuple(args, "OOO", &po, &lo, &to)) return NULL;
+    int B, K;
+    float* logits;
+    const int64_t* targets;
+    if (ce_args(lo, to, F, "logits", 0, &B, &K, &logits, &targets)) return NULL;
+    F32(probs, po, "probs", (size_t)B * K, 1, 0);
+    double loss = 0.0;
+    int correct = 0, st;
+    Py_BEGIN_ALLOW_THREADS
+    st = softmax_ce_forward(probs, &loss, &correct, logits, targets, B, K);
+    Py_END_ALLOW_THREADS
+    if (st == DDPM_ERR_VALUE) {
+        PyErr_Format(PyExc_ValueError, "%s(): targets must be in 0..K-1 = 0..%d", F, K - 1);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "logits");
+    return Py_BuildValue("(di)", loss, correct);
+}
+
+PyDoc_STRVAR(softmax_ce_backward_doc,
+"softmax_ce_backward(dlogits, probs, targets, dloss)\n--\n\n"
+"dlogits (B,K) += dloss * (probs - onehot(targets)) / B.");
+static PyObject* py_softmax_ce_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "softmax_ce_backward";
+    PyObject *dlo, *po, *to;
+    float dloss;
+    if (!PyArg_ParseTuple(args, "OOOf", &dlo, &po, &to, &dloss)) return NULL;
+    int B, K;
+    float* probs;
+    const int64_t* targets;
+    if (ce_args(po, to, F, "probs", 0, &B, &K, &probs, &targets)) return NULL;
+    F32(dlogits, dlo, "dlogits", (size_t)B * K, 1, 0);
+    for (int b = 0; b < B; b++)
+        if (targets[b] < 0 || targets[b] >= K) {
+            PyErr_Format(PyExc_ValueError, "%s(): targets must be in 0..K-1 = 0..%d", F, K - 1);
+            return NULL;
+        }
+    if (!isfinite(dloss)) { PyErr_Format(PyExc_ValueError, "%s(): dloss must be finite", F); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    softmax_ce_backward(dlogits, probs, targets, B, K, dloss);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* A capsule owns the classifier and its workspace; `busy` as for the UNet. */
+typedef struct {
+    Classifier* net;
+    int busy;
+} ClassifierHandle;
+
+static void classifier_capsule_free(PyObject* cap) {
+    ClassifierHandle* h = PyCapsule_GetPointer(cap, "ddpm.Classifier");
+    if (h) { classifier_free(h->net); free(h); }
+}
+
+static ClassifierHandle* get_classifier(PyObject* cap, const char* F) {
+    ClassifierHandle* h = PyCapsule_GetPointer(cap, "ddpm.Classifier");
+    if (!h) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s(): expected a classifier handle from classifier_create()", F);
+        return NULL;
+    }
+    if (h->busy) {
+        PyErr_Format(PyExc_RuntimeError, "%s(): this classifier is in use by another thread", F);
+        return NULL;
+    }
+    return h;
+}
+
+PyDoc_STRVAR(classifier_create_doc,
+"classifier_create(in_channels, image_size, widths, depth, groups, norm_eps, num_classes,\n"
+"                  max_pool=False)\n--\n\n"
+"Build the C classifier (csrc/classifier.h); returns a handle.  widths and depth:\n"
+"one entry per stage; max_pool: 2x2 max (True) or average (False) pooling.");
+static PyObject* py_classifier_create(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "classifier_create";
+    ClassifierConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    PyObject *wo, *dpo;
+    if (!PyArg_ParseTuple(args, "iiOOifi|p", &cfg.in_channels, &cfg.image_size, &wo, &dpo,
+                          &cfg.groups, &cfg.norm_eps, &cfg.num_classes, &cfg.max_pool))
+        return NULL;
+    int L = int_seq(wo, cfg.widths, CLS_MAX_STAGES, F, "widths");
+    if (L < 0) return NULL;
+    if (int_seq(dpo, cfg.depth, CLS_MAX_STAGES, F, "depth") != L) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s(): depth needs one entry per stage (as widths)", F);
+        return NULL;
+    }
+    cfg.num_stages = L;
+    Classifier* net;
+    const char* why;
+    int st = classifier_create(&net, &cfg, &why);
+    if (st == DDPM_ERR_NOMEM) return PyErr_NoMemory();
+    if (st) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s", F, why ? why : "unsupported config");
+        return NULL;
+    }
+    ClassifierHandle* h = calloc(1, sizeof *h);
+    if (!h) { classifier_free(net); return PyErr_NoMemory(); }
+    h->net = net;
+    PyObject* cap = PyCapsule_New(h, "ddpm.Classifier", classifier_capsule_free);
+    if (!cap) { classifier_free(net); free(h); return NULL; }
+    return cap;
+}
+
+PyDoc_STRVAR(classifier_info_doc,
+"classifier_info(handle)\n--\n\n"
+"dict: num_parameters, feature_dim, flops_per_image, tensors = [(name, shape, offset, size)].");
+static PyObject* py_classifier_info(PyObject* self, PyObject* cap) {
+    (void)self;
+    ClassifierHandle* h = get_classifier(cap, "classifier_info");
+    if (!h) return NULL;
+    int nt = classifier_num_tensors(h->net);
+    PyObject* lst = PyList_New(nt);
+    if (!lst) return NULL;
+    for (int i = 0; i < nt; i++) {
+        const ClassifierParam* p = classifier_tensor(h->net, i);
+        PyObject* shape = PyTuple_New(p->ndim);
+        if (!shape) { Py_DECREF(lst); return NULL; }
+        for (int d = 0; d < p->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(p->shape[d]));
+        PyObject* item = Py_BuildValue("(sNnn)", p->name, shape, (Py_ssize_t)p->offset, (Py_ssize_t)p->size);
+        if (!item) { Py_DECREF(lst); return NULL; }
+        PyList_SET_ITEM(lst, i, item);
+    }
+    return Py_BuildValue("{s:n,s:i,s:d,s:N}", "num_parameters",
+                         (Py_ssize_t)classifier_num_parameters(h->net), "feature_dim",
+                         classifier_feature_dim(h->net), "flops_per_image",
+                         classifier_flops_per_image(h->net), "tensors", lst);
+}
+
+/* A (B, cols) float32 output, or None. */
+static int rows_arg(PyObject* obj, const char* F, const char* name, int B, int cols, float** data) {
+    *data = NULL;
+    if (obj == Py_None) return 0;
+    PyArrayObject* a = check_array(obj, F, name, NPY_FLOAT32, 1);
+    if (!a) return -1;
+    if (PyArray_NDIM(a) != 2 || PyArray_DIM(a, 0) != B || PyArray_DIM(a, 1) != cols) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (%d, %d)", F, name, B, cols);
+        return -1;
+    }
+    *data = (float*)PyArray_DATA(a);
+    return 0;
+}
+
+PyDoc_STRVAR(classifier_forward_doc,
+"classifier_forward(handle, params, x, logits, features)\n--\n\n"
+"logits (B,K) and features (B,D) (either may be None) of x (B,Cin,S,S) float32.");
+static PyObject* py_classifier_forward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "classifier_forward";
+    PyObject *cap, *po, *xo, *lo, *fo;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &xo, &lo, &fo)) return NULL;
+    ClassifierHandle* h = get_classifier(cap, F);
+    if (!h) return NULL;
+    const ClassifierConfig* c = classifier_config(h->net);
+    F32(params, po, "params", classifier_num_parameters(h->net), 0, 0);
+    int B;
+    float *x, *logits, *features;
+    if (image_arg(xo, F, "x", c->in_channels, c->image_size, 0, 0, &B, &x)) return NULL;
+    if (rows_arg(lo, F, "logits", B, c->num_classes, &logits) ||
+        rows_arg(fo, F, "features", B, classifier_feature_dim(h->net), &features))
+        return NULL;
+    int st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = classifier_forward(h->net, params, x, logits, features, B);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st) return raise_status(st, F, "x");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(classifier_backward_doc,
+"classifier_backward(handle, params, grads, dlogits, dx)\n--\n\n"
+"After classifier_forward: grads += dL/dparams for dlogits (B,K) = dL/dlogits;\n"
+"dx (B,Cin,S,S) (or None) = dL/dx.");
+static PyObject* py_classifier_backward(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "classifier_backward";
+    PyObject *cap, *po, *go, *dlo, *dxo;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &go, &dlo, &dxo)) return NULL;
+    ClassifierHandle* h = get_classifier(cap, F);
+    if (!h) return NULL;
+    const ClassifierConfig* c = classifier_config(h->net);
+    const size_t P = classifier_num_parameters(h->net);
+    F32(params, po, "params", P, 0, 0);
+    F32(grads, go, "grads", P, 1, 0);
+    PyArrayObject* da = check_array(dlo, F, "dlogits", NPY_FLOAT32, 0);
+    if (!da) return NULL;
+    if (PyArray_NDIM(da) != 2 || PyArray_DIM(da, 1) != c->num_classes || PyArray_DIM(da, 0) < 1 ||
+        PyArray_DIM(da, 0) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): dlogits must have shape (B, %d)", F, c->num_classes);
+        return NULL;
+    }
+    int B = (int)PyArray_DIM(da, 0), B2;
+    float* dx = NULL;
+    if (dxo != Py_None && image_arg(dxo, F, "dx", c->in_channels, c->image_size, 1, B, &B2, &dx))
+        return NULL;
+    int st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = classifier_backward(h->net, params, grads, (const float*)PyArray_DATA(da), dx, B);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st == DDPM_ERR_VALUE) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s(): call classifier_forward on this batch (of %d images) first", F, B);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "dlogits");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(classifier_train_step_doc,
+"classifier_train_step(handle, params, grads, m, v, x, labels, step, adam, grad_clip)\n"
+"    -> (loss, correct, grad_norm)\n--\n\n"
+"One step: forward, mean softmax cross-entropy against labels (B,) int64, backward,\n"
+"clip (grad_clip > 0), Adam(W) with adam = (lr, beta1, beta2, eps, weight_decay,\n"
+"decoupled) at 1-based step.  Parameters are left unchanged on a NaN/Inf loss.");
+static PyObject* py_classifier_train_step(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "classifier_train_step";
+    PyObject *cap, *po, *go, *mo, *vo, *xo, *lo, *ao;
+    ClassifierTrainConfig tc;
+    memset(&tc, 0, sizeof tc);
+    if (!PyArg_ParseTuple(args, "OOOOOOOlOd", &cap, &po, &go, &mo, &vo, &xo, &lo, &tc.step, &ao,
+                          &tc.grad_clip))
+        return NULL;
+    ClassifierHandle* h = get_classifier(cap, F);
+    if (!h) return NULL;
+    const ClassifierConfig* c = classifier_config(h->net);
+    const size_t P = classifier_num_parameters(h->net);
+    if (parse_adam(ao, F, &tc.adam)) return NULL;
+    if (tc.step < 1) { PyErr_Format(PyExc_ValueError, "%s(): step must be >= 1", F); return NULL; }
+    if (!isfinite(tc.grad_clip)) { PyErr_Format(PyExc_ValueError, "%s(): grad_clip must be finite", F); return NULL; }
+    F32(params, po, "params", P, 1, 0);
+    F32(grads, go, "grads", P, 1, 0);
+    F32(m, mo, "m", P, 1, 0);
+    F32(v, vo, "v", P, 1, 0);
+    int B;
+    float* x;
+    if (image_arg(xo, F, "x", c->in_channels, c->image_size, 0, 0, &B, &x)) return NULL;
+    PyArrayObject* la = check_array(lo, F, "labels", NPY_INT64, 0);
+    if (!la) return NULL;
+    if (PyArray_NDIM(la) != 1 || PyArray_DIM(la, 0) != B) {
+        PyErr_Format(PyExc_ValueError, "%s(): labels must have shape (B,) = (%d,)", F, B);
+        return NULL;
+    }
+    const int64_t* labels = (const int64_t*)PyArray_DATA(la);
+    for (int b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= c->num_classes) {
+            PyErr_Format(PyExc_ValueError, "%s(): labels must be in 0..%d", F, c->num_classes - 1);
+            return NULL;
+        }
+    double loss = 0.0, norm = 0.0;
+    int correct = 0, st;
+    h->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = classifier_train_step(h->net, params, grads, m, v, x, labels, B, &tc, &loss, &correct, &norm);
+    Py_END_ALLOW_THREADS
+    h->busy = 0;
+    if (st == DDPM_ERR_NONFINITE && !isnan(loss)) {
+        PyErr_Format(PyExc_FloatingPointError,
+                     "%s(): non-finite loss or gradient (loss=%g, grad norm=%g); parameters "
+                     "and moments were left unchanged", F, loss, norm);
+        return NULL;
+    }
+    if (st) return raise_status(st, F, "x");
+    return Py_BuildValue("(did)", loss, correct, norm);
+}
+
 #include "sample.h"
 
 /* ------------------------------------------------------------------------ */
@@ -1587,6 +2010,19 @@ static PyMethodDef core_methods[] = {
     {"ema_decay_at", py_ema_decay_at, METH_VARARGS, ema_decay_at_doc},
     {"train_step", py_train_step, METH_VARARGS, train_step_doc},
     {"sample", (PyCFunction)(void (*)(void))py_sample, METH_VARARGS | METH_KEYWORDS, sample_doc},
+    {"avgpool2_forward", py_avgpool2_forward, METH_VARARGS, avgpool2_forward_doc},
+    {"avgpool2_backward", py_avgpool2_backward, METH_VARARGS, avgpool2_backward_doc},
+    {"maxpool2_forward", py_maxpool2_forward, METH_VARARGS, maxpool2_forward_doc},
+    {"maxpool2_backward", py_maxpool2_backward, METH_VARARGS, maxpool2_backward_doc},
+    {"global_avgpool_forward", py_global_avgpool_forward, METH_VARARGS, global_avgpool_forward_doc},
+    {"global_avgpool_backward", py_global_avgpool_backward, METH_VARARGS, global_avgpool_backward_doc},
+    {"softmax_ce_forward", py_softmax_ce_forward, METH_VARARGS, softmax_ce_forward_doc},
+    {"softmax_ce_backward", py_softmax_ce_backward, METH_VARARGS, softmax_ce_backward_doc},
+    {"classifier_create", py_classifier_create, METH_VARARGS, classifier_create_doc},
+    {"classifier_info", py_classifier_info, METH_O, classifier_info_doc},
+    {"classifier_forward", py_classifier_forward, METH_VARARGS, classifier_forward_doc},
+    {"classifier_backward", py_classifier_backward, METH_VARARGS, classifier_backward_doc},
+    {"classifier_train_step", py_classifier_train_step, METH_VARARGS, classifier_train_step_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,6 +36,7 @@ from .sampling import sample
 from .pretrained import load_pretrained, pretrained_models
 from .training import Trainer
 from . import visuals
+from . import metrics
 from .visuals import make_grid, save_grid, show
 
 __version__ = "0.1.0"
