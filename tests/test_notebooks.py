@@ -26,7 +26,8 @@ def notebook(request):
 def test_lesson_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
     for name in ("6-2-0-what-is-noise.ipynb", "6-2-1-the-diffusion-idea.ipynb",
-                 "6-2-2-the-forward-process.ipynb", "6-2-6-schedules-and-playground.ipynb"):
+                 "6-2-2-the-forward-process.ipynb", "6-2-4-sampling-and-generation.ipynb",
+                 "6-2-5-build-a-diffusion-model.ipynb", "6-2-6-schedules-and-playground.ipynb"):
         assert name in names, f"missing notebooks/{name}"
 
 

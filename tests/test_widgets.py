@@ -311,3 +311,152 @@ def test_missing_ipywidgets_says_what_to_install():
              "try:\n    widgets.NoiseSlider()\nexcept ImportError as e:\n    print('ERR', e)")
     assert r.returncode == 0, r.stderr
     assert "ERR" in r.stdout and "ddpm[notebooks]" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------------ TrajectoryPlayer
+@pytest.fixture(scope="module")
+def pretrained():
+    return ddpm.load_pretrained("fashion-mnist")
+
+
+def test_trajectory_player_shows_the_real_reverse_run(pretrained):
+    # a short DDIM run of the shipped model, 2 images; the reference run is separate
+    p = widgets.TrajectoryPlayer(pretrained, sampler="ddim", steps=10, n=2, seed=7, progress=False)
+    visited = [1000, 900, 800, 700, 600, 500, 400, 300, 200, 100]
+    assert p.ts == tuple(visited + [0]), p.ts            # <= 100 steps: every step, and the end
+    images, traj = pretrained.sample(2, steps=10, sampler="ddim", seed=7, value_range=(-1, 1),
+                                     return_trajectory=visited + [0], progress=False)
+    np.testing.assert_array_equal(p.images, images)
+    np.testing.assert_array_equal(traj.t, p.ts)
+    for k, t in enumerate(p.ts):
+        p.frame = k
+        assert p.t == t
+        np.testing.assert_array_equal(p.x_t, traj.x_t[k])
+        np.testing.assert_array_equal(p.eps_hat, traj.eps_hat[k])
+        np.testing.assert_array_equal(p.x0_hat, traj.x0_hat[k])
+        assert f"t = {t} /" in p.texts["readout"]
+        assert f"{pretrained.schedule.alpha_bars[t]:.4g}" in p.texts["readout"]
+    np.testing.assert_array_equal(p.x_t, images)         # t = 0 is the sample itself
+    # x_T is N(0, I) (not a noised image) and eps_hat/x0_hat are the model's, not the forward formula
+    p.goto(1000)
+    assert abs(float(p.x_t.std()) - 1) < 0.1
+    eps_ref, x0_ref = pretrained.predict_eps_and_x0(p.x_t, 1000)
+    err = np.abs(p.eps_hat - eps_ref).max()
+    assert err < 1e-4, f"eps_hat at t=1000 differs from the model's prediction by {err:.2e}"
+    np.testing.assert_allclose(p.x0_hat, np.clip(x0_ref, -1, 1), atol=1e-3)
+
+
+def test_trajectory_player_controls_and_display(pretrained):
+    p = widgets.TrajectoryPlayer(pretrained, sampler="ddim", steps=10, seed=1, progress=False)
+    assert p.frame == 0 and p.t == 1000 and p.x_t.shape == (1, 1, 28, 28)
+    png0 = bytes(p._view.value)
+    assert png0[:8] == b"\x89PNG\r\n\x1a\n" and p.png[:8] == b"\x89PNG\r\n\x1a\n"
+    p.step()
+    assert p.t == 900 and bytes(p._view.value) != png0
+    p.step(3)
+    assert p.t == 600
+    p.back()
+    assert p.t == 700
+    p.player.value = 8                  # the Play widget drives the slider
+    assert p.slider.value == 8 and p.t == 200
+    np.testing.assert_array_equal(p.x0_hat, p.trajectory.x0_hat[8])
+    p.slider.value = 2
+    assert p.player.value == 2 and p.t == 800
+    p.t = 300
+    assert p.frame == 7
+    x, e, x0 = p.frame_of(300)
+    np.testing.assert_array_equal(x, p.x_t)
+    p.step(1000)
+    assert p.t == 0 and "done" in p.texts["regime"]
+    p.play()
+    assert p.player.playing is True
+    p.pause()
+    assert p.player.playing is False
+    p.reset()
+    assert p.frame == 0 and p.player.playing is False
+    with pytest.raises(ValueError):
+        p.goto(350)
+    with pytest.raises(TypeError):
+        p.goto(300.0)
+
+
+def test_trajectory_player_regime_text_follows_the_snr(pretrained):
+    p = widgets.TrajectoryPlayer(pretrained, sampler="ddpm", steps=20, seed=0, progress=False)
+    assert p.ts == tuple(range(1000, 0, -50)) + (0,)
+    assert set(widgets.LESSON_TS) <= set(p.ts)
+    seen = {}
+    for t in p.ts:
+        p.t = t
+        seen[t] = p.texts["regime"]
+        if t == 0:
+            continue
+        snr_db = 10 * math.log10(ref_alpha_bars("linear")[t] / (1 - ref_alpha_bars("linear")[t]))
+        assert abs(p.snr_db - snr_db) < 1e-6
+        word = ("refining details" if snr_db > 10 else
+                "a shape is emerging" if snr_db >= -10 else "hallucinating structure")
+        assert word in seen[t], (t, snr_db, seen[t])
+    assert "hallucinating" in seen[1000] and "emerging" in seen[400] and "refining" in seen[50]
+    assert len(set(seen.values())) == 4
+
+
+def test_trajectory_player_default_capture_of_a_long_run():
+    # a tiny untrained model keeps the 200-step run cheap; the capture rule is what is tested
+    d = ddpm.Diffusion(ddpm.UNet(seed=0, block_out_channels=(8, 8), norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), sample_size=8))
+    p = widgets.TrajectoryPlayer(d, sampler="ddpm", steps=200, seed=0, progress=False)
+    visited = list(range(1000, 0, -5))               # 200 trailing steps of 1000
+    expect = set(visited[::2]) | {t for t in widgets.LESSON_TS if t in visited} | {0}
+    assert p.ts == tuple(sorted(expect, reverse=True))
+    assert p.ts[:3] == (1000, 990, 980) and 50 in p.ts and p.ts[-1] == 0
+    images = d.sample(1, steps=200, seed=0, value_range=(-1, 1), progress=False)
+    np.testing.assert_array_equal(p.images, images)
+    q = widgets.TrajectoryPlayer(d, sampler="ddpm", steps=200, seed=0, capture=[1000, 500, 0],
+                                 progress=False)
+    assert q.ts == (1000, 500, 0)
+    np.testing.assert_array_equal(q.frame_of(500)[0], p.frame_of(500)[0])
+
+
+def test_trajectory_player_rejects_bad_arguments(pretrained):
+    W = widgets.TrajectoryPlayer
+    with pytest.raises(TypeError):
+        W(pretrained.model)                          # a UNet, not a Diffusion
+    with pytest.raises(ValueError):
+        W(pretrained, sampler="euler")
+    with pytest.raises(ValueError):
+        W(pretrained, steps=0)
+    with pytest.raises(ValueError):
+        W(pretrained, steps=1001)
+    with pytest.raises(ValueError):
+        W(pretrained, n=0)
+    with pytest.raises(ValueError):
+        W(pretrained, n=17)
+    with pytest.raises(TypeError):
+        W(pretrained, n=2.0)
+    with pytest.raises(TypeError):
+        W(pretrained, seed="0")
+    with pytest.raises(ValueError):
+        W(pretrained, sampler="ddim", steps=10, capture=[1000, 950, 0])   # 950 is not visited
+    with pytest.raises(ValueError):
+        W(pretrained, sampler="ddim", steps=10, capture=[])
+    with pytest.raises(ValueError):
+        W(pretrained, sampler="ddim", steps=10, capture=[500, 500])
+    with pytest.raises(TypeError):
+        W(pretrained, sampler="ddim", steps=10, capture=[500.0])
+    with pytest.raises(TypeError):
+        W(pretrained, sampler="ddim", steps=10, capture=5)
+
+
+def test_trajectory_player_default_model_is_the_shipped_one():
+    p = widgets.TrajectoryPlayer(sampler="dpm++", steps=4, capture=[1000, 0], progress=False)
+    assert p.ts == (1000, 0)
+    ref = ddpm.load_pretrained("fashion-mnist").sample(1, steps=4, sampler="dpm++", seed=0,
+                                                       value_range=(-1, 1), progress=False)
+    np.testing.assert_array_equal(p.images, ref)
+
+
+@pytest.mark.parametrize("snr_db", [40.0, 10.01, 9.99, 0.0, -9.99, -10.01, -80.0])
+def test_reverse_regime_thresholds(snr_db):
+    word = ("refining details" if snr_db > 10 else
+            "a shape is emerging" if snr_db >= -10 else "hallucinating structure")
+    assert word in widgets.reverse_regime(snr_db)
