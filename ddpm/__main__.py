@@ -146,7 +146,7 @@ def _sample(args) -> int:
     if args.eta:
         kw["eta"] = args.eta
     try:
-        images = model.sample(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
+        images = ddpm.sample(args.n, model=model, steps=args.steps, sampler=args.sampler, seed=args.seed,
                               timestep_spacing=args.spacing, progress=not args.no_progress, **kw)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

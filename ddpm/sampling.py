@@ -423,8 +423,11 @@ def sample(n: int = 16, model=None, **kwargs):
     **kwargs
         ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed`` and
         every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
-        the sampler defaults to ``"dpm++"`` with 20 steps here: a first call
-        should take seconds, not the 1000 network calls of ancestral DDPM.
+        the sampler defaults to ``"dpm++"`` with 20 steps here, with x0_hat
+        clipped to [-1, 1] (``clip_x0=True``; diffusers' DPM-Solver++ does not
+        clip): a first call should take seconds, not the 1000 network calls of
+        ancestral DDPM, and the shipped model needs the clipping (measured on
+        200 samples: FID_fm 1.08 clipped, 1.78 not; 50-step DDIM 1.64).
 
     Returns
     -------
@@ -454,4 +457,6 @@ def sample(n: int = 16, model=None, **kwargs):
     kwargs.setdefault("sampler", "dpm++")
     if kwargs["sampler"] == "dpm++":
         kwargs.setdefault("steps", 20)
+        if not kwargs.get("dynamic_threshold"):
+            kwargs.setdefault("clip_x0", True)
     return sample_diffusion(model, n, **kwargs)
