@@ -10,7 +10,8 @@ folder) this prints
   that many images: FID is biased upward at small n, so samples are always
   compared with a floor measured at the same n);
 * FID_fm of ``--n`` samples from 1000-step DDPM, 50-step DDIM and 20-step
-  DPM-Solver++(2M), each with its wall time and the ratio to the floor;
+  DPM-Solver++(2M) (as diffusers runs it, and with x0_hat clipped as
+  ``ddpm.sample()`` runs it), each with its wall time and the ratio to the floor;
 * the share of each predicted class among the samples (a collapsed or
   biased model shows here first);
 * the RMS pixel distance from samples to their nearest training image next
@@ -43,7 +44,7 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def samples(d, n, sampler, steps, seed, batch):
+def samples(d, n, sampler, steps, seed, batch, **options):
     """n images in [-1, 1], generated batch by batch (bounded memory).
 
     Images come out clamped to the data range, as every pipeline (diffusers'
@@ -51,7 +52,8 @@ def samples(d, n, sampler, steps, seed, batch):
     out = []
     for i, k in enumerate(range(0, n, batch)):
         m = min(batch, n - k)
-        out.append(d.sample(m, sampler=sampler, steps=steps, seed=seed + i, progress=False))
+        out.append(d.sample(m, sampler=sampler, steps=steps, seed=seed + i, progress=False,
+                            **options))
     return np.concatenate(out) * np.float32(2) - np.float32(1)
 
 
@@ -93,13 +95,14 @@ def main():
     print(f"nearest-training-image RMS distance of 500 held-out test images: "
           f"median {np.median(held_out):.4f}")
 
-    runs = [("ddpm", "ddpm", 1000, args.ddpm_n or args.n), ("ddim", "ddim", 50, args.n),
-            ("dpm++", "dpm++", 20, args.n)]
+    # dpm++ as diffusers runs it (x0_hat not clipped), and as ddpm.sample() runs it (clipped)
+    runs = [("ddpm", "ddpm", 1000, args.ddpm_n or args.n, {}), ("ddim", "ddim", 50, args.n, {}),
+            ("dpm++", "dpm++", 20, args.n, {}), ("dpm++clip", "dpm++", 20, args.n, {"clip_x0": True})]
     rows = []
-    for name, sampler, steps, n in runs:
+    for name, sampler, steps, n, options in runs:
         if name in skip:
             continue
-        images, secs = timed(lambda: samples(d, n, sampler, steps, args.seed, args.batch))
+        images, secs = timed(lambda: samples(d, n, sampler, steps, args.seed, args.batch, **options))
         fid = metrics.fid(images)
         hist = metrics.class_histogram(images)
         near = metrics.nearest_train_distance(images[:500])
