@@ -943,6 +943,19 @@ static PyObject* py_unet_create(PyObject* self, PyObject* args) {
     return cap;
 }
 
+/* (name, shape tuple, offset, size): one entry of unet_info/classifier_info's tensor list. */
+static PyObject* tensor_entry(const char* name, int ndim, const int* shape, size_t offset,
+                              size_t size) {
+    PyObject* t = PyTuple_New(ndim);
+    if (!t) return NULL;
+    for (int d = 0; d < ndim; d++) {
+        PyObject* v = PyLong_FromLong(shape[d]);
+        if (!v) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, d, v);
+    }
+    return Py_BuildValue("(sNnn)", name, t, (Py_ssize_t)offset, (Py_ssize_t)size);
+}
+
 PyDoc_STRVAR(unet_info_doc,
 "unet_info(handle)\n--\n\n"
 "dict: num_parameters, flops_per_image, tensors = [(name, shape, offset, size), ...].");
@@ -955,10 +968,7 @@ static PyObject* py_unet_info(PyObject* self, PyObject* cap) {
     if (!lst) return NULL;
     for (int i = 0; i < nt; i++) {
         const UNetParam* p = unet_tensor(h->net, i);
-        PyObject* shape = PyTuple_New(p->ndim);
-        if (!shape) { Py_DECREF(lst); return NULL; }
-        for (int d = 0; d < p->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(p->shape[d]));
-        PyObject* item = Py_BuildValue("(sNnn)", p->name, shape, (Py_ssize_t)p->offset, (Py_ssize_t)p->size);
+        PyObject* item = tensor_entry(p->name, p->ndim, p->shape, p->offset, p->size);
         if (!item) { Py_DECREF(lst); return NULL; }
         PyList_SET_ITEM(lst, i, item);
     }
@@ -1501,10 +1511,7 @@ static PyObject* py_classifier_info(PyObject* self, PyObject* cap) {
     if (!lst) return NULL;
     for (int i = 0; i < nt; i++) {
         const ClassifierParam* p = classifier_tensor(h->net, i);
-        PyObject* shape = PyTuple_New(p->ndim);
-        if (!shape) { Py_DECREF(lst); return NULL; }
-        for (int d = 0; d < p->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(p->shape[d]));
-        PyObject* item = Py_BuildValue("(sNnn)", p->name, shape, (Py_ssize_t)p->offset, (Py_ssize_t)p->size);
+        PyObject* item = tensor_entry(p->name, p->ndim, p->shape, p->offset, p->size);
         if (!item) { Py_DECREF(lst); return NULL; }
         PyList_SET_ITEM(lst, i, item);
     }
