@@ -379,7 +379,9 @@ class UNet:
         for k in sorted(DIFFUSERS_DEFAULTS):
             v = self.config[k]
             cfg[k] = list(v) if isinstance(v, tuple) else v
-        tensors = {name: np.ascontiguousarray(arr, dtype=dtype) for name, arr in self.named_parameters()}
+        with np.errstate(over="ignore"):       # overflow is checked (and refused) just below
+            tensors = {name: np.ascontiguousarray(arr, dtype=dtype)
+                       for name, arr in self.named_parameters()}
         if dtype == "float16":
             for name, arr in tensors.items():
                 if not np.isfinite(arr).all():

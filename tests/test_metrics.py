@@ -256,7 +256,7 @@ def test_nearest_train_distance_bad_input(rng):
     with pytest.raises(ValueError, match="shape"):
         metrics.nearest_train_distance(np.zeros((2, 28, 28), np.float32))
     with pytest.raises(ValueError, match="shape"):
-        metrics.nearest_train_distance(np.zeros((2, 1, 28, 28), np.float32),
+        metrics.nearest_train_distance(np.full((2, 1, 28, 28), -1, np.float32),
                                        np.zeros((5, 1, 14, 14), np.float32))
     with pytest.raises(TypeError):
         metrics.nearest_train_distance(np.zeros((2, 1, 28, 28), np.int64))
