@@ -1724,6 +1724,40 @@ static PyArrayObject* sample_array_like(PyObject* obj, const char* F, const char
     return a;
 }
 
+/* A batch of images (N, ...) for a sampling-style loop: 1 <= N <= 2**20 and, with
+ * a U-Net (h), shape (N, C, S, S) for it, in == out channels and params of its size.
+ * Sets *N and *D (values per image); -1 with a ValueError set otherwise. */
+static int check_image_batch(PyArrayObject* a, const char* name, UNetHandle* h,
+                             PyArrayObject* params, const char* F, int* N, size_t* D) {
+    if (PyArray_NDIM(a) < 2 || PyArray_DIM(a, 0) < 1 || PyArray_SIZE(a) < 1 ||
+        PyArray_DIM(a, 0) > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (N, ...) with 1 <= N <= 2**20 "
+                     "and values per image", F, name);
+        return -1;
+    }
+    *N = (int)PyArray_DIM(a, 0);
+    *D = (size_t)PyArray_SIZE(a) / (size_t)*N;
+    if (!h) return 0;
+    const UNetConfig* c = unet_config(h->net);
+    if (c->in_channels != c->out_channels) {
+        PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it "
+                     "takes (%d in, %d out)", F, c->in_channels, c->out_channels);
+        return -1;
+    }
+    if (PyArray_NDIM(a) != 4 || PyArray_DIM(a, 1) != c->in_channels ||
+        PyArray_DIM(a, 2) != c->sample_size || PyArray_DIM(a, 3) != c->sample_size) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (N, %d, %d, %d) for this "
+                     "model", F, name, c->in_channels, c->sample_size, c->sample_size);
+        return -1;
+    }
+    if ((size_t)PyArray_SIZE(params) != unet_num_parameters(h->net)) {
+        PyErr_Format(PyExc_ValueError, "%s(): params must hold %zu values", F,
+                     unet_num_parameters(h->net));
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(sample_doc,
 "sample(out, model, params, alpha_bars, ts, prevs, *, sampler, objective, variance=0,\n"
 "       eta=0.0, clip_x0=True, thresh_ratio=0.0, thresh_max=inf, seed=0, x_T=None,\n"
@@ -1803,33 +1837,9 @@ static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
     if (c0_o != Py_None && !(c0 = sample_array_like(c0_o, F, "cap_x0", out, M, 1))) return NULL;
 
     /* shapes */
-    if (PyArray_NDIM(out) < 2 || PyArray_DIM(out, 0) < 1 || PyArray_SIZE(out) < 1 ||
-        PyArray_DIM(out, 0) > (1 << 20)) {
-        PyErr_Format(PyExc_ValueError, "%s(): out must have shape (N, ...) with 1 <= N <= 2**20 "
-                     "and values per image", F);
-        return NULL;
-    }
-    int N = (int)PyArray_DIM(out, 0);
-    size_t D = (size_t)PyArray_SIZE(out) / (size_t)N;
-    if (h) {
-        const UNetConfig* c = unet_config(h->net);
-        if (c->in_channels != c->out_channels) {
-            PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it "
-                         "takes (%d in, %d out)", F, c->in_channels, c->out_channels);
-            return NULL;
-        }
-        if (PyArray_NDIM(out) != 4 || PyArray_DIM(out, 1) != c->in_channels ||
-            PyArray_DIM(out, 2) != c->sample_size || PyArray_DIM(out, 3) != c->sample_size) {
-            PyErr_Format(PyExc_ValueError, "%s(): out must have shape (N, %d, %d, %d) for this "
-                         "model", F, c->in_channels, c->sample_size, c->sample_size);
-            return NULL;
-        }
-        if ((size_t)PyArray_SIZE(params) != unet_num_parameters(h->net)) {
-            PyErr_Format(PyExc_ValueError, "%s(): params must hold %zu values", F,
-                         unet_num_parameters(h->net));
-            return NULL;
-        }
-    }
+    int N;
+    size_t D;
+    if (check_image_batch(out, "out", h, params, F, &N, &D) < 0) return NULL;
     if (PyArray_NDIM(ab) != 1 || PyArray_DIM(ab, 0) < 2 ||
         PyArray_DIM(ab, 0) > (npy_intp)MAX_TIMESTEPS + 1) {
         PyErr_Format(PyExc_ValueError, "%s(): alpha_bars must have shape (T+1,), 1 <= T <= %d",
@@ -2047,33 +2057,9 @@ static PyObject* py_nll(PyObject* self, PyObject* args, PyObject* kwargs) {
     PyArrayObject* noise = NULL;
 
     /* shapes */
-    if (PyArray_NDIM(x0) < 2 || PyArray_DIM(x0, 0) < 1 || PyArray_SIZE(x0) < 1 ||
-        PyArray_DIM(x0, 0) > (1 << 20)) {
-        PyErr_Format(PyExc_ValueError, "%s(): x0 must have shape (N, ...) with 1 <= N <= 2**20 "
-                     "and values per image", F);
-        return NULL;
-    }
-    int N = (int)PyArray_DIM(x0, 0);
-    size_t D = (size_t)PyArray_SIZE(x0) / (size_t)N;
-    if (h) {
-        const UNetConfig* c = unet_config(h->net);
-        if (c->in_channels != c->out_channels) {
-            PyErr_Format(PyExc_ValueError, "%s(): the model must output as many channels as it "
-                         "takes (%d in, %d out)", F, c->in_channels, c->out_channels);
-            return NULL;
-        }
-        if (PyArray_NDIM(x0) != 4 || PyArray_DIM(x0, 1) != c->in_channels ||
-            PyArray_DIM(x0, 2) != c->sample_size || PyArray_DIM(x0, 3) != c->sample_size) {
-            PyErr_Format(PyExc_ValueError, "%s(): x0 must have shape (N, %d, %d, %d) for this "
-                         "model", F, c->in_channels, c->sample_size, c->sample_size);
-            return NULL;
-        }
-        if ((size_t)PyArray_SIZE(params) != unet_num_parameters(h->net)) {
-            PyErr_Format(PyExc_ValueError, "%s(): params must hold %zu values", F,
-                         unet_num_parameters(h->net));
-            return NULL;
-        }
-    }
+    int N;
+    size_t D;
+    if (check_image_batch(x0, "x0", h, params, F, &N, &D) < 0) return NULL;
     if (PyArray_NDIM(betas) != 1 || PyArray_DIM(betas, 0) < 2 ||
         PyArray_DIM(betas, 0) > (npy_intp)MAX_TIMESTEPS + 1) {
         PyErr_Format(PyExc_ValueError, "%s(): betas must have shape (T+1,), 1 <= T <= %d",
