@@ -428,7 +428,46 @@ class AlphaBarCurve(_LessonWidget):
 
 
 # ---------------------------------------------------------------------------- Playground
-class Playground(_LessonWidget):
+class _FramePlayer(_LessonWidget):
+    """A widget that plays frames 0..slider.max: ``self.slider`` (IntSlider) and
+    ``self.player`` (Play, linked to it) are built by the subclass."""
+
+    @property
+    def frame(self) -> int:
+        return int(self.slider.value)
+
+    @frame.setter
+    def frame(self, k):
+        self.slider.value = int(min(max(int(k), self.slider.min), self.slider.max))
+
+    def step(self, n: int = 1):
+        """Advance n frames; stops at the last."""
+        self.frame = self.frame + int(n)
+        return self
+
+    def back(self, n: int = 1):
+        """Go back n frames."""
+        self.frame = self.frame - int(n)
+        return self
+
+    def reset(self):
+        """Back to the first frame and pause."""
+        self.pause()
+        self.frame = 0
+        return self
+
+    def play(self):
+        """Start the animation (runs in the browser; no effect headless)."""
+        self.player.playing = True
+        return self
+
+    def pause(self):
+        """Pause the animation where it is."""
+        self.player.playing = False
+        return self
+
+
+class Playground(_FramePlayer):
     """A small diffusion you can step through: forward 0 -> T, then reverse T -> 0 (6-2-6).
 
     The pattern (``datasets.checkerboard`` or ``datasets.circle``) is noised
@@ -581,14 +620,6 @@ class Playground(_LessonWidget):
 
     # ---------------------------------------------------------------- controls
     @property
-    def frame(self) -> int:
-        return int(self.slider.value)
-
-    @frame.setter
-    def frame(self, k):
-        self.slider.value = int(min(max(int(k), 0), 2 * self.T))
-
-    @property
     def phase(self) -> str:
         return "forward" if self.frame <= self.T else "reverse"
 
@@ -596,22 +627,6 @@ class Playground(_LessonWidget):
     def t(self) -> int:
         k = self.frame
         return k if k <= self.T else 2 * self.T - k
-
-    def step(self, n: int = 1):
-        """Advance n frames (forward, then reverse); stops at the end."""
-        self.frame = self.frame + int(n)
-        return self
-
-    def back(self, n: int = 1):
-        """Go back n frames."""
-        self.frame = self.frame - int(n)
-        return self
-
-    def reset(self):
-        """Back to the clean pattern (frame 0) and pause."""
-        self.pause()
-        self.frame = 0
-        return self
 
     def goto(self, t: int, phase: str = "forward"):
         """Show x_t of the forward (phase="forward") or reverse chain."""
@@ -621,16 +636,6 @@ class Playground(_LessonWidget):
         if phase not in ("forward", "reverse"):
             raise ValueError("Playground.goto(): phase must be 'forward' or 'reverse'")
         self.frame = t if phase == "forward" else 2 * self.T - t
-        return self
-
-    def play(self):
-        """Start the animation (runs in the browser; no effect headless)."""
-        self.player.playing = True
-        return self
-
-    def pause(self):
-        """Pause the animation where it is."""
-        self.player.playing = False
         return self
 
     def frame_of(self, t: int, phase: str = "forward") -> np.ndarray:
@@ -658,7 +663,7 @@ class Playground(_LessonWidget):
 
 
 # ----------------------------------------------------------------------- TrajectoryPlayer
-class TrajectoryPlayer(_LessonWidget):
+class TrajectoryPlayer(_FramePlayer):
     """Play back a REAL reverse run of a trained model, frame by frame (lesson 6-2-4).
 
     The sampler runs once, when the widget is built, with ``return_trajectory``
@@ -819,14 +824,6 @@ class TrajectoryPlayer(_LessonWidget):
 
     # ---------------------------------------------------------------- controls
     @property
-    def frame(self) -> int:
-        return int(self.slider.value)
-
-    @frame.setter
-    def frame(self, k):
-        self.slider.value = int(min(max(int(k), 0), len(self.ts) - 1))
-
-    @property
     def t(self) -> int:
         return self.ts[self.frame]
 
@@ -842,32 +839,6 @@ class TrajectoryPlayer(_LessonWidget):
             raise ValueError(f"TrajectoryPlayer.goto(): t = {t} was not captured; captured: "
                              f"{self.ts[:4]} ... {self.ts[-3:]}")
         self.frame = self._index[int(t)]
-        return self
-
-    def step(self, n: int = 1):
-        """Advance n frames (toward t = 0); stops at the end."""
-        self.frame = self.frame + int(n)
-        return self
-
-    def back(self, n: int = 1):
-        """Go back n frames (toward t = T)."""
-        self.frame = self.frame - int(n)
-        return self
-
-    def reset(self):
-        """Back to the first frame (x_T) and pause."""
-        self.pause()
-        self.frame = 0
-        return self
-
-    def play(self):
-        """Start the animation (runs in the browser; no effect headless)."""
-        self.player.playing = True
-        return self
-
-    def pause(self):
-        """Pause the animation where it is."""
-        self.player.playing = False
         return self
 
     def frame_of(self, t: int):
