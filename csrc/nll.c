@@ -99,6 +99,17 @@ static int check_spec(const NllSpec* s, int N, size_t D) {
 /* One column's term for image n at lesson time t: x (D) the clean image,
  * xt (D) the float32 x_t the model saw, mo (D) the model output.  Sets *bad
  * when x0_hat is not finite. */
+/* x0_hat from the model output m at x_t = xi (a = sqrt(alpha_bar_t), b = sqrt(1 - alpha_bar_t)),
+ * by the objective, clipped to [-1, 1] when the spec says so. */
+static inline double x0_hat(const NllSpec* s, double m, double xi, double a, double b) {
+    double z;
+    if (s->objective == SAMPLE_EPS) z = (xi - b * m) / a;
+    else if (s->objective == SAMPLE_X0) z = m;
+    else z = a * xi - b * m;
+    if (s->clip_x0) z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
+    return z;
+}
+
 static double column_term(const float* x, const float* xt, const float* mo, size_t D, int t,
                           const ScheduleTables* tab, const NllSpec* s, int* bad) {
     const double a = tab->sqrt_alpha_bars[t], b = tab->sqrt_one_minus_alpha_bars[t];
@@ -111,11 +122,7 @@ static double column_term(const float* x, const float* xt, const float* mo, size
     if (t == 1) {
         const double inv_std = exp(-0.5 * lvp);
         for (size_t i = 0; i < D; i++) {
-            double m = mo[i], xi = xt[i], z;
-            if (s->objective == SAMPLE_EPS) z = (xi - b * m) / a;
-            else if (s->objective == SAMPLE_X0) z = m;
-            else z = a * xi - b * m;
-            if (s->clip_x0) z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
+            double xi = xt[i], z = x0_hat(s, mo[i], xi, a, b);
             nf |= !isfinite(z);
             double mean = c1 * z + c2 * xi;
             acc -= log_bin_prob((double)x[i], mean, inv_std);
@@ -124,11 +131,7 @@ static double column_term(const float* x, const float* xt, const float* mo, size
         const double lvq = tab->posterior_log_variance_clipped[t];   /* log posterior_variance_t */
         double sq = 0.0;
         for (size_t i = 0; i < D; i++) {
-            double m = mo[i], xi = xt[i], z;
-            if (s->objective == SAMPLE_EPS) z = (xi - b * m) / a;
-            else if (s->objective == SAMPLE_X0) z = m;
-            else z = a * xi - b * m;
-            if (s->clip_x0) z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
+            double xi = xt[i], z = x0_hat(s, mo[i], xi, a, b);
             nf |= !isfinite(z);
             double d = c1 * ((double)x[i] - z);
             sq += d * d;
