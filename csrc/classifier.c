@@ -49,7 +49,7 @@ struct Classifier {
     float* acts;
     float* dacts;                            /* NULL until a backward is asked for */
     float* col;                              /* conv scratch */
-    float* scratch;                          /* groupnorm partial sums */
+    float* scratch;                          /* groupnorm backward scratch */
     size_t col_floats, scratch_floats;
     int have_forward;
 };
@@ -175,14 +175,17 @@ double classifier_flops_per_image(const Classifier* n) {
 
 int classifier_reserve(Classifier* n, int B, int for_training) {
     if (B < 1) return DDPM_ERR_VALUE;
-    size_t col = 1, maxc = 1;
+    size_t col = 1, gn = 1;
     for (int i = 0; i < n->nops; i++) {
         const ClsOp* op = &n->ops[i];
         if (op->type == CLS_CONV) {
             size_t c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 1);
             if (c > col) col = c;
         }
-        if ((size_t)op->cout > maxc) maxc = (size_t)op->cout;
+        if (op->type == CLS_NORM_SILU) {
+            size_t g = groupnorm_scratch_floats(B, op->cin, op->H * op->W, n->cfg.groups);
+            if (g > gn) gn = g;
+        }
     }
     if (col > n->col_floats) {
         free(n->col);
@@ -190,10 +193,10 @@ int classifier_reserve(Classifier* n, int B, int for_training) {
         n->col_floats = n->col ? col : 0;
         if (!n->col) return DDPM_ERR_NOMEM;
     }
-    if (2 * (size_t)B * maxc > n->scratch_floats) {
+    if (gn > n->scratch_floats) {
         free(n->scratch);
-        n->scratch = malloc(sizeof(float) * 2 * (size_t)B * maxc);
-        n->scratch_floats = n->scratch ? 2 * (size_t)B * maxc : 0;
+        n->scratch = malloc(sizeof(float) * gn);
+        n->scratch_floats = n->scratch ? gn : 0;
         if (!n->scratch) return DDPM_ERR_NOMEM;
     }
     if (B > n->cap) {

@@ -8,8 +8,19 @@
 #include "groupnorm.h"
 #include "common.h"
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define LANES 16
+
+static int gn_thread(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 static inline float sigmoidf_(float y) { return 1.0f / (1.0f + ddpm_expf(-y)); }
 
@@ -37,6 +48,18 @@ static inline double lane_sq(const float* x, int n, float m) {
     return s;
 }
 
+/* One channel row of the forward: o = y = x * a + k, or silu(y).  Purely
+ * elementwise, so it is also compiled for AVX2 (same operations in the same
+ * order, so the same bits). */
+DDPM_SIMD_CLONES
+static void row_affine(float* o, const float* x, int n, float a, float k, int silu) {
+    if (silu) {
+        for (int i = 0; i < n; i++) { float y = x[i] * a + k; o[i] = y * sigmoidf_(y); }
+    } else {
+        for (int i = 0; i < n; i++) o[i] = x[i] * a + k;
+    }
+}
+
 /* One (b, g) group of the forward: statistics, then the normalised (and SiLU'd)
  * output. */
 static void groupnorm_forward_group(float* out, float* mean, float* rstd, const float* inp,
@@ -57,15 +80,9 @@ static void groupnorm_forward_group(float* out, float* mean, float* rstd, const 
     *mean = mf;
     *rstd = rf;
     for (int c = g * Cg; c < (g + 1) * Cg; c++) {
-        const float* x = inp + ((size_t)c * B + b) * HW;
-        float* o = out + ((size_t)c * B + b) * HW;
         /* y = x * a + k with a = rstd*w, k = bias - mean*rstd*w */
         float a = rf * weight[c], k = bias[c] - mf * a;
-        if (silu) {
-            for (int i = 0; i < HW; i++) { float y = x[i] * a + k; o[i] = y * sigmoidf_(y); }
-        } else {
-            for (int i = 0; i < HW; i++) o[i] = x[i] * a + k;
-        }
+        row_affine(out + ((size_t)c * B + b) * HW, inp + ((size_t)c * B + b) * HW, HW, a, k, silu);
     }
 }
 
@@ -84,51 +101,72 @@ void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
                                 task % G, B, Cg, HW, eps, silu);
 }
 
-/* For one channel row: dy (through the SiLU when fused) is formed on the fly;
- * returns sum dy * xhat and sum dy. */
-static inline void row_sums(const float* x, const float* d, int HW, float m, float r, float w, float bb,
-                     int silu, double* sw_out, double* sb_out) {
+/* dy = d * silu'(y), y = x * a + k the forward's pre-activation (the same
+ * bits as there), silu'(y) = s (1 + y (1 - s)) with s = sigmoid(y). */
+DDPM_SIMD_CLONES
+static void row_silu_grad(float* dy, const float* d, const float* x, int n, float a, float k) {
+    for (int i = 0; i < n; i++) {
+        float y = x[i] * a + k, s = sigmoidf_(y);
+        dy[i] = d[i] * (s * (1.0f + y * (1.0f - s)));
+    }
+}
+
+/* For one channel row: sum dy * xhat and sum dy, xhat = (x - m) r, in fixed
+ * lanes. */
+static inline void row_sums(const float* x, const float* dy, int HW, float m, float r,
+                            double* sw_out, double* sb_out) {
     float aw[LANES] = {0}, ab[LANES] = {0};
     int i = 0;
     for (; i + LANES <= HW; i += LANES)
         for (int j = 0; j < LANES; j++) {
             float xh = (x[i + j] - m) * r;
-            float dy = d[i + j];
-            if (silu) {
-                float y = xh * w + bb, sg = sigmoidf_(y);
-                dy *= sg * (1.0f + y * (1.0f - sg));
-            }
-            aw[j] += dy * xh;
-            ab[j] += dy;
+            aw[j] += dy[i + j] * xh;
+            ab[j] += dy[i + j];
         }
     double sw = 0.0, sb = 0.0;
     for (int j = 0; j < LANES; j++) { sw += aw[j]; sb += ab[j]; }
     for (; i < HW; i++) {
         float xh = (x[i] - m) * r;
-        float dy = d[i];
-        if (silu) {
-            float y = xh * w + bb, sg = sigmoidf_(y);
-            dy *= sg * (1.0f + y * (1.0f - sg));
-        }
-        sw += (double)dy * xh;
-        sb += dy;
+        sw += (double)dy[i] * xh;
+        sb += dy[i];
     }
     *sw_out = sw;
     *sb_out = sb;
 }
 
+/* dx += r (dy w - k1 - xhat k2), xhat = (x - m) r: the input gradient of one
+ * channel row, given the group means k1 = mean(dy w), k2 = mean(dy w xhat). */
+DDPM_SIMD_CLONES
+static void row_dx(float* dx, const float* dy, const float* x, int n, float m, float r, float w,
+                   float k1, float k2) {
+    for (int i = 0; i < n; i++) {
+        float xh = (x[i] - m) * r;
+        dx[i] += r * (dy[i] * w - k1 - xh * k2);
+    }
+}
+
 /* One (b, g) group of the backward: per-channel sums, then the input gradient.
- * pw/pb are (B, C) per-sample partials of dweight/dbias. */
-static void groupnorm_backward_group(float* dinp, float* pw, float* pb, const float* dout,
-                                     const float* inp, const float* weight, const float* bias,
-                                     float m, float r, int b, int g, int B, int C, int Cg,
-                                     int HW, int silu) {
-    /* pass 1: sums for the input gradient (sum dy*w, sum dy*w*xhat) */
+ * pw/pb are (B, C) per-sample partials of dweight/dbias.  With the fused SiLU,
+ * dy (the gradient at the norm's output, before the SiLU) is formed once
+ * into dyb (Cg * HW floats, this thread's) and read again by the second
+ * pass, so the sigmoid is evaluated once per element. */
+static void groupnorm_backward_group(float* dinp, float* pw, float* pb, float* dyb,
+                                     const float* dout, const float* inp, const float* weight,
+                                     const float* bias, float m, float r, int b, int g, int B,
+                                     int C, int Cg, int HW, int silu) {
+    /* pass 1: dy and the sums for the input gradient (sum dy*w, sum dy*w*xhat) */
     double s1 = 0.0, s2 = 0.0;
     for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+        const size_t row = ((size_t)c * B + b) * HW;
+        const float* dy = dout + row;
+        if (silu) {
+            float* d = dyb + (size_t)(c - g * Cg) * HW;
+            float a = r * weight[c];
+            row_silu_grad(d, dout + row, inp + row, HW, a, bias[c] - m * a);
+            dy = d;
+        }
         double sw, sb;
-        row_sums(inp + ((size_t)c * B + b) * HW, dout + ((size_t)c * B + b) * HW, HW, m, r,
-                 weight[c], bias[c], silu, &sw, &sb);
+        row_sums(inp + row, dy, HW, m, r, &sw, &sb);
         pw[(size_t)b * C + c] = (float)sw;
         pb[(size_t)b * C + c] = (float)sb;
         s1 += sb * weight[c];
@@ -138,19 +176,9 @@ static void groupnorm_backward_group(float* dinp, float* pw, float* pb, const fl
     const float k1 = (float)(s1 / n), k2 = (float)(s2 / n);
     /* pass 2: dx = rstd * (dy*w - mean(dy*w) - xhat * mean(dy*w*xhat)) */
     for (int c = g * Cg; c < (g + 1) * Cg; c++) {
-        const float* x = inp + ((size_t)c * B + b) * HW;
-        const float* d = dout + ((size_t)c * B + b) * HW;
-        float* dx = dinp + ((size_t)c * B + b) * HW;
-        const float w = weight[c], bb = bias[c];
-        for (int i = 0; i < HW; i++) {
-            float xh = (x[i] - m) * r;
-            float dy = d[i];
-            if (silu) {
-                float y = xh * w + bb, sg = sigmoidf_(y);
-                dy *= sg * (1.0f + y * (1.0f - sg));
-            }
-            dx[i] += r * (dy * w - k1 - xh * k2);
-        }
+        const size_t row = ((size_t)c * B + b) * HW;
+        const float* dy = silu ? dyb + (size_t)(c - g * Cg) * HW : dout + row;
+        row_dx(dinp + row, dy, inp + row, HW, m, r, weight[c], k1, k2);
     }
 }
 
@@ -162,14 +190,22 @@ void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratc
     const int tasks = B * G;
     float* pw = scratch;                  /* (B, C): sum_hw dy * xhat per sample */
     float* pb = scratch + (size_t)B * C;  /* (B, C): sum_hw dy per sample */
+    float* dy_lanes = scratch + 2 * (size_t)B * C;   /* GN_LANES x (Cg, HW) */
     int nt = ddpm_threads_for((size_t)B * C * HW, 1 << 14);
+    if (nt > GN_LANES) nt = GN_LANES;
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int task = 0; task < tasks; task++)
-        groupnorm_backward_group(dinp, pw, pb, dout, inp, weight, bias, mean[task], rstd[task],
-                                 task / G, task % G, B, C, Cg, HW, silu);
+    {
+        float* dyb = dy_lanes + (size_t)gn_thread() * Cg * HW;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int task = 0; task < tasks; task++)
+            groupnorm_backward_group(dinp, pw, pb, dyb, dout, inp, weight, bias, mean[task],
+                                     rstd[task], task / G, task % G, B, C, Cg, HW, silu);
+    }
     /* parameter gradients: sum the per-sample partials over b, in order */
     for (int c = 0; c < C; c++) {
         double sw = 0.0, sb = 0.0;

@@ -660,7 +660,7 @@ static PyObject* py_groupnorm_backward(PyObject* self, PyObject* args) {
     F32(b, bo, "bias", (size_t)C, 0, 0);
     F32(mean, mo, "mean", (size_t)B * G, 0, 0);
     F32(rstd, ro, "rstd", (size_t)B * G, 0, 0);
-    float* scratch = malloc(sizeof(float) * (size_t)groupnorm_scratch_floats(B, C));
+    float* scratch = malloc(sizeof(float) * groupnorm_scratch_floats(B, C, HW, G));
     if (!scratch) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
     groupnorm_backward(dinp, dw, db, scratch, dout, inp, w, b, mean, rstd, B, C, HW, G, silu);

@@ -70,7 +70,7 @@ struct UNet {
     float* acts;
     float* dacts;
     float* col;
-    float* scratch;                /* group norm partial sums */
+    float* scratch;                /* group norm backward: partial sums, per-thread dy */
     size_t acts_floats, col_floats, scratch_floats;
     int have_forward;              /* acts hold a forward pass at batch B */
     double prof[UNET_PROF_N];      /* seconds per op kind, when profiling */
@@ -388,7 +388,7 @@ int unet_reserve(UNet* n, int B, int for_training) {
         n->acts = n->dacts = n->col = n->scratch = NULL;
         n->B = 0;
         n->have_forward = 0;
-        size_t col = 0, maxc = (size_t)n->TE;
+        size_t col = 0, gn = 0;
         for (int i = 0; i < n->nops; i++) {
             const Op* op = &n->ops[i];
             size_t c = 0;
@@ -406,11 +406,13 @@ int unet_reserve(UNet* n, int B, int for_training) {
             default: break;
             }
             if (c > col) col = c;
-            if ((size_t)op->cout > maxc) maxc = (size_t)op->cout;
-            if ((size_t)op->cin > maxc) maxc = (size_t)op->cin;
+            /* group norms run on op->in (cin) and inside resnets on cout, at H x W */
+            int maxc = op->cout > op->cin ? op->cout : op->cin;
+            size_t g = groupnorm_scratch_floats(B, maxc, op->H * op->W, n->cfg.norm_groups);
+            if (g > gn) gn = g;
         }
         n->col_floats = col ? col : 1;
-        n->scratch_floats = 2 * (size_t)B * maxc;
+        n->scratch_floats = gn;
         n->acts = malloc(sizeof(float) * n->acts_floats * (size_t)B);
         n->col = malloc(sizeof(float) * n->col_floats);
         n->scratch = malloc(sizeof(float) * n->scratch_floats);
