@@ -81,6 +81,7 @@ ext = Extension(
     library_dirs=libdirs,
     libraries=libs + ["m"],
     define_macros=macros,
+    depends=sorted(glob(os.path.join("csrc", "*.h"))),   # a header change rebuilds
     extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno", "-fno-trapping-math",
                         "-fvisibility=hidden"],
     extra_link_args=link_args,

@@ -143,6 +143,7 @@ static void col2im_add(float* dinp, const float* col, int b0, int nb, int B, int
 
 #define WINO_MAX_W 256                 /* row buffers below live on the stack */
 #define WINO_ROW (WINO_MAX_W + 4)      /* padded row: 2 * ceil(W/2) + 2 <= W + 3 */
+#define WINO_HALF (WINO_MAX_W / 2 + 2) /* one parity of a padded row: tw + 1 */
 #define WINO_LANES 4                   /* scratch lanes: at most this many threads */
 #define WINO_BUDGET_FLOATS (1u << 17)  /* one lane's transformed tiles + products: 512 KB,
                                           * half an L2 (measured better than 2-8 MB) */
@@ -238,34 +239,56 @@ static void wino_weights_adjoint(float* dweight, const float* dU, int np, int C,
     }
 }
 
+/* Row h of x (H, W) with one zero column on the left and zeros on the right,
+ * r[q] = x[h][q - 1] for q = 0 .. 2 tw + 1, split by parity: e[k] = r[2k],
+ * o[k] = r[2k + 1], k = 0 .. tw.  A tile tx then reads e[tx], o[tx],
+ * e[tx + 1], o[tx + 1]: unit-stride loads, so the tile loops vectorise. */
+static inline void wino_split_row(float* e, float* o, const float* xr, int W, int tw) {
+    if (!xr) {
+        for (int k = 0; k <= tw; k++) e[k] = o[k] = 0.0f;
+        return;
+    }
+    const int W2 = W / 2;
+    e[0] = 0.0f;
+    for (int k = 0; k < W2; k++) {
+        o[k] = xr[2 * k];
+        e[k + 1] = xr[2 * k + 1];
+    }
+    if (W & 1) { o[W2] = xr[W - 1]; e[W2 + 1] = 0.0f; }
+    o[tw] = 0.0f;
+}
+
 /* V[xi * xs + tx] = B^T d B for the tiles of tile row ty of one plane
  * x (H, W), d the 4x4 window at rows 2ty-1.., columns 2tx-1.. (zero outside). */
 DDPM_SIMD_CLONES
 static void wino_input_row(float* V, size_t xs, const float* x, int ty, int H, int W) {
-    const int tw = wino_tiles(W), Wp = 2 * tw + 2;
-    float r[4][WINO_ROW], t[4][WINO_ROW];
-    /* the 4 input rows, one zero column left, zeros right up to Wp */
+    const int tw = wino_tiles(W);
+    float e[4][WINO_HALF], o[4][WINO_HALF], te[4][WINO_HALF], to[4][WINO_HALF];
     for (int i = 0; i < 4; i++) {
         int h = 2 * ty - 1 + i;
-        for (int q = 0; q < Wp; q++) r[i][q] = 0.0f;
-        if (h >= 0 && h < H) memcpy(&r[i][1], x + (size_t)h * W, sizeof(float) * W);
+        wino_split_row(e[i], o[i], (h >= 0 && h < H) ? x + (size_t)h * W : NULL, W, tw);
     }
-    /* B^T down the columns: elementwise over the row, so it vectorises */
-    for (int q = 0; q < Wp; q++) {
-        t[0][q] = r[0][q] - r[2][q];
-        t[1][q] = r[1][q] + r[2][q];
-        t[2][q] = r[2][q] - r[1][q];
-        t[3][q] = r[1][q] - r[3][q];
+    /* B^T down the columns: elementwise over the (split) row */
+    for (int k = 0; k <= tw; k++) {
+        te[0][k] = e[0][k] - e[2][k];
+        te[1][k] = e[1][k] + e[2][k];
+        te[2][k] = e[2][k] - e[1][k];
+        te[3][k] = e[1][k] - e[3][k];
+        to[0][k] = o[0][k] - o[2][k];
+        to[1][k] = o[1][k] + o[2][k];
+        to[2][k] = o[2][k] - o[1][k];
+        to[3][k] = o[1][k] - o[3][k];
     }
-    /* ... then B along each tile's 4 columns */
+    /* ... then B along each tile's 4 columns d0..d3 = e[tx], o[tx], e[tx+1], o[tx+1] */
     for (int i = 0; i < 4; i++) {
         float* v0 = V + (size_t)(4 * i) * xs;
         float* v1 = v0 + xs;
         float* v2 = v1 + xs;
         float* v3 = v2 + xs;
-        const float* ti = t[i];
+        const float* ei = te[i];
+        const float* oi = to[i];
         for (int tx = 0; tx < tw; tx++) {
-            float d0 = ti[2 * tx], d1 = ti[2 * tx + 1], d2 = ti[2 * tx + 2], d3 = ti[2 * tx + 3];
+            float d0 = ei[tx], d1 = oi[tx], d2 = ei[tx + 1], d3 = oi[tx + 1];
             v0[tx] = d0 - d2;
             v1[tx] = d1 + d2;
             v2[tx] = d2 - d1;
@@ -306,24 +329,46 @@ static void wino_output_row(float* y, const float* m, size_t xs, float bias, int
     }
 }
 
+/* Row h of dy (H, W) split by parity, zeros beyond W (or a zero row for
+ * h >= H): ev[k] = dy[h][2k], od[k] = dy[h][2k + 1], k = 0 .. tw - 1. */
+static inline void wino_split_out_row(float* ev, float* od, const float* yr, int W, int tw) {
+    if (!yr) {
+        for (int k = 0; k < tw; k++) ev[k] = od[k] = 0.0f;
+        return;
+    }
+    const int W2 = W / 2;
+    for (int k = 0; k < W2; k++) {
+        ev[k] = yr[2 * k];
+        od[k] = yr[2 * k + 1];
+    }
+    if (W & 1) { ev[W2] = yr[W - 1]; od[W2] = 0.0f; }
+}
+
 /* dM[xi * xs + tx] = A dy A^T for the tiles of tile row ty of one plane
- * dy (H, W), each tile's 2x2 block read with zeros beyond H, W. */
+ * dy (H, W), each tile's 2x2 block [a b; c d] read with zeros beyond H, W. */
 DDPM_SIMD_CLONES
 static void wino_output_adjoint_row(float* dM, size_t xs, const float* dy, int ty, int H, int W) {
     const int tw = wino_tiles(W);
-    float r0[WINO_ROW], r1[WINO_ROW];
-    for (int q = 0; q < 2 * tw; q++) r0[q] = r1[q] = 0.0f;
-    memcpy(r0, dy + (size_t)(2 * ty) * W, sizeof(float) * W);
-    if (2 * ty + 1 < H) memcpy(r1, dy + (size_t)(2 * ty + 1) * W, sizeof(float) * W);
+    float a[WINO_HALF], b[WINO_HALF], c[WINO_HALF], d[WINO_HALF];
+    wino_split_out_row(a, b, dy + (size_t)(2 * ty) * W, W, tw);
+    wino_split_out_row(c, d, 2 * ty + 1 < H ? dy + (size_t)(2 * ty + 1) * W : NULL, W, tw);
+    /* rows 0 and 1 of each tile times A^T: e0 = [a, a+b, a-b, -b], e1 likewise */
+    float e0[4][WINO_HALF], e1[4][WINO_HALF];
     for (int tx = 0; tx < tw; tx++) {
-        float a = r0[2 * tx], b = r0[2 * tx + 1], c = r1[2 * tx], d = r1[2 * tx + 1];
-        float e0[4] = {a, a + b, a - b, -b};   /* row 0 of dy times A^T */
-        float e1[4] = {c, c + d, c - d, -d};   /* ... and row 1 */
-        for (int j = 0; j < 4; j++) {
-            dM[j * xs + tx] = e0[j];
-            dM[(4 + j) * xs + tx] = e0[j] + e1[j];
-            dM[(8 + j) * xs + tx] = e0[j] - e1[j];
-            dM[(12 + j) * xs + tx] = -e1[j];
+        e0[0][tx] = a[tx]; e0[1][tx] = a[tx] + b[tx]; e0[2][tx] = a[tx] - b[tx]; e0[3][tx] = -b[tx];
+        e1[0][tx] = c[tx]; e1[1][tx] = c[tx] + d[tx]; e1[2][tx] = c[tx] - d[tx]; e1[3][tx] = -d[tx];
+    }
+    /* ... then A down the columns; four output rows per j, each unit-stride */
+    for (int j = 0; j < 4; j++) {
+        float* m0 = dM + (size_t)j * xs;
+        float* m1 = m0 + 4 * xs;
+        float* m2 = m1 + 4 * xs;
+        float* m3 = m2 + 4 * xs;
+        for (int tx = 0; tx < tw; tx++) {
+            m0[tx] = e0[j][tx];
+            m1[tx] = e0[j][tx] + e1[j][tx];
+            m2[tx] = e0[j][tx] - e1[j][tx];
+            m3[tx] = -e1[j][tx];
         }
     }
 }
@@ -485,6 +530,21 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     }
 }
 
+/* sum of x[0..n): 16 float lanes over blocks of 4096 (so it vectorises and
+ * rounding stays small), the blocks added in float64, in a fixed order. */
+static double sum_lanes(const float* x, size_t n) {
+    double s = 0.0;
+    for (size_t i0 = 0; i0 < n; i0 += 4096) {
+        size_t i1 = n - i0 < 4096 ? n : i0 + 4096, i = i0;
+        float acc[16] = {0};
+        for (; i + 16 <= i1; i += 16)
+            for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+        for (int j = 0; j < 16; j++) s += acc[j];
+        for (; i < i1; i++) s += x[i];
+    }
+    return s;
+}
+
 void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,
                     int accumulate) {
@@ -534,12 +594,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-        for (int oc = 0; oc < OC; oc++) {
-            const float* d = dout + (size_t)oc * plane;
-            double s = 0.0;
-            for (size_t i = 0; i < plane; i++) s += d[i];
-            dbias[oc] += (float)s;
-        }
+        for (int oc = 0; oc < OC; oc++) dbias[oc] += (float)sum_lanes(dout + (size_t)oc * plane, plane);
     }
     if (use_winograd(C, H, W, OC, K, S)) {
         wino_backward(dinp, dweight, col, dout, inp, weight, B, C, H, W, OC);
