@@ -504,6 +504,10 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
         for (int p = 0; p < WINO_LANES; p++) memset(dU + p * 16 * xs, 0, sizeof(float) * 16 * xs);
         float* V = scratch + off_lane + (size_t)wino_thread() * lane;
         float* M = V + (size_t)16 * C * nr * wino_tiles(W);
+        /* for dinp the lane holds V (16, OC, T) then M (16, C, T) */
+        float* M2 = V + (size_t)16 * OC * nr * wino_tiles(W);
+        /* each chunk's weight-gradient step and then its input-gradient step,
+         * back to back: the chunk of dout is read from memory once */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -511,18 +515,8 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
             for (int k = p; k < nchunks; k += WINO_LANES) {
                 int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
                 wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n);
+                if (dinp) wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, 1, B, OC, H, W, C, r0, n);
             }
-        if (dinp) {
-            /* the lane holds 16 (C + OC) T floats: V (16, OC, T), M (16, C, T) */
-            float* M2 = V + (size_t)16 * OC * nr * wino_tiles(W);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1) nowait
-#endif
-            for (int k = 0; k < nchunks; k++) {
-                int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
-                wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, 1, B, OC, H, W, C, r0, n);
-            }
-        }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
