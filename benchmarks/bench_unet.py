@@ -31,6 +31,20 @@ def timed(fn, reps):
     return statistics.median(ts)
 
 
+def timed_pair(ours, theirs, reps):
+    """Median seconds of each, the two run alternately rep by rep, so a slow
+    spell of a shared machine falls on both sides rather than on one."""
+    ours()
+    theirs()                               # warm-ups
+    a, b = [], []
+    for _ in range(reps):
+        for fn, ts in ((ours, a), (theirs, b)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
+
+
 def sgemm_peak(reps):
     """GFLOP/s of a 1024^3 SGEMM through ddpm's BLAS path (a 1x1 convolution)."""
     n = 1024
@@ -90,7 +104,7 @@ def main():
                     ref.zero_grad()
                     ref(xt, tt).sample.backward(gt)
                 work = 3 * flops * B
-            a, b = timed(ours, reps), timed(theirs, reps)
+            a, b = timed_pair(ours, theirs, reps)
             gf = work / a / 1e9
             print(f"{nt:>7} {what + f' (B={B})':<22} {B / a:>11.1f} {B / b:>12.1f} {b / a:>5.2f}x "
                   f"{gf:>10.1f} {peak:>10.1f} {100 * gf / peak:>6.0f}%")

@@ -88,4 +88,26 @@ void ddpm_set_num_threads(int n);
 /* Runs work split over `num_threads` (read once per call). */
 int ddpm_threads_for(size_t work_items, size_t min_items_per_thread);
 
+/* Whole-buffer moves over ddpm's threads (elementwise, so the same bits at
+ * any thread count): dst = 0, dst = src, dst += src. */
+void ddpm_zero(float* dst, size_t n);
+void ddpm_copy(float* dst, const float* src, size_t n);
+void ddpm_add(float* dst, const float* src, size_t n);
+
+/* Sum of x[0..n): 16 float lanes over blocks of 4096 (so it vectorises and the
+ * rounding stays small), the lanes and blocks added in float64, in one fixed
+ * order.  Serial: callers parallelise over independent sums. */
+static inline double ddpm_sum(const float* x, size_t n) {
+    double s = 0.0;
+    for (size_t i0 = 0; i0 < n; i0 += 4096) {
+        size_t i1 = n - i0 < 4096 ? n : i0 + 4096, i = i0;
+        float acc[16] = {0};
+        for (; i + 16 <= i1; i += 16)
+            for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+        for (int j = 0; j < 16; j++) s += acc[j];
+        for (; i < i1; i++) s += x[i];
+    }
+    return s;
+}
+
 #endif /* DDPM_COMMON_H */

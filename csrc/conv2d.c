@@ -524,21 +524,6 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     }
 }
 
-/* sum of x[0..n): 16 float lanes over blocks of 4096 (so it vectorises and
- * rounding stays small), the blocks added in float64, in a fixed order. */
-static double sum_lanes(const float* x, size_t n) {
-    double s = 0.0;
-    for (size_t i0 = 0; i0 < n; i0 += 4096) {
-        size_t i1 = n - i0 < 4096 ? n : i0 + 4096, i = i0;
-        float acc[16] = {0};
-        for (; i + 16 <= i1; i += 16)
-            for (int j = 0; j < 16; j++) acc[j] += x[i + j];
-        for (int j = 0; j < 16; j++) s += acc[j];
-        for (; i < i1; i++) s += x[i];
-    }
-    return s;
-}
-
 void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,
                     int accumulate) {
@@ -588,7 +573,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-        for (int oc = 0; oc < OC; oc++) dbias[oc] += (float)sum_lanes(dout + (size_t)oc * plane, plane);
+        for (int oc = 0; oc < OC; oc++) dbias[oc] += (float)ddpm_sum(dout + (size_t)oc * plane, plane);
     }
     if (use_winograd(C, H, W, OC, K, S)) {
         wino_backward(dinp, dweight, col, dout, inp, weight, B, C, H, W, OC);

@@ -24,18 +24,6 @@ static int gn_thread(void) {
 
 static inline float sigmoidf_(float y) { return 1.0f / (1.0f + ddpm_expf(-y)); }
 
-/* sum of x[0..n) in fixed lanes */
-static inline double lane_sum(const float* x, int n) {
-    float acc[LANES] = {0};
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
-    double s = 0.0;
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    for (; i < n; i++) s += x[i];
-    return s;
-}
-
 /* sum of (x - m)^2 in fixed lanes */
 static inline double lane_sq(const float* x, int n, float m) {
     float acc[LANES] = {0};
@@ -66,7 +54,7 @@ static void groupnorm_forward_group(float* out, float* mean, float* rstd, const 
                                     const float* weight, const float* bias, int b, int g,
                                     int B, int Cg, int HW, float eps, int silu) {
     double s = 0.0;
-    for (int c = g * Cg; c < (g + 1) * Cg; c++) s += lane_sum(inp + ((size_t)c * B + b) * HW, HW);
+    for (int c = g * Cg; c < (g + 1) * Cg; c++) s += ddpm_sum(inp + ((size_t)c * B + b) * HW, HW);
     const double n = (double)Cg * HW;
     const float m32 = (float)(s / n);
     /* centred second pass around the float32 mean (exact shift, tiny residual;

@@ -43,12 +43,12 @@ void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int 
 }
 
 void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, size_t BHW) {
-    memcpy(out, a, sizeof(float) * (size_t)Ca * BHW);
-    memcpy(out + (size_t)Ca * BHW, b, sizeof(float) * (size_t)Cb * BHW);
+    ddpm_copy(out, a, (size_t)Ca * BHW);
+    ddpm_copy(out + (size_t)Ca * BHW, b, (size_t)Cb * BHW);
 }
 
 void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, size_t BHW) {
-    size_t na = (size_t)Ca * BHW, nb = (size_t)Cb * BHW;
-    for (size_t i = 0; i < na; i++) da[i] += dout[i];
-    for (size_t i = 0; i < nb; i++) db[i] += dout[na + i];
+    size_t na = (size_t)Ca * BHW;
+    ddpm_add(da, dout, na);
+    ddpm_add(db, dout + na, (size_t)Cb * BHW);
 }

@@ -9,6 +9,7 @@
  */
 #include "common.h"
 #include "matmul.h"
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -51,3 +52,28 @@ int ddpm_threads_for(size_t work_items, size_t min_items_per_thread) {
     if ((size_t)n > useful) n = (int)useful;
     return n;
 }
+
+/* Blocks of 64K floats (256 KB): big enough that a thread's share is worth
+ * waking it for, small enough to spread over the threads. */
+#define MOVE_BLOCK ((size_t)1 << 16)
+
+enum { MOVE_ZERO, MOVE_COPY, MOVE_ADD };
+
+static void blocked_move(int what, float* dst, const float* src, size_t n) {
+    const long nblocks = (long)((n + MOVE_BLOCK - 1) / MOVE_BLOCK);
+    int nt = ddpm_threads_for((size_t)nblocks, 1);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (long k = 0; k < nblocks; k++) {
+        const size_t lo = (size_t)k * MOVE_BLOCK, len = n - lo < MOVE_BLOCK ? n - lo : MOVE_BLOCK;
+        if (what == MOVE_ZERO) memset(dst + lo, 0, sizeof(float) * len);
+        else if (what == MOVE_COPY) memcpy(dst + lo, src + lo, sizeof(float) * len);
+        else for (size_t i = lo; i < lo + len; i++) dst[i] += src[i];
+    }
+}
+
+void ddpm_zero(float* dst, size_t n) { blocked_move(MOVE_ZERO, dst, NULL, n); }
+void ddpm_copy(float* dst, const float* src, size_t n) { blocked_move(MOVE_COPY, dst, src, n); }
+void ddpm_add(float* dst, const float* src, size_t n) { blocked_move(MOVE_ADD, dst, src, n); }

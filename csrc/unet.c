@@ -461,6 +461,11 @@ static void resnet_forward(UNet* n, const Op* op, const float* params) {
     linear_forward(tproj, A(n->a_embact), P(op->p[4]), P(op->p[5]), B, n->TE, op->cout);
     tick(n, UNET_PROF_TIME, &t0);
     /* c1 starts as the time projection, broadcast over positions; conv1 adds on */
+    int nt = ddpm_threads_for((size_t)op->cout * B * HW, 1 << 15);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
     for (int c = 0; c < op->cout; c++)
         for (int b = 0; b < B; b++) {
             float v = tproj[(size_t)b * op->cout + c];
@@ -477,7 +482,7 @@ static void resnet_forward(UNet* n, const Op* op, const float* params) {
         conv2d_forward(out, NULL, A(op->in), P(op->p[10]), P(op->p[11]), B, op->cin, op->H, op->W, op->cout, 1, 1, 0);
         tick(n, UNET_PROF_CONV1_FWD, &t0);
     } else {
-        memcpy(out, A(op->in), sizeof(float) * (size_t)op->cout * B * HW);
+        ddpm_copy(out, A(op->in), (size_t)op->cout * B * HW);
         tick(n, UNET_PROF_OTHER, &t0);
     }
     conv2d_forward(out, n->col, a2, P(op->p[8]), P(op->p[9]), B, op->cout, op->H, op->W, op->cout, 3, 1, 1);
@@ -494,9 +499,7 @@ static void resnet_backward(UNet* n, const Op* op, const float* params, float* g
         conv2d_backward(D(op->in), GR(op->p[10]), GR(op->p[11]), NULL, dout, A(op->in), P(op->p[10]), B, op->cin, op->H, op->W, op->cout, 1, 1);
         tick(n, UNET_PROF_CONV1_BWD, &t0);
     } else {
-        float* din = D(op->in);
-        size_t N = (size_t)op->cout * B * HW;
-        for (size_t i = 0; i < N; i++) din[i] += dout[i];
+        ddpm_add(D(op->in), dout, (size_t)op->cout * B * HW);
         tick(n, UNET_PROF_OTHER, &t0);
     }
     groupnorm_backward(D(op->s[1]), GR(op->p[6]), GR(op->p[7]), n->scratch, D(op->s[2]), A(op->s[1]), P(op->p[6]), P(op->p[7]), A(op->s[6]), A(op->s[7]), B, op->cout, HW, G, 1);
@@ -504,13 +507,14 @@ static void resnet_backward(UNet* n, const Op* op, const float* params, float* g
     /* d tproj[b][c] = sum over positions of d c1[c][b][:] */
     const float* dc1 = D(op->s[1]);
     float* dtproj = D(op->s[3]);
+    int nt = ddpm_threads_for((size_t)op->cout * B * HW, 1 << 15);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
     for (int c = 0; c < op->cout; c++)
-        for (int b = 0; b < B; b++) {
-            const float* src = dc1 + ((size_t)c * B + b) * HW;
-            double s = 0.0;
-            for (int i = 0; i < HW; i++) s += src[i];
-            dtproj[(size_t)b * op->cout + c] += (float)s;
-        }
+        for (int b = 0; b < B; b++)
+            dtproj[(size_t)b * op->cout + c] += (float)ddpm_sum(dc1 + ((size_t)c * B + b) * HW, HW);
     tick(n, UNET_PROF_OTHER, &t0);
     conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, op->cin, op->H, op->W, op->cout, 3, 1);
     tick(n, UNET_PROF_CONV3_BWD, &t0);
@@ -530,7 +534,7 @@ static void attn_forward(UNet* n, const Op* op, const float* params) {
     attention_forward(A(op->s[2]), A(op->s[3]), A(op->s[1]), B, C, HW, op->heads);
     tick(n, UNET_PROF_ATTN_FWD, &t0);
     float* out = A(op->out);
-    memcpy(out, A(op->in), sizeof(float) * (size_t)C * B * HW);   /* residual */
+    ddpm_copy(out, A(op->in), (size_t)C * B * HW);   /* residual */
     conv2d_forward(out, NULL, A(op->s[2]), P(op->p[4]), P(op->p[5]), B, C, op->H, op->W, C, 1, 1, 1);
     tick(n, UNET_PROF_CONV1_FWD, &t0);
 }
@@ -539,9 +543,8 @@ static void attn_backward(UNet* n, const Op* op, const float* params, float* gra
     const int B = n->B, C = op->cin, HW = op->H * op->W;
     const float* dout = D(op->out);
     float* din = D(op->in);
-    size_t N = (size_t)C * B * HW;
     double t0 = n->profiling ? now_s() : 0.0;
-    for (size_t i = 0; i < N; i++) din[i] += dout[i];
+    ddpm_add(din, dout, (size_t)C * B * HW);
     tick(n, UNET_PROF_OTHER, &t0);
     conv2d_backward(D(op->s[2]), GR(op->p[4]), GR(op->p[5]), NULL, dout, A(op->s[2]), P(op->p[4]), B, C, op->H, op->W, C, 1, 1);
     tick(n, UNET_PROF_CONV1_BWD, &t0);
@@ -629,7 +632,7 @@ int unet_backward(UNet* n, const float* params, float* grads, const float* dout,
     const size_t HW = (size_t)S * S;
     if (!all_finite(dout, (size_t)B * cfg->out_channels * HW)) return DDPM_ERR_NONFINITE;
     double t0 = n->profiling ? now_s() : 0.0;
-    memset(n->dacts, 0, sizeof(float) * n->acts_floats * (size_t)B);
+    ddpm_zero(n->dacts, n->acts_floats * (size_t)B);
     nchw_to_cbhw(D(n->a_y), dout, B, cfg->out_channels, HW);
     tick(n, UNET_PROF_OTHER, &t0);
     for (int i = n->nops - 1; i >= 0; i--) {
