@@ -190,6 +190,7 @@ static size_t wino_layout(int B, int C, int H, int W, int OC, size_t* off_du, si
 }
 
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S) {
+    if (K == 1 && S == 1) return matmul_nt_ksplit_floats(OC, C, B * H * W);
     if (use_winograd(C, H, W, OC, K, S)) {
         size_t a, b, c;
         return wino_layout(B, C, H, W, OC, &a, &b, &c);
@@ -587,7 +588,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
     }
     const int CKK = C * K * K;
     if (K == 1 && S == 1) {
-        sgemm_nt(OC, C, (int)plane, 1.0f, dout, (int)plane, inp, (int)plane, 1.0f, dweight, C);
+        matmul_nt_ksplit(OC, C, (int)plane, dout, (int)plane, inp, (int)plane, dweight, C, col);
         if (dinp)
             sgemm_tn(C, (int)plane, OC, 1.0f, weight, C, dout, (int)plane, 1.0f, dinp,
                      (int)plane);

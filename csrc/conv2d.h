@@ -26,7 +26,9 @@ size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S);
 
 /* out (OC, B, Ho, Wo) = conv(inp) + bias; with accumulate, out += conv(inp) + bias
  *   (so a residual or a per-sample time term already in out is kept: fused add).
- * col: scratch, conv2d_scratch_floats(...) floats (unused for K = 1, S = 1).
+ * col: scratch, conv2d_scratch_floats(...) floats (unused by the forward for
+ * K = 1, S = 1, where the backward keeps its weight-gradient partials in it,
+ * or with col NULL runs one GEMM instead). 
  * inp (C, B, H, W); weight (OC, C, K, K); bias (OC,) or NULL. */
 void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,

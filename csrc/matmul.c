@@ -58,3 +58,59 @@ void matmul(int ta, int tb, int M, int N, int K, float alpha, const float* A, in
         }
     }
 }
+
+/* Parts of K for matmul_nt_ksplit: up to 8 of at least 4096, only when C is
+ * too small to split (one 256-wide block each way). */
+#define KSPLIT_MAX_PARTS 8
+#define KSPLIT_MIN_LEN 4096
+
+static int ksplit_parts(int M, int N, int K) {
+    if (M > 256 || N > 256) return 1;
+    int parts = K / KSPLIT_MIN_LEN;
+    if (parts > KSPLIT_MAX_PARTS) parts = KSPLIT_MAX_PARTS;
+    return parts < 2 ? 1 : parts;
+}
+
+size_t matmul_nt_ksplit_floats(int M, int N, int K) {
+    int parts = ksplit_parts(M, N, K);
+    return parts > 1 ? (size_t)parts * M * N : 0;
+}
+
+void matmul_nt_ksplit(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                      float* C, int ldc, float* part) {
+    const int parts = ksplit_parts(M, N, K);
+    if (parts < 2 || !part) {
+        matmul(0, 1, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+        return;
+    }
+    const int len = ((K + parts - 1) / parts + 15) & ~15;
+    const size_t mn = (size_t)M * N;
+    int nt = ddpm_threads_for((size_t)parts, 1);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int p = 0; p < parts; p++) {
+            const int k0 = p * len, k = K - k0 < len ? K - k0 : len;
+            float* Cp = part + (size_t)p * mn;
+            if (k > 0)
+                gemm1(0, 1, M, N, k, 1.0f, A + k0, lda, B + k0, ldb, 0.0f, Cp, N);
+            else
+                for (size_t i = 0; i < mn; i++) Cp[i] = 0.0f;
+        }
+        /* C += part 0 + part 1 + ... in order, rows of C spread over threads */
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float s = part[(size_t)i * N + j];
+                for (int p = 1; p < parts; p++) s += part[(size_t)p * mn + (size_t)i * N + j];
+                C[(size_t)i * ldc + j] += s;
+            }
+    }
+}

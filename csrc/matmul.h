@@ -15,6 +15,8 @@
 #ifndef DDPM_MATMUL_H
 #define DDPM_MATMUL_H
 
+#include <stddef.h>
+
 /* op(A) = A (trans_a = 0) or A^T (A stored (K, M)); likewise op(B) with B
  * stored (K, N) or, transposed, (N, K). */
 void matmul(int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -34,6 +36,18 @@ static inline void sgemm_tn(int M, int N, int K, float alpha, const float* A, in
                             const float* B, int ldb, float beta, float* C, int ldc) {
     matmul(1, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+/* C (M, N) += A B^T for a small C and a long K (A stored (M, K), B (N, K)):
+ * the weight gradient of a 1x1 convolution, summed over every position of
+ * the batch.  Split over C's rows or columns it would give one thread all
+ * the work, so K is cut into parts (how many and where: from the shape
+ * alone), each part's product goes to its own (M, N) slice of `part`, and
+ * the slices are added into C in order: all threads busy, the same bits at
+ * any thread count.  part: matmul_nt_ksplit_floats(M, N, K) floats; if that
+ * is 0, or part is NULL, this is one sgemm_nt. */
+void matmul_nt_ksplit(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                      float* C, int ldc, float* part);
+size_t matmul_nt_ksplit_floats(int M, int N, int K);
 
 /* Keeps OpenBLAS single-threaded (called once at module load). */
 void matmul_init(void);

@@ -397,8 +397,13 @@ int unet_reserve(UNet* n, int B, int for_training) {
                 c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 1);
                 if (op->type == OP_RESNET) {
                     size_t c2 = conv2d_scratch_floats(B, op->cout, op->H, op->W, op->cout, 3, 1);
+                    size_t c3 = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 1, 1);
                     if (c2 > c) c = c2;
+                    if (c3 > c) c = c3;   /* the 1x1 shortcut */
                 }
+                break;
+            case OP_ATTN:   /* the q/k/v projection, the largest 1x1 */
+                c = conv2d_scratch_floats(B, op->cin, op->H, op->W, 3 * op->cin, 1, 1);
                 break;
             case OP_OUT: c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 1); break;
             case OP_DOWN: c = conv2d_scratch_floats(B, op->cin, op->H, op->W, op->cout, 3, 2); break;
@@ -496,7 +501,7 @@ static void resnet_backward(UNet* n, const Op* op, const float* params, float* g
     conv2d_backward(D(op->s[2]), GR(op->p[8]), GR(op->p[9]), n->col, dout, A(op->s[2]), P(op->p[8]), B, op->cout, op->H, op->W, op->cout, 3, 1);
     tick(n, UNET_PROF_CONV3_BWD, &t0);
     if (op->p[10] != NONE) {
-        conv2d_backward(D(op->in), GR(op->p[10]), GR(op->p[11]), NULL, dout, A(op->in), P(op->p[10]), B, op->cin, op->H, op->W, op->cout, 1, 1);
+        conv2d_backward(D(op->in), GR(op->p[10]), GR(op->p[11]), n->col, dout, A(op->in), P(op->p[10]), B, op->cin, op->H, op->W, op->cout, 1, 1);
         tick(n, UNET_PROF_CONV1_BWD, &t0);
     } else {
         ddpm_add(D(op->in), dout, (size_t)op->cout * B * HW);
@@ -546,11 +551,11 @@ static void attn_backward(UNet* n, const Op* op, const float* params, float* gra
     double t0 = n->profiling ? now_s() : 0.0;
     ddpm_add(din, dout, (size_t)C * B * HW);
     tick(n, UNET_PROF_OTHER, &t0);
-    conv2d_backward(D(op->s[2]), GR(op->p[4]), GR(op->p[5]), NULL, dout, A(op->s[2]), P(op->p[4]), B, C, op->H, op->W, C, 1, 1);
+    conv2d_backward(D(op->s[2]), GR(op->p[4]), GR(op->p[5]), n->col, dout, A(op->s[2]), P(op->p[4]), B, C, op->H, op->W, C, 1, 1);
     tick(n, UNET_PROF_CONV1_BWD, &t0);
     attention_backward(D(op->s[1]), D(op->s[3]), D(op->s[2]), A(op->s[1]), A(op->s[3]), B, C, HW, op->heads);
     tick(n, UNET_PROF_ATTN_BWD, &t0);
-    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), NULL, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, C, op->H, op->W, 3 * C, 1, 1);
+    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, C, op->H, op->W, 3 * C, 1, 1);
     tick(n, UNET_PROF_CONV1_BWD, &t0);
     groupnorm_backward(din, GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[4]), A(op->s[5]), B, C, HW, n->cfg.norm_groups, 0);
     tick(n, UNET_PROF_NORM_BWD, &t0);
