@@ -11,22 +11,11 @@ the ratio ddpm / PyTorch, and the time of one Fashion-MNIST epoch (60,000
 images) at each speed.  Target (issue 4): >= 1.3x.
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import ddpm
-
-
-def timed(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+from _timing import timed_pair
 
 
 def main():
@@ -77,7 +66,7 @@ def main():
                 for e, p in zip(ema, ref.parameters()):
                     e.lerp_(p, 1 - 0.999)
 
-        a, b = timed(ours, reps), timed(theirs, reps)
+        a, b = timed_pair(ours, theirs, reps)
         epoch = lambda sec: f"{60000 / B * sec / 60:.0f} min"  # noqa: E731
         print(f"{nt:>7} {B / a:>11.1f} {B / b:>12.1f} {b / a:>5.2f}x {epoch(a):>11} {epoch(b):>12}")
 

@@ -12,37 +12,13 @@ profile of one forward+backward, to show where the time goes.
 Targets (issue 3): forward+backward >= 1.3x PyTorch; >= 75% of the SGEMM peak.
 """
 import argparse
-import statistics
 import time
 
 import numpy as np
 
 import ddpm
 from ddpm import _core
-
-
-def timed(fn, reps):
-    fn()                                   # warm-up (allocates the workspace)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def timed_pair(ours, theirs, reps):
-    """Median seconds of each, the two run alternately rep by rep, so a slow
-    spell of a shared machine falls on both sides rather than on one."""
-    ours()
-    theirs()                               # warm-ups
-    a, b = [], []
-    for _ in range(reps):
-        for fn, ts in ((ours, a), (theirs, b)):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(a), statistics.median(b)
+from _timing import timed, timed_pair
 
 
 def sgemm_peak(reps):
