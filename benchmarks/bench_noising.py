@@ -76,8 +76,8 @@ def main(argv=None) -> int:
           f"OpenMP {ddpm._core.has_openmp()}, default threads {before}")
     print(f"q_sample on a {'x'.join(map(str, shape))} float32 batch (per-sample t), "
           f"best of {args.trials} medians of {args.calls} calls")
-    print(f"NumPy reference: default_rng().standard_normal(shape, dtype=float32) and "
-          f"sqrt_ab * x0 + sqrt_1mab * eps")
+    print("NumPy reference: default_rng().standard_normal(shape, dtype=float32) and "
+          "sqrt_ab * x0 + sqrt_1mab * eps")
     print()
     print(f"{'threads':>7}  {'ddpm ms':>9}  {'numpy ms':>9}  {'ratio':>7}  (numpy / ddpm)")
     ratios = {}
