@@ -3,6 +3,12 @@ import statistics
 import time
 
 
+def settle(seconds=0.2):
+    """Lets the other side's idle worker threads stop spinning (OpenMP pools
+    busy-wait for a while after a parallel region) before a timing starts."""
+    time.sleep(seconds)
+
+
 def timed(fn, reps):
     fn()                                   # warm-up (allocates the workspace)
     ts = []
@@ -21,6 +27,7 @@ def timed_pair(ours, theirs, reps):
     a, b = [], []
     for _ in range(reps):
         for fn, ts in ((ours, a), (theirs, b)):
+            settle()
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
