@@ -144,7 +144,8 @@ static void col2im_add(float* dinp, const float* col, int b0, int nb, int B, int
 #define WINO_MAX_W 256                 /* row buffers below live on the stack */
 #define WINO_ROW (WINO_MAX_W + 4)      /* padded row: 2 * ceil(W/2) + 2 <= W + 3 */
 #define WINO_HALF (WINO_MAX_W / 2 + 2) /* one parity of a padded row: tw + 1 */
-#define WINO_LANES 4                   /* scratch lanes: at most this many threads */
+#define WINO_LANES 8                   /* scratch lanes: at most this many threads (a laptop
+                                        * has 4-8 cores; each lane costs ~2 MB) */
 /* One lane's transformed tiles + products.  Forward: 512 KB, half an L2
  * (measured better than 2-8 MB).  Backward: 2 MB, because its weight-gradient
  * GEMMs (OC x C, summed over the chunk's tiles) are A B^T products whose
