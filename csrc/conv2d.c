@@ -305,11 +305,12 @@ static void wino_input_row(float* V, size_t xs, const float* x, int ty, int H, i
     }
 }
 
-/* Rows 2ty, 2ty+1 of y (H, W) = [acc ? y : 0] + bias + A^T m A for the tiles
- * of tile row ty, m[xi * xs + tx]; outputs beyond H, W are dropped. */
+/* Rows 2ty, 2ty+1 of y (H, W) = (base + bias) + A^T m A for the tiles of tile
+ * row ty, m[xi * xs + tx]; base a plane (H, W) (may be y itself) or, if NULL,
+ * nothing; outputs beyond H, W are dropped. */
 DDPM_SIMD_CLONES
-static void wino_output_row(float* y, const float* m, size_t xs, float bias, int acc, int ty,
-                            int H, int W) {
+static void wino_output_row(float* y, const float* base, const float* m, size_t xs, float bias,
+                            int ty, int H, int W) {
     const int tw = wino_tiles(W);
     float o0[WINO_ROW], o1[WINO_ROW];
     for (int tx = 0; tx < tw; tx++) {
@@ -330,10 +331,12 @@ static void wino_output_row(float* y, const float* m, size_t xs, float bias, int
         if (h >= H) break;
         float* yr = y + (size_t)h * W;
         const float* o = k ? o1 : o0;
-        if (acc)
-            for (int w = 0; w < W; w++) yr[w] = (yr[w] + bias) + o[w];
-        else
+        if (base) {
+            const float* br = base + (size_t)h * W;
+            for (int w = 0; w < W; w++) yr[w] = (br[w] + bias) + o[w];
+        } else {
             for (int w = 0; w < W; w++) yr[w] = bias + o[w];
+        }
     }
 }
 
@@ -381,6 +384,13 @@ static void wino_output_adjoint_row(float* dM, size_t xs, const float* dy, int t
     }
 }
 
+/* The number an output plane (sample b, channel oc) starts from: add_bo[b][oc]
+ * (if given) + bias[oc] (if given), in that order. */
+static inline float start_bias(const float* bias, const float* add_bo, int b, int oc, int OC) {
+    float bv = bias ? bias[oc] : 0.0f;
+    return add_bo ? add_bo[(size_t)b * OC + oc] + bv : bv;
+}
+
 /* Applies f to the tile rows [r0, r0 + nr) of the planes ch = 0..NC-1 of
  * x (NC, B, H, W), tile row r at column (r - r0) * tw of buffer row ch. */
 #define WINO_ROWS_LOOP(NC, BODY)                                           \
@@ -398,20 +408,21 @@ static void wino_output_adjoint_row(float* dM, size_t xs, const float* dy, int t
     const size_t HW = (size_t)H * W, T = (size_t)nr * tw;                  \
     (void)HW
 
-/* out (OCo, B, H, W) [+]= bias + conv3x3(x (Ci, B, H, W)) on the tile rows
- * [r0, r0 + nr), with U (16, OCo, Ci) transformed weights; V (16, Ci, T),
- * M (16, OCo, T) this lane's buffers. */
+/* out (OCo, B, H, W) = (start + bias) + conv3x3(x (Ci, B, H, W)) on the tile
+ * rows [r0, r0 + nr), start as conv2d_forward_add says; U (16, OCo, Ci) the
+ * transformed weights; V (16, Ci, T), M (16, OCo, T) this lane's buffers. */
 static void wino_conv_chunk(float* out, float* V, float* M, const float* x, const float* U,
-                            const float* bias, int accumulate, int B, int Ci, int H, int W,
-                            int OCo, int r0, int nr) {
+                            const float* bias, const float* add, const float* add_bo, int B,
+                            int Ci, int H, int W, int OCo, int r0, int nr) {
     WINO_CHUNK_SIZES;
     WINO_ROWS_LOOP(Ci, wino_input_row(V + at, (size_t)Ci * T, x + plane, ty, H, W));
     for (int xi = 0; xi < 16; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
                           U + (size_t)xi * OCo * Ci, Ci, V + (size_t)xi * Ci * T, (int)T, 0.0f,
                           M + (size_t)xi * OCo * T, (int)T);
-    WINO_ROWS_LOOP(OCo, wino_output_row(out + plane, M + at, (size_t)OCo * T,
-                                        bias ? bias[ch] : 0.0f, accumulate, ty, H, W));
+    WINO_ROWS_LOOP(OCo, wino_output_row(out + plane, add ? add + plane : NULL, M + at,
+                                        (size_t)OCo * T, start_bias(bias, add_bo, b, ch, OCo),
+                                        ty, H, W));
 }
 
 /* dU (16, OC, C) += dM V^T over the tile rows [r0, r0 + nr): V = B^T x B of
@@ -442,7 +453,8 @@ static int wino_thread(void) {
  * its outputs are disjoint from every other chunk's, so who runs it does
  * not matter, and it stays in that core's cache. */
 static void wino_forward(float* out, float* scratch, const float* inp, const float* weight,
-                         const float* bias, int B, int C, int H, int W, int OC, int accumulate) {
+                         const float* bias, const float* add, const float* add_bo, int B, int C,
+                         int H, int W, int OC) {
     size_t off_du, off_lane, lane;
     wino_layout(B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
@@ -469,7 +481,7 @@ static void wino_forward(float* out, float* scratch, const float* inp, const flo
 #endif
         for (int k = 0; k < nchunks; k++) {
             int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
-            wino_conv_chunk(out, V, M, inp, U, bias, accumulate, B, C, H, W, OC, r0, n);
+            wino_conv_chunk(out, V, M, inp, U, bias, add, add_bo, B, C, H, W, OC, r0, n);
         }
     }
 }
@@ -523,7 +535,8 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
             for (int k = p; k < nchunks; k += WINO_LANES) {
                 int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
                 wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n);
-                if (dinp) wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, 1, B, OC, H, W, C, r0, n);
+                if (dinp)
+                    wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, dinp, NULL, B, OC, H, W, C, r0, n);
             }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
@@ -535,27 +548,37 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
 void conv2d_forward(float* out, float* col, const float* inp, const float* weight,
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,
                     int accumulate) {
+    conv2d_forward_add(out, col, inp, weight, bias, accumulate ? out : NULL, NULL, B, C, H, W, OC,
+                       K, S);
+}
+
+void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
+                        const float* bias, const float* add, const float* add_bo, int B, int C,
+                        int H, int W, int OC, int K, int S) {
+    if (add) add_bo = NULL;
     if (use_winograd(C, H, W, OC, K, S)) {
-        wino_forward(out, col, inp, weight, bias, B, C, H, W, OC, accumulate);
+        wino_forward(out, col, inp, weight, bias, add, add_bo, B, C, H, W, OC);
         return;
     }
     const int Ho = out_size(H, K, S), Wo = out_size(W, K, S);
-    const size_t plane = (size_t)B * Ho * Wo;   /* one output channel, whole batch */
-    /* bias (and the zero start) written first; the GEMM then adds onto it */
+    const size_t HWo = (size_t)Ho * Wo, plane = (size_t)B * HWo;   /* one output channel */
+    /* the start (add + bias) written first; the GEMM then adds onto it */
     int nt = ddpm_threads_for((size_t)OC * plane, 1 << 15);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (int oc = 0; oc < OC; oc++) {
-        float* o = out + (size_t)oc * plane;
-        float bv = bias ? bias[oc] : 0.0f;
-        if (accumulate) {
-            if (bias) for (size_t i = 0; i < plane; i++) o[i] += bv;
-        } else {
-            for (size_t i = 0; i < plane; i++) o[i] = bv;
+    for (int oc = 0; oc < OC; oc++)
+        for (int b = 0; b < B; b++) {
+            float* o = out + (size_t)oc * plane + (size_t)b * HWo;
+            const float bv = start_bias(bias, add_bo, b, oc, OC);
+            if (add) {
+                const float* a = add + (size_t)oc * plane + (size_t)b * HWo;
+                for (size_t i = 0; i < HWo; i++) o[i] = a[i] + bv;
+            } else {
+                for (size_t i = 0; i < HWo; i++) o[i] = bv;
+            }
         }
-    }
     const int CKK = C * K * K;
     if (K == 1 && S == 1) {
         sgemm_nn(OC, (int)plane, C, 1.0f, weight, C, inp, (int)plane, 1.0f, out, (int)plane);

@@ -34,6 +34,15 @@ void conv2d_forward(float* out, float* col, const float* inp, const float* weigh
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,
                     int accumulate);
 
+/* out (OC, B, Ho, Wo) = (start + bias) + conv(inp), in that order, where the
+ * start is add (OC, B, Ho, Wo) if given (it may be out itself: accumulate),
+ * else add_bo[b][oc] (B, OC), one number per sample and channel (the ResNet
+ * block's time projection), else 0.  The sum a separate fill or copy and
+ * then accumulate would give, bit for bit, without those passes. */
+void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
+                        const float* bias, const float* add, const float* add_bo, int B, int C,
+                        int H, int W, int OC, int K, int S);
+
 /* dinp (C, B, H, W) += ..., or NULL to skip; dweight (OC, C, K, K) += ...;
  * dbias (OC,) += ... or NULL; dout (OC, B, Ho, Wo); col scratch as above. */
 void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,

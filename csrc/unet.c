@@ -465,32 +465,21 @@ static void resnet_forward(UNet* n, const Op* op, const float* params) {
     tick(n, UNET_PROF_NORM_FWD, &t0);
     linear_forward(tproj, A(n->a_embact), P(op->p[4]), P(op->p[5]), B, n->TE, op->cout);
     tick(n, UNET_PROF_TIME, &t0);
-    /* c1 starts as the time projection, broadcast over positions; conv1 adds on */
-    int nt = ddpm_threads_for((size_t)op->cout * B * HW, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int c = 0; c < op->cout; c++)
-        for (int b = 0; b < B; b++) {
-            float v = tproj[(size_t)b * op->cout + c];
-            float* dst = c1 + ((size_t)c * B + b) * HW;
-            for (int i = 0; i < HW; i++) dst[i] = v;
-        }
-    tick(n, UNET_PROF_OTHER, &t0);
-    conv2d_forward(c1, n->col, a1, P(op->p[2]), P(op->p[3]), B, op->cin, op->H, op->W, op->cout, 3, 1, 1);
+    /* c1 = (time projection, per sample and channel) + conv1: the conv's
+     * output transform starts from it, so c1 is written once */
+    conv2d_forward_add(c1, n->col, a1, P(op->p[2]), P(op->p[3]), NULL, tproj, B, op->cin, op->H, op->W, op->cout, 3, 1);
     tick(n, UNET_PROF_CONV3_FWD, &t0);
     groupnorm_forward(a2, A(op->s[6]), A(op->s[7]), c1, P(op->p[6]), P(op->p[7]), B, op->cout, HW, G, eps, 1);
     tick(n, UNET_PROF_NORM_FWD, &t0);
+    /* out = shortcut(in) + conv2: the residual is where conv2's output starts */
     float* out = A(op->out);
+    const float* residual = A(op->in);
     if (op->p[10] != NONE) {
         conv2d_forward(out, NULL, A(op->in), P(op->p[10]), P(op->p[11]), B, op->cin, op->H, op->W, op->cout, 1, 1, 0);
         tick(n, UNET_PROF_CONV1_FWD, &t0);
-    } else {
-        ddpm_copy(out, A(op->in), (size_t)op->cout * B * HW);
-        tick(n, UNET_PROF_OTHER, &t0);
+        residual = out;
     }
-    conv2d_forward(out, n->col, a2, P(op->p[8]), P(op->p[9]), B, op->cout, op->H, op->W, op->cout, 3, 1, 1);
+    conv2d_forward_add(out, n->col, a2, P(op->p[8]), P(op->p[9]), residual, NULL, B, op->cout, op->H, op->W, op->cout, 3, 1);
     tick(n, UNET_PROF_CONV3_FWD, &t0);
 }
 

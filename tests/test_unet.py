@@ -33,6 +33,12 @@ CONFIGS = {
                          block_out_channels=(8, 16, 16), layers_per_block=1,
                          down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
                          norm_num_groups=4, add_attention=False),
+    # ResNet blocks of 2 channels: their 3x3 convolutions take the im2col path
+    # (Winograd needs >= 4 input channels), with the time projection and the
+    # residual as the start of the conv output
+    "narrow": dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(2, 4),
+                   layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
+                   up_block_types=("UpBlock2D",) * 2, norm_num_groups=2, add_attention=False),
 }
 
 
@@ -52,7 +58,7 @@ def _pair(name, seed=0):
 
 
 @pytest.mark.parametrize("name,batch", [("reference", 3), ("reference", 1), ("rgb32", 2),
-                                        ("odd", 2), ("no_attention", 1)])
+                                        ("odd", 2), ("no_attention", 1), ("narrow", 2)])
 def test_forward_and_gradients_match_diffusers(name, batch):
     torch, ours, theirs = _pair(name)
     c = ours.config
