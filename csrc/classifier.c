@@ -36,7 +36,7 @@ typedef struct {
 
 struct Classifier {
     ClassifierConfig cfg;
-    ClassifierParam tensors[CLS_MAX_TENSORS];
+    ParamTensor tensors[CLS_MAX_TENSORS];
     int ntensors;
     size_t nparams;
     ClsOp ops[CLS_MAX_OPS];
@@ -58,19 +58,8 @@ struct Classifier {
 
 static size_t add_tensor(Classifier* n, const char* name, int ndim, int d0, int d1, int d2,
                          int d3) {
-    ClassifierParam* t = &n->tensors[n->ntensors++];
-    snprintf(t->name, CLS_NAME_LEN, "%s", name);
-    t->ndim = ndim;
-    int d[4] = {d0, d1, d2, d3};
-    size_t size = 1;
-    for (int i = 0; i < 4; i++) {
-        t->shape[i] = i < ndim ? d[i] : 1;
-        if (i < ndim) size *= (size_t)d[i];
-    }
-    t->offset = n->nparams;
-    t->size = size;
-    n->nparams += size;
-    return t->offset;
+    return param_tensor_add(n->tensors, &n->ntensors, CLS_MAX_TENSORS, &n->nparams, name, ndim,
+                            d0, d1, d2, d3);
 }
 
 static ClsOp* new_op(Classifier* n, int type, int cin, int cout, int H, int W, size_t in,
@@ -155,7 +144,7 @@ void classifier_free(Classifier* n) {
 
 size_t classifier_num_parameters(const Classifier* n) { return n->nparams; }
 int classifier_num_tensors(const Classifier* n) { return n->ntensors; }
-const ClassifierParam* classifier_tensor(const Classifier* n, int i) {
+const ParamTensor* classifier_tensor(const Classifier* n, int i) {
     return (i >= 0 && i < n->ntensors) ? &n->tensors[i] : NULL;
 }
 const ClassifierConfig* classifier_config(const Classifier* n) { return &n->cfg; }

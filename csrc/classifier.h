@@ -22,6 +22,7 @@
 #define DDPM_CLASSIFIER_H
 
 #include <stddef.h>
+#include "common.h"   /* ParamTensor */
 #include <stdint.h>
 #include "optim.h"
 
@@ -41,12 +42,6 @@ typedef struct {
     int max_pool;                    /* 1: 2x2 max pooling between stages, 0: average */
 } ClassifierConfig;
 
-typedef struct {
-    char name[CLS_NAME_LEN];         /* conv{i}.weight, norm{i}.bias, fc.weight, ... */
-    int ndim;
-    int shape[4];
-    size_t offset, size;             /* in floats, into the flat buffer */
-} ClassifierParam;
 
 typedef struct {
     AdamConfig adam;                 /* lr is this step's learning rate */
@@ -62,7 +57,7 @@ void classifier_free(Classifier* net);
 
 size_t classifier_num_parameters(const Classifier* net);
 int classifier_num_tensors(const Classifier* net);
-const ClassifierParam* classifier_tensor(const Classifier* net, int i);
+const ParamTensor* classifier_tensor(const Classifier* net, int i);
 const ClassifierConfig* classifier_config(const Classifier* net);
 int classifier_feature_dim(const Classifier* net);     /* D */
 double classifier_flops_per_image(const Classifier* net);

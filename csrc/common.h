@@ -9,6 +9,7 @@
 #define DDPM_COMMON_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* ---- status codes: module.c turns each into a Python exception ---- */
@@ -79,6 +80,39 @@ static inline float ddpm_expf(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return y * scale;
+}
+
+/* ---- parameter layout: named tensors as views into one flat float buffer
+ * (the networks' parameters, their gradients and the Adam moments all share
+ * one layout; names are diffusers' / PyTorch's) ---- */
+#define DDPM_PARAM_NAME_LEN 96
+typedef struct {
+    char name[DDPM_PARAM_NAME_LEN];
+    int ndim;
+    int shape[4];
+    size_t offset, size;             /* in floats, into the flat buffer */
+} ParamTensor;
+
+/* Appends tensor `name` of shape (d0, .., d[ndim-1]) to the table tab
+ * (*count used of cap) at the end of the flat buffer (*nparams floats so
+ * far); returns its offset, or (size_t)-1 if the table is full. */
+static inline size_t param_tensor_add(ParamTensor* tab, int* count, int cap, size_t* nparams,
+                                      const char* name, int ndim, int d0, int d1, int d2,
+                                      int d3) {
+    if (*count >= cap) return (size_t)-1;
+    ParamTensor* t = &tab[(*count)++];
+    snprintf(t->name, DDPM_PARAM_NAME_LEN, "%s", name);
+    t->ndim = ndim;
+    const int d[4] = {d0, d1, d2, d3};
+    size_t size = 1;
+    for (int i = 0; i < 4; i++) {
+        t->shape[i] = i < ndim ? d[i] : 1;
+        if (i < ndim) size *= (size_t)d[i];
+    }
+    t->offset = *nparams;
+    t->size = size;
+    *nparams += size;
+    return t->offset;
 }
 
 /* ---- threads: one number for our OpenMP loops and OpenBLAS together ---- */

@@ -944,16 +944,15 @@ static PyObject* py_unet_create(PyObject* self, PyObject* args) {
 }
 
 /* (name, shape tuple, offset, size): one entry of unet_info/classifier_info's tensor list. */
-static PyObject* tensor_entry(const char* name, int ndim, const int* shape, size_t offset,
-                              size_t size) {
-    PyObject* t = PyTuple_New(ndim);
+static PyObject* tensor_entry(const ParamTensor* p) {
+    PyObject* t = PyTuple_New(p->ndim);
     if (!t) return NULL;
-    for (int d = 0; d < ndim; d++) {
-        PyObject* v = PyLong_FromLong(shape[d]);
+    for (int d = 0; d < p->ndim; d++) {
+        PyObject* v = PyLong_FromLong(p->shape[d]);
         if (!v) { Py_DECREF(t); return NULL; }
         PyTuple_SET_ITEM(t, d, v);
     }
-    return Py_BuildValue("(sNnn)", name, t, (Py_ssize_t)offset, (Py_ssize_t)size);
+    return Py_BuildValue("(sNnn)", p->name, t, (Py_ssize_t)p->offset, (Py_ssize_t)p->size);
 }
 
 PyDoc_STRVAR(unet_info_doc,
@@ -967,8 +966,8 @@ static PyObject* py_unet_info(PyObject* self, PyObject* cap) {
     PyObject* lst = PyList_New(nt);
     if (!lst) return NULL;
     for (int i = 0; i < nt; i++) {
-        const UNetParam* p = unet_tensor(h->net, i);
-        PyObject* item = tensor_entry(p->name, p->ndim, p->shape, p->offset, p->size);
+        const ParamTensor* p = unet_tensor(h->net, i);
+        PyObject* item = tensor_entry(p);
         if (!item) { Py_DECREF(lst); return NULL; }
         PyList_SET_ITEM(lst, i, item);
     }
@@ -1510,8 +1509,8 @@ static PyObject* py_classifier_info(PyObject* self, PyObject* cap) {
     PyObject* lst = PyList_New(nt);
     if (!lst) return NULL;
     for (int i = 0; i < nt; i++) {
-        const ClassifierParam* p = classifier_tensor(h->net, i);
-        PyObject* item = tensor_entry(p->name, p->ndim, p->shape, p->offset, p->size);
+        const ParamTensor* p = classifier_tensor(h->net, i);
+        PyObject* item = tensor_entry(p);
         if (!item) { Py_DECREF(lst); return NULL; }
         PyList_SET_ITEM(lst, i, item);
     }

@@ -56,7 +56,7 @@ typedef struct {
 struct UNet {
     UNetConfig cfg;
     int TE;                        /* time-embedding width */
-    UNetParam tensors[MAX_TENSORS];
+    ParamTensor tensors[MAX_TENSORS];
     int ntensors;
     size_t nparams;
     Op ops[MAX_OPS];
@@ -98,20 +98,8 @@ void unet_reset_profile(UNet* n) { memset(n->prof, 0, sizeof n->prof); }
 /* ---------------------------------------------------------------- layout */
 
 static size_t add_tensor(UNet* n, const char* name, int ndim, int d0, int d1, int d2, int d3) {
-    if (n->ntensors >= MAX_TENSORS) return NONE;
-    UNetParam* t = &n->tensors[n->ntensors++];
-    snprintf(t->name, UNET_NAME_LEN, "%s", name);
-    t->ndim = ndim;
-    int d[4] = {d0, d1, d2, d3};
-    size_t size = 1;
-    for (int i = 0; i < 4; i++) {
-        t->shape[i] = i < ndim ? d[i] : 1;
-        if (i < ndim) size *= (size_t)d[i];
-    }
-    t->offset = n->nparams;
-    t->size = size;
-    n->nparams += size;
-    return t->offset;
+    return param_tensor_add(n->tensors, &n->ntensors, MAX_TENSORS, &n->nparams, name, ndim, d0, d1,
+                            d2, d3);
 }
 
 /* dst = prefix + suffix, cut to fit (names are far shorter than the buffer) */
@@ -352,7 +340,7 @@ void unet_free(UNet* n) {
 
 size_t unet_num_parameters(const UNet* n) { return n->nparams; }
 int unet_num_tensors(const UNet* n) { return n->ntensors; }
-const UNetParam* unet_tensor(const UNet* n, int i) { return (i >= 0 && i < n->ntensors) ? &n->tensors[i] : NULL; }
+const ParamTensor* unet_tensor(const UNet* n, int i) { return (i >= 0 && i < n->ntensors) ? &n->tensors[i] : NULL; }
 const UNetConfig* unet_config(const UNet* n) { return &n->cfg; }
 
 double unet_flops_per_image(const UNet* n) {

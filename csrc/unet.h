@@ -17,10 +17,11 @@
 #define DDPM_UNET_H
 
 #include <stddef.h>
+#include "common.h"   /* ParamTensor */
 
 #define UNET_MAX_LEVELS 6
 #define UNET_MAX_LAYERS 4
-#define UNET_NAME_LEN 96
+#define UNET_NAME_LEN DDPM_PARAM_NAME_LEN
 
 typedef struct {
     int sample_size;                 /* S: input height = width */
@@ -37,12 +38,6 @@ typedef struct {
 } UNetConfig;
 
 /* One named parameter tensor: diffusers' name, shape, and where it lives. */
-typedef struct {
-    char name[UNET_NAME_LEN];
-    int ndim;
-    int shape[4];
-    size_t offset, size;             /* in floats, into the flat buffer */
-} UNetParam;
 
 typedef struct UNet UNet;
 
@@ -53,7 +48,7 @@ void unet_free(UNet* net);
 
 size_t unet_num_parameters(const UNet* net);
 int unet_num_tensors(const UNet* net);
-const UNetParam* unet_tensor(const UNet* net, int i);
+const ParamTensor* unet_tensor(const UNet* net, int i);
 const UNetConfig* unet_config(const UNet* net);
 /* Multiply-adds x 2 of one forward pass per image. */
 double unet_flops_per_image(const UNet* net);
