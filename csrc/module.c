@@ -1723,6 +1723,34 @@ static PyArrayObject* sample_array_like(PyObject* obj, const char* F, const char
     return a;
 }
 
+/* The model argument of sample/nll: a UNet handle with its params array, or
+ * a tuple (mean, std) for the closed-form Gaussian denoiser with params None.
+ * Fills *h and *params, or *gauss; -1 with a TypeError. */
+static int denoiser_arg(PyObject* model_o, PyObject* params_o, const char* F, UNetHandle** h,
+                        PyArrayObject** params, GaussianDenoiser* gauss) {
+    memset(gauss, 0, sizeof *gauss);
+    *h = NULL;
+    *params = NULL;
+    if (PyTuple_Check(model_o)) {
+        if (PyTuple_GET_SIZE(model_o) != 2 ||
+            !PyArg_ParseTuple(model_o, "dd", &gauss->mean, &gauss->std)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s(): model must be a UNet handle or a tuple "
+                         "(mean, std) of floats", F);
+            return -1;
+        }
+        if (params_o != Py_None) {
+            PyErr_Format(PyExc_TypeError, "%s(): params must be None with the Gaussian "
+                         "denoiser", F);
+            return -1;
+        }
+        return 0;
+    }
+    if (!(*h = get_unet(model_o, F))) return -1;
+    if (!(*params = check_array(params_o, F, "params", NPY_FLOAT32, 0))) return -1;
+    return 0;
+}
+
 /* A batch of images (N, ...) for a sampling-style loop: 1 <= N <= 2**20 and, with
  * a U-Net (h), shape (N, C, S, S) for it, in == out channels and params of its size.
  * Sets *N and *D (values per image); -1 with a ValueError set otherwise. */
@@ -1796,25 +1824,8 @@ static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
     if (!out) return NULL;
     UNetHandle* h = NULL;
     GaussianDenoiser gauss;
-    memset(&gauss, 0, sizeof gauss);
     PyArrayObject* params = NULL;
-    if (PyTuple_Check(model_o)) {
-        if (PyTuple_GET_SIZE(model_o) != 2 ||
-            !PyArg_ParseTuple(model_o, "dd", &gauss.mean, &gauss.std)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s(): model must be a UNet handle or a tuple "
-                         "(mean, std) of floats", F);
-            return NULL;
-        }
-        if (params_o != Py_None) {
-            PyErr_Format(PyExc_TypeError, "%s(): params must be None with the Gaussian "
-                         "denoiser", F);
-            return NULL;
-        }
-    } else {
-        if (!(h = get_unet(model_o, F))) return NULL;
-        if (!(params = check_array(params_o, F, "params", NPY_FLOAT32, 0))) return NULL;
-    }
+    if (denoiser_arg(model_o, params_o, F, &h, &params, &gauss) < 0) return NULL;
     PyArrayObject* ab = check_array(ab_o, F, "alpha_bars", NPY_FLOAT64, 0);
     if (!ab) return NULL;
     PyArrayObject* ts = check_array(ts_o, F, "ts", NPY_INT64, 0);
@@ -2030,25 +2041,8 @@ static PyObject* py_nll(PyObject* self, PyObject* args, PyObject* kwargs) {
     if (!x0) return NULL;
     UNetHandle* h = NULL;
     GaussianDenoiser gauss;
-    memset(&gauss, 0, sizeof gauss);
     PyArrayObject* params = NULL;
-    if (PyTuple_Check(model_o)) {
-        if (PyTuple_GET_SIZE(model_o) != 2 ||
-            !PyArg_ParseTuple(model_o, "dd", &gauss.mean, &gauss.std)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s(): model must be a UNet handle or a tuple "
-                         "(mean, std) of floats", F);
-            return NULL;
-        }
-        if (params_o != Py_None) {
-            PyErr_Format(PyExc_TypeError, "%s(): params must be None with the Gaussian "
-                         "denoiser", F);
-            return NULL;
-        }
-    } else {
-        if (!(h = get_unet(model_o, F))) return NULL;
-        if (!(params = check_array(params_o, F, "params", NPY_FLOAT32, 0))) return NULL;
-    }
+    if (denoiser_arg(model_o, params_o, F, &h, &params, &gauss) < 0) return NULL;
     PyArrayObject* betas = check_array(betas_o, F, "betas", NPY_FLOAT64, 0);
     if (!betas) return NULL;
     PyArrayObject* ts = check_array(ts_o, F, "ts", NPY_INT64, 0);
