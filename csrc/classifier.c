@@ -363,11 +363,7 @@ int classifier_train_step(Classifier* n, float* params, float* grads, float* m, 
     const double norm = grad_global_norm(grads, P);
     *grad_norm = norm;
     if (!isfinite(norm)) return DDPM_ERR_NONFINITE;
-    float scale = 1.0f;
-    if (cfg->grad_clip > 0) {
-        float coef = (float)(cfg->grad_clip / (norm + 1e-6));
-        scale = coef < 1.0f ? coef : 1.0f;
-    }
+    const float scale = grad_clip_scale(norm, cfg->grad_clip);
     adam_step(params, m, v, grads, P, cfg->step, &cfg->adam, scale);
     return DDPM_OK;
 }

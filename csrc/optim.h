@@ -24,6 +24,15 @@ typedef struct {
  * order (float64): the same bits at any thread count. */
 double grad_global_norm(const float* grads, size_t P);
 
+/* The factor clipping the global norm to max_norm scales gradients by, as
+ * torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)); 1 when
+ * max_norm <= 0 (no clipping). */
+static inline float grad_clip_scale(double norm, double max_norm) {
+    if (max_norm <= 0) return 1.0f;
+    float coef = (float)(max_norm / (norm + 1e-6));
+    return coef < 1.0f ? coef : 1.0f;
+}
+
 /* One Adam(W) step at 1-based step number `step`, on gradients scaled by
  * grad_scale (the clipping coefficient, 1 for none).  Matches torch.optim.Adam
  * and AdamW (single-tensor path): m = lerp(m, g, 1 - beta1),

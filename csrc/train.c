@@ -81,11 +81,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     double norm = grad_global_norm(grads, P);
     *grad_norm = norm;
     if (!isfinite(norm)) return DDPM_ERR_NONFINITE;
-    float scale = 1.0f;
-    if (cfg->grad_clip > 0) {
-        float coef = (float)(cfg->grad_clip / (norm + 1e-6));
-        scale = coef < 1.0f ? coef : 1.0f;
-    }
+    const float scale = grad_clip_scale(norm, cfg->grad_clip);
     /* 7. Adam(W), 8. EMA */
     adam_step(params, m, v, grads, P, cfg->step, &cfg->adam, scale);
     if (ema && cfg->ema_decay >= 0)
