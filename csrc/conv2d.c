@@ -425,17 +425,18 @@ static void wino_conv_chunk(float* out, float* V, float* M, const float* x, cons
                                         ty, H, W));
 }
 
-/* dU (16, OC, C) += dM V^T over the tile rows [r0, r0 + nr): V = B^T x B of
+/* dU (16, OC, C) = beta dU + dM V^T over the tile rows [r0, r0 + nr)
+ * (beta 0 starts a partial sum, 1 adds to it): V = B^T x B of
  * inp (C, B, H, W), dM = A dy A^T of dout (OC, B, H, W). */
 static void wino_dweight_chunk(float* dU, float* V, float* dM, const float* dout,
                                const float* inp, int B, int C, int H, int W, int OC, int r0,
-                               int nr) {
+                               int nr, float beta) {
     WINO_CHUNK_SIZES;
     WINO_ROWS_LOOP(C, wino_input_row(V + at, (size_t)C * T, inp + plane, ty, H, W));
     WINO_ROWS_LOOP(OC, wino_output_adjoint_row(dM + at, (size_t)OC * T, dout + plane, ty, H, W));
     for (int xi = 0; xi < 16; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
-                          dM + (size_t)xi * OC * T, (int)T, V + (size_t)xi * C * T, (int)T, 1.0f,
+                          dM + (size_t)xi * OC * T, (int)T, V + (size_t)xi * C * T, (int)T, beta,
                           dU + (size_t)xi * OC * C, C);
 }
 
@@ -488,7 +489,7 @@ static void wino_forward(float* out, float* scratch, const float* inp, const flo
 
 /* dinp (C, B, H, W) += ... (or NULL), dweight (OC, C, 3, 3) += ... through
  * Winograd; dout (OC, B, H, W).  The weight gradient is summed in
- * WINO_LANES partials, partial p over chunks p, p + WINO_LANES, ... in
+ * up to WINO_LANES partials, partial p over chunks p, p + WINO_LANES, ... in
  * order, then the partials in order: fixed whatever the threads.  dinp is
  * the convolution of dout with the rotated weights, (OC -> C), chunk by
  * chunk like the forward. */
@@ -501,6 +502,7 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     float* dU = scratch + off_du;        /* (WINO_LANES, 16, OC, C) */
     const int nr = wino_rows(B, C, H, W, OC, WINO_BUDGET_BWD), rows = B * wino_tiles(H);
     const int nchunks = (rows + nr - 1) / nr;
+    const int np = nchunks < WINO_LANES ? nchunks : WINO_LANES;   /* partials in use */
     const size_t xs = (size_t)OC * C;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
     if (nt > WINO_LANES) nt = WINO_LANES;
@@ -511,17 +513,13 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     {
         if (dinp) {
 #ifdef _OPENMP
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
 #endif
             for (int c = 0; c < C; c++)
                 for (int oc = 0; oc < OC; oc++)
                     wino_weight(Ur + (size_t)c * OC + oc, xs,
                                 weight + ((size_t)oc * C + c) * 9 + 8, -3, -1);
         }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int p = 0; p < WINO_LANES; p++) memset(dU + p * 16 * xs, 0, sizeof(float) * 16 * xs);
         float* V = scratch + off_lane + (size_t)wino_thread() * lane;
         float* M = V + (size_t)16 * C * nr * wino_tiles(W);
         /* for dinp the lane holds V (16, OC, T) then M (16, C, T) */
@@ -531,17 +529,19 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-        for (int p = 0; p < WINO_LANES; p++)
+        for (int p = 0; p < np; p++)
             for (int k = p; k < nchunks; k += WINO_LANES) {
                 int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
-                wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n);
+                /* the partial's first chunk writes it (no zeroing pass) */
+                wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n,
+                                   k == p ? 0.0f : 1.0f);
                 if (dinp)
                     wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, dinp, NULL, B, OC, H, W, C, r0, n);
             }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int oc = 0; oc < OC; oc++) wino_weights_adjoint(dweight, dU, WINO_LANES, C, OC, oc);
+        for (int oc = 0; oc < OC; oc++) wino_weights_adjoint(dweight, dU, np, C, OC, oc);
     }
 }
 
