@@ -9,6 +9,7 @@
  */
 #include "classifier.h"
 #include "common.h"
+#include "resample.h"
 #include "conv2d.h"
 #include "groupnorm.h"
 #include "linear.h"
@@ -284,18 +285,6 @@ static void backward_ops(Classifier* n, const float* params, float* grads, int w
     }
 }
 
-/* NCHW (B, C, HW) <-> channel-major (C, B, HW) */
-static void nchw_to_cbhw(float* dst, const float* src, int B, int C, size_t HW) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            memcpy(dst + ((size_t)c * B + b) * HW, src + ((size_t)b * C + c) * HW, sizeof(float) * HW);
-}
-static void cbhw_to_nchw(float* dst, const float* src, int B, int C, size_t HW) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            memcpy(dst + ((size_t)b * C + c) * HW, src + ((size_t)c * B + b) * HW, sizeof(float) * HW);
-}
-
 static int load_input(Classifier* n, const float* x, int B, int for_training) {
     const ClassifierConfig* c = &n->cfg;
     const size_t HW = (size_t)c->image_size * c->image_size;
@@ -326,7 +315,7 @@ int classifier_backward(Classifier* n, const float* params, float* grads, const 
     if (!all_finite(dlogits, (size_t)B * K)) return DDPM_ERR_NONFINITE;
     int st = classifier_reserve(n, B, 1);
     if (st) return st;
-    memset(n->dacts, 0, sizeof(float) * n->acts_floats * (size_t)B);
+    ddpm_zero(n->dacts, n->acts_floats * (size_t)B);
     memcpy(D(n->a_logits), dlogits, sizeof(float) * (size_t)B * K);
     backward_ops(n, params, grads, dx != NULL);
     if (dx) {
@@ -357,7 +346,7 @@ int classifier_train_step(Classifier* n, float* params, float* grads, float* m, 
     if (st) return st;
     if (!isfinite(*loss)) return DDPM_ERR_NONFINITE;
     memset(grads, 0, sizeof(float) * P);
-    memset(n->dacts, 0, sizeof(float) * n->acts_floats * (size_t)B);
+    ddpm_zero(n->dacts, n->acts_floats * (size_t)B);
     softmax_ce_backward(D(n->a_logits), A(n->a_probs), labels, B, K, 1.0f);
     backward_ops(n, params, grads, 0);
     const double norm = grad_global_norm(grads, P);

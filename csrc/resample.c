@@ -52,3 +52,15 @@ void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, si
     ddpm_add(da, dout, na);
     ddpm_add(db, dout + na, (size_t)Cb * BHW);
 }
+
+void nchw_to_cbhw(float* dst, const float* src, int B, int C, size_t HW) {
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            memcpy(dst + ((size_t)c * B + b) * HW, src + ((size_t)b * C + c) * HW, sizeof(float) * HW);
+}
+
+void cbhw_to_nchw(float* dst, const float* src, int B, int C, size_t HW) {
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            memcpy(dst + ((size_t)b * C + c) * HW, src + ((size_t)c * B + b) * HW, sizeof(float) * HW);
+}

@@ -1,6 +1,6 @@
 /*
- * resample.h - nearest-neighbour 2x upsampling and channel concatenation on
- * channel-major (C, B, H, W) activations.
+ * resample.h - nearest-neighbour 2x upsampling, channel concatenation and the
+ * NCHW <-> channel-major layout change, on (C, B, H, W) activations.
  *
  * Concatenation along channels of (Ca, B, H, W) and (Cb, B, H, W) is just the
  * two buffers back to back, because the channel is the outermost dimension.
@@ -19,5 +19,9 @@ void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int 
 void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, size_t BHW);
 /* da += dout[:Ca], db += dout[Ca:]. */
 void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, size_t BHW);
+
+/* The network's NCHW input/output (B, C, HW) <-> channel-major (C, B, HW). */
+void nchw_to_cbhw(float* dst, const float* src, int B, int C, size_t HW);
+void cbhw_to_nchw(float* dst, const float* src, int B, int C, size_t HW);
 
 #endif /* DDPM_RESAMPLE_H */

@@ -426,18 +426,6 @@ int unet_reserve(UNet* n, int B, int for_training) {
 
 /* ------------------------------------------------------- forward/backward */
 
-/* NCHW (B, C, HW) <-> channel-major (C, B, HW) */
-static void nchw_to_cbhw(float* dst, const float* src, int B, int C, size_t HW) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            memcpy(dst + ((size_t)c * B + b) * HW, src + ((size_t)b * C + c) * HW, sizeof(float) * HW);
-}
-static void cbhw_to_nchw(float* dst, const float* src, int B, int C, size_t HW) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            memcpy(dst + ((size_t)b * C + c) * HW, src + ((size_t)c * B + b) * HW, sizeof(float) * HW);
-}
-
 #define A(off) (n->acts + (off) * (size_t)B)
 #define D(off) (n->dacts + (off) * (size_t)B)
 #define P(off) (params + (off))
