@@ -26,7 +26,11 @@ void matmul(int ta, int tb, int M, int N, int K, float alpha, const float* A, in
     if (M <= 0 || N <= 0) return;
     double work = (double)M * N * K;
     int threads = ddpm_get_num_threads();
-    if (threads <= 1 || work < 2e6) {
+    /* Whether (and how) to split depends on the shape alone, never on the
+     * thread count: OpenBLAS picks its kernel (small-matrix or blocked) by
+     * the size of each call, and the two sum in different orders, so one
+     * whole call and the same product in blocks differ in the last bits. */
+    if (work < 2e6) {
         gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -852,11 +852,13 @@ def _at_threads(n, fn):
     return fn()
 
 
-@pytest.mark.parametrize("K,S,C", [(3, 1, 32), (3, 2, 32), (1, 1, 96)])
-def test_conv2d_bitwise_identical_across_thread_counts(K, S, C):
-    # (1, 1, 96): a U-Net shortcut; its weight gradient sums over B*H*W =
-    # 12544 positions, cut into parts that threads share
-    B, H, W, OC = 16, 28, 28, 32
+@pytest.mark.parametrize("B,H,C,OC,K,S", [(16, 28, 32, 32, 3, 1), (16, 28, 32, 32, 3, 2),
+                                          (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1)])
+def test_conv2d_bitwise_identical_across_thread_counts(B, H, C, OC, K, S):
+    # (16, 28, 96, 32, 1, 1): a U-Net shortcut; its weight gradient sums over
+    # B*H*W = 12544 positions, cut into parts that threads share.
+    # (5, 14, 32, 64, 1, 1): a forward GEMM just over matmul's split size
+    W = H
     case = conv_case(B, C, H, W, OC, K, S)
     p = case.p32()
     Ho, Wo = out_size(H, K, S), out_size(W, K, S)
