@@ -26,10 +26,27 @@ static inline float sigmoidf_(float y) { return 1.0f / (1.0f + ddpm_expf(-y)); }
 
 /* sum of (x - m)^2 in fixed lanes */
 static inline double lane_sq(const float* x, int n, float m) {
-    float acc[LANES] = {0};
+    float acc[LANES];
     int i = 0;
+#ifdef DDPM_LANES_VECTOR
+    ddpm_f8 a0 = {0}, a1 = {0};
+    const ddpm_f8 mv = {m, m, m, m, m, m, m, m};
+    for (; i + LANES <= n; i += LANES) {
+        ddpm_f8 d0, d1;
+        DDPM_LOAD8(d0, x + i);
+        DDPM_LOAD8(d1, x + i + 8);
+        d0 -= mv;
+        d1 -= mv;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+    }
+    memcpy(acc, &a0, sizeof a0);
+    memcpy(acc + 8, &a1, sizeof a1);
+#else
+    for (int j = 0; j < LANES; j++) acc[j] = 0.0f;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) { float d = x[i + j] - m; acc[j] += d * d; }
+#endif
     double s = 0.0;
     for (int j = 0; j < LANES; j++) s += acc[j];
     for (; i < n; i++) { double d = (double)x[i] - m; s += d * d; }
@@ -85,8 +102,13 @@ void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
     for (int task = 0; task < tasks; task++)
-        groupnorm_forward_group(out, mean + task, rstd + task, inp, weight, bias, task / G,
-                                task % G, B, Cg, HW, eps, silu);
+    {
+        /* g-major: consecutive tasks take the next sample's rows of the same
+         * channels, which lie right after (C, B, HW): Cg sequential streams */
+        const int b = task % B, g = task / B;
+        groupnorm_forward_group(out, mean + (size_t)b * G + g, rstd + (size_t)b * G + g, inp,
+                                weight, bias, b, g, B, Cg, HW, eps, silu);
+    }
 }
 
 /* dy = d * silu'(y), y = x * a + k the forward's pre-activation (the same
@@ -103,14 +125,37 @@ static void row_silu_grad(float* dy, const float* d, const float* x, int n, floa
  * lanes. */
 static inline void row_sums(const float* x, const float* dy, int HW, float m, float r,
                             double* sw_out, double* sb_out) {
-    float aw[LANES] = {0}, ab[LANES] = {0};
+    float aw[LANES], ab[LANES];
     int i = 0;
+#ifdef DDPM_LANES_VECTOR
+    ddpm_f8 w0 = {0}, w1 = {0}, b0 = {0}, b1 = {0};
+    const ddpm_f8 mv = {m, m, m, m, m, m, m, m}, rv = {r, r, r, r, r, r, r, r};
+    for (; i + LANES <= HW; i += LANES) {
+        ddpm_f8 d0, d1, x0, x1;
+        DDPM_LOAD8(d0, dy + i);
+        DDPM_LOAD8(d1, dy + i + 8);
+        DDPM_LOAD8(x0, x + i);
+        DDPM_LOAD8(x1, x + i + 8);
+        x0 = (x0 - mv) * rv;
+        x1 = (x1 - mv) * rv;
+        w0 += d0 * x0;
+        w1 += d1 * x1;
+        b0 += d0;
+        b1 += d1;
+    }
+    memcpy(aw, &w0, sizeof w0);
+    memcpy(aw + 8, &w1, sizeof w1);
+    memcpy(ab, &b0, sizeof b0);
+    memcpy(ab + 8, &b1, sizeof b1);
+#else
+    for (int j = 0; j < LANES; j++) aw[j] = ab[j] = 0.0f;
     for (; i + LANES <= HW; i += LANES)
         for (int j = 0; j < LANES; j++) {
             float xh = (x[i + j] - m) * r;
             aw[j] += dy[i + j] * xh;
             ab[j] += dy[i + j];
         }
+#endif
     double sw = 0.0, sb = 0.0;
     for (int j = 0; j < LANES; j++) { sw += aw[j]; sb += ab[j]; }
     for (; i < HW; i++) {
@@ -191,8 +236,12 @@ void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratc
 #pragma omp for schedule(static)
 #endif
         for (int task = 0; task < tasks; task++)
-            groupnorm_backward_group(dinp, pw, pb, dyb, dout, inp, weight, bias, mean[task],
-                                     rstd[task], task / G, task % G, B, C, Cg, HW, silu);
+        {
+            const int b = task % B, g = task / B;   /* g-major, as the forward */
+            groupnorm_backward_group(dinp, pw, pb, dyb, dout, inp, weight, bias,
+                                     mean[(size_t)b * G + g], rstd[(size_t)b * G + g], b, g, B, C,
+                                     Cg, HW, silu);
+        }
     }
     /* parameter gradients: sum the per-sample partials over b, in order */
     for (int c = 0; c < C; c++) {
