@@ -6,6 +6,7 @@
 #include "common.h"
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 /* Single-threaded SGEMM on strided panels, safe inside our threads: OpenBLAS
  * is held at one thread (matmul.c), so each task runs its own small products. */
@@ -13,6 +14,58 @@ static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const 
                         const float* Bm, int ldb, float beta, float* C, int ldc) {
     BLAS(cblas_sgemm)(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                       M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+}
+
+/* Each row of P (n, n) := softmax(row): exp(x - max) / sum, the sum in 8
+ * float lanes added in float64.  Elementwise with fixed lanes, so it is also
+ * compiled for AVX2 with the same bits (the expf is most of the forward's
+ * own time). */
+DDPM_SIMD_CLONES
+static void softmax_rows(float* P, int n) {
+    for (int i = 0; i < n; i++) {
+        float* Pi = P + (size_t)i * n;
+        float mx = Pi[0];
+        for (int j = 1; j < n; j++) mx = Pi[j] > mx ? Pi[j] : mx;
+        for (int j = 0; j < n; j++) Pi[j] = ddpm_expf(Pi[j] - mx);
+        float acc[8];
+        int j = 0;
+#ifdef DDPM_LANES_VECTOR
+        ddpm_f8 a = {0}, v;
+        for (; j + 8 <= n; j += 8) {
+            DDPM_LOAD8(v, Pi + j);
+            a += v;
+        }
+        memcpy(acc, &a, sizeof a);
+#else
+        for (int l = 0; l < 8; l++) acc[l] = 0.0f;
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) acc[l] += Pi[j + l];
+#endif
+        double sum = 0.0;
+        for (int l = 0; l < 8; l++) sum += acc[l];
+        for (; j < n; j++) sum += Pi[j];
+        float inv = (float)(1.0 / sum);
+        for (j = 0; j < n; j++) Pi[j] *= inv;
+    }
+}
+
+/* dS (n, n) := P (dS - rowsum(P dS)) row by row: the softmax backward, dS
+ * holding dP on entry.  The row sums in four float64 lanes (a single
+ * float64 chain was most of the backward's own time). */
+DDPM_SIMD_CLONES
+static void softmax_rows_backward(float* dS, const float* P, int n) {
+    for (int i = 0; i < n; i++) {
+        float* dSi = dS + (size_t)i * n;
+        const float* Pi = P + (size_t)i * n;
+        double acc[4] = {0.0, 0.0, 0.0, 0.0};
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+            for (int l = 0; l < 4; l++) acc[l] += (double)Pi[j + l] * dSi[j + l];
+        double dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for (; j < n; j++) dot += (double)Pi[j] * dSi[j];
+        float df = (float)dot;
+        for (j = 0; j < n; j++) dSi[j] = Pi[j] * (dSi[j] - df);
+    }
 }
 
 /* Head h of sample b as an (hd, HW) panel: row d is channel h*hd + d of
@@ -32,21 +85,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int C, i
         float* P = att + (size_t)task * HW * HW;
         /* S = scale q^T k  (HW, HW) */
         gemm(1, 0, HW, HW, hd, scale, PANEL(qkv, 0), ld, PANEL(qkv, C), ld, 0.0f, P, HW);
-        for (int i = 0; i < HW; i++) {
-            float* Pi = P + (size_t)i * HW;
-            float mx = Pi[0];
-            for (int j = 1; j < HW; j++) mx = Pi[j] > mx ? Pi[j] : mx;
-            for (int j = 0; j < HW; j++) Pi[j] = ddpm_expf(Pi[j] - mx);
-            float acc[8] = {0};
-            int j = 0;
-            for (; j + 8 <= HW; j += 8)
-                for (int l = 0; l < 8; l++) acc[l] += Pi[j + l];
-            double sum = 0.0;
-            for (int l = 0; l < 8; l++) sum += acc[l];
-            for (; j < HW; j++) sum += Pi[j];
-            float inv = (float)(1.0 / sum);
-            for (j = 0; j < HW; j++) Pi[j] *= inv;
-        }
+        softmax_rows(P, HW);
         /* o = v P^T  (hd, HW) */
         gemm(0, 1, hd, HW, HW, 1.0f, PANEL(qkv, 2 * C), ld, P, HW, 0.0f, PANEL(out, 0), ld);
     }
@@ -69,14 +108,7 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
         gemm(1, 0, HW, HW, hd, 1.0f, PANEL(dout, 0), ld, PANEL(qkv, 2 * C), ld, 0.0f, dS, HW);
         gemm(0, 0, hd, HW, HW, 1.0f, PANEL(dout, 0), ld, P, HW, 1.0f, PANEL(dqkv, 2 * C), ld);
         /* softmax backward: dS = P (dP - sum_j P dP) */
-        for (int i = 0; i < HW; i++) {
-            float* dSi = dS + (size_t)i * HW;
-            const float* Pi = P + (size_t)i * HW;
-            double dot = 0.0;
-            for (int j = 0; j < HW; j++) dot += (double)Pi[j] * dSi[j];
-            float df = (float)dot;
-            for (int j = 0; j < HW; j++) dSi[j] = Pi[j] * (dSi[j] - df);
-        }
+        softmax_rows_backward(dS, P, HW);
         /* S = scale q^T k:  dq += scale k dS^T,  dk += scale q dS */
         gemm(0, 1, hd, HW, HW, scale, PANEL(qkv, C), ld, dS, HW, 1.0f, PANEL(dqkv, 0), ld);
         gemm(0, 0, hd, HW, HW, scale, PANEL(qkv, 0), ld, dS, HW, 1.0f, PANEL(dqkv, C), ld);
