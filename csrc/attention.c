@@ -92,7 +92,8 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int C, i
 }
 
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
-                        const float* att, int B, int C, int HW, int NH) {
+                        const float* att, int B, int C, int HW, int NH, int accumulate) {
+    const float beta = accumulate ? 1.0f : 0.0f;   /* each panel of dqkv is written once */
     const int hd = C / NH, ld = B * HW;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = ddpm_threads_for((size_t)B * NH * HW * HW * hd, 1 << 16);
@@ -106,11 +107,11 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
         float* dS = scratch + (size_t)task * HW * HW;
         /* dP = do^T v (HW, HW);  dv += do P */
         gemm(1, 0, HW, HW, hd, 1.0f, PANEL(dout, 0), ld, PANEL(qkv, 2 * C), ld, 0.0f, dS, HW);
-        gemm(0, 0, hd, HW, HW, 1.0f, PANEL(dout, 0), ld, P, HW, 1.0f, PANEL(dqkv, 2 * C), ld);
+        gemm(0, 0, hd, HW, HW, 1.0f, PANEL(dout, 0), ld, P, HW, beta, PANEL(dqkv, 2 * C), ld);
         /* softmax backward: dS = P (dP - sum_j P dP) */
         softmax_rows_backward(dS, P, HW);
         /* S = scale q^T k:  dq += scale k dS^T,  dk += scale q dS */
-        gemm(0, 1, hd, HW, HW, scale, PANEL(qkv, C), ld, dS, HW, 1.0f, PANEL(dqkv, 0), ld);
-        gemm(0, 0, hd, HW, HW, scale, PANEL(qkv, 0), ld, dS, HW, 1.0f, PANEL(dqkv, C), ld);
+        gemm(0, 1, hd, HW, HW, scale, PANEL(qkv, C), ld, dS, HW, beta, PANEL(dqkv, 0), ld);
+        gemm(0, 0, hd, HW, HW, scale, PANEL(qkv, 0), ld, dS, HW, beta, PANEL(dqkv, C), ld);
     }
 }

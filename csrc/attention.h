@@ -16,8 +16,9 @@
 /* out (C, B, HW); att (B, NH, HW, HW) the probabilities P, saved for backward. */
 void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH);
 
-/* dqkv (3C, B, HW) += ...; scratch (B, NH, HW, HW) floats; dout (C, B, HW). */
+/* dqkv (3C, B, HW) += ... (accumulate 1) or = ... (accumulate 0, its old
+ * contents never read); scratch (B, NH, HW, HW) floats; dout (C, B, HW). */
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
-                        const float* att, int B, int C, int HW, int NH);
+                        const float* att, int B, int C, int HW, int NH, int accumulate);
 
 #endif /* DDPM_ATTENTION_H */

@@ -260,12 +260,12 @@ static void backward_ops(Classifier* n, const float* params, float* grads, int w
         case CLS_CONV:
             conv2d_backward((op->in == n->a_x && !want_dx) ? NULL : D(op->in), GR(op->p[0]),
                             GR(op->p[1]), n->col, D(op->out), A(op->in), P(op->p[0]), B,
-                            op->cin, op->H, op->W, op->cout, 3, 1);
+                            op->cin, op->H, op->W, op->cout, 3, 1, 1);
             break;
         case CLS_NORM_SILU:
             groupnorm_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->out),
                                A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[0]), A(op->s[1]),
-                               B, op->cin, HW, G, 1);
+                               B, op->cin, HW, G, 1, 1);
             break;
         case CLS_POOL:
             if (n->cfg.max_pool)

@@ -549,7 +549,7 @@ static void wino_forward(float* out, float* scratch, const float* inp, const flo
  * chunk like the forward. */
 static void wino_backward(float* dinp, float* dweight, float* scratch, const float* dout,
                           const float* inp, const float* weight, int B, int C, int H, int W,
-                          int OC) {
+                          int OC, int accumulate) {
     size_t off_du, off_lane, lane;
     wino_layout(B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* Ur = scratch;                 /* (16, C, OC): rotated, transposed weights */
@@ -590,7 +590,8 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
                 wino_dweight_chunk(dU + p * 16 * xs, V, M, dout, inp, B, C, H, W, OC, r0, n,
                                    k == p ? 0.0f : 1.0f);
                 if (dinp)
-                    wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, dinp, NULL, B, OC, H, W, C, r0, n);
+                    wino_conv_chunk(dinp, V, M2, dout, Ur, NULL, accumulate ? dinp : NULL, NULL,
+                                    B, OC, H, W, C, r0, n);
             }
         /* the partials summed into the first in order p = 1, 2, ... for every
          * element (fixed, whatever the threads), block by block: streaming
@@ -667,7 +668,7 @@ void conv2d_forward_add(float* out, float* col, const float* inp, const float* w
 
 void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,
                      const float* inp, const float* weight, int B, int C, int H, int W, int OC,
-                     int K, int S) {
+                     int K, int S, int accumulate) {
     const int Ho = out_size(H, K, S), Wo = out_size(W, K, S);
     const size_t plane = (size_t)B * Ho * Wo;
     if (dbias) {
@@ -679,17 +680,18 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
         for (int oc = 0; oc < OC; oc++) dbias[oc] += (float)ddpm_sum(dout + (size_t)oc * plane, plane);
     }
     if (use_winograd(C, H, W, OC, K, S)) {
-        wino_backward(dinp, dweight, col, dout, inp, weight, B, C, H, W, OC);
+        wino_backward(dinp, dweight, col, dout, inp, weight, B, C, H, W, OC, accumulate);
         return;
     }
     const int CKK = C * K * K;
     if (K == 1 && S == 1) {
         matmul_nt_ksplit(OC, C, (int)plane, dout, (int)plane, inp, (int)plane, dweight, C, col);
         if (dinp)
-            sgemm_tn(C, (int)plane, OC, 1.0f, weight, C, dout, (int)plane, 1.0f, dinp,
-                     (int)plane);
+            sgemm_tn(C, (int)plane, OC, 1.0f, weight, C, dout, (int)plane,
+                     accumulate ? 1.0f : 0.0f, dinp, (int)plane);
         return;
     }
+    if (dinp && !accumulate) ddpm_zero(dinp, (size_t)C * B * H * W);   /* col2im adds */
     const int nb = conv2d_chunk(B, C, H, W, K, S);
     for (int b0 = 0; b0 < B; b0 += nb) {
         int n = B - b0 < nb ? B - b0 : nb;

@@ -43,10 +43,12 @@ void conv2d_forward_add(float* out, float* col, const float* inp, const float* w
                         const float* bias, const float* add, const float* add_bo, int B, int C,
                         int H, int W, int OC, int K, int S);
 
-/* dinp (C, B, H, W) += ..., or NULL to skip; dweight (OC, C, K, K) += ...;
- * dbias (OC,) += ... or NULL; dout (OC, B, Ho, Wo); col scratch as above. */
+/* dinp (C, B, H, W) += ... (accumulate 1) or = ... (accumulate 0: its old
+ * contents are never read, so it need not be zeroed first), or NULL to
+ * skip; dweight (OC, C, K, K) += ...; dbias (OC,) += ... or NULL; dout
+ * (OC, B, Ho, Wo); col scratch as above. */
 void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,
                      const float* inp, const float* weight, int B, int C, int H, int W, int OC,
-                     int K, int S);
+                     int K, int S, int accumulate);
 
 #endif /* DDPM_CONV2D_H */

@@ -167,14 +167,22 @@ static inline void row_sums(const float* x, const float* dy, int HW, float m, fl
     *sb_out = sb;
 }
 
-/* dx += r (dy w - k1 - xhat k2), xhat = (x - m) r: the input gradient of one
- * channel row, given the group means k1 = mean(dy w), k2 = mean(dy w xhat). */
+/* dx += r (dy w - k1 - xhat k2) (acc 1) or = (acc 0), xhat = (x - m) r: the
+ * input gradient of one channel row, given the group means k1 = mean(dy w),
+ * k2 = mean(dy w xhat). */
 DDPM_SIMD_CLONES
 static void row_dx(float* dx, const float* dy, const float* x, int n, float m, float r, float w,
-                   float k1, float k2) {
-    for (int i = 0; i < n; i++) {
-        float xh = (x[i] - m) * r;
-        dx[i] += r * (dy[i] * w - k1 - xh * k2);
+                   float k1, float k2, int acc) {
+    if (acc) {
+        for (int i = 0; i < n; i++) {
+            float xh = (x[i] - m) * r;
+            dx[i] += r * (dy[i] * w - k1 - xh * k2);
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            float xh = (x[i] - m) * r;
+            dx[i] = r * (dy[i] * w - k1 - xh * k2);
+        }
     }
 }
 
@@ -186,7 +194,7 @@ static void row_dx(float* dx, const float* dy, const float* x, int n, float m, f
 static void groupnorm_backward_group(float* dinp, float* pw, float* pb, float* dyb,
                                      const float* dout, const float* inp, const float* weight,
                                      const float* bias, float m, float r, int b, int g, int B,
-                                     int C, int Cg, int HW, int silu) {
+                                     int C, int Cg, int HW, int silu, int acc) {
     /* pass 1: dy and the sums for the input gradient (sum dy*w, sum dy*w*xhat) */
     double s1 = 0.0, s2 = 0.0;
     for (int c = g * Cg; c < (g + 1) * Cg; c++) {
@@ -211,14 +219,14 @@ static void groupnorm_backward_group(float* dinp, float* pw, float* pb, float* d
     for (int c = g * Cg; c < (g + 1) * Cg; c++) {
         const size_t row = ((size_t)c * B + b) * HW;
         const float* dy = silu ? dyb + (size_t)(c - g * Cg) * HW : dout + row;
-        row_dx(dinp + row, dy, inp + row, HW, m, r, weight[c], k1, k2);
+        row_dx(dinp + row, dy, inp + row, HW, m, r, weight[c], k1, k2, acc);
     }
 }
 
 void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratch,
                         const float* dout, const float* inp, const float* weight,
                         const float* bias, const float* mean, const float* rstd, int B, int C,
-                        int HW, int G, int silu) {
+                        int HW, int G, int silu, int accumulate) {
     const int Cg = C / G;
     const int tasks = B * G;
     float* pw = scratch;                  /* (B, C): sum_hw dy * xhat per sample */
@@ -240,7 +248,7 @@ void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratc
             const int b = task % B, g = task / B;   /* g-major, as the forward */
             groupnorm_backward_group(dinp, pw, pb, dyb, dout, inp, weight, bias,
                                      mean[(size_t)b * G + g], rstd[(size_t)b * G + g], b, g, B, C,
-                                     Cg, HW, silu);
+                                     Cg, HW, silu, accumulate);
         }
     }
     /* parameter gradients: sum the per-sample partials over b, in order */

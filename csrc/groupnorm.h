@@ -18,7 +18,8 @@ void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int B, int C, int HW, int G,
                        float eps, int silu);
 
-/* dinp (C, B, HW) += ...; dweight, dbias (C,) += ...; scratch:
+/* dinp (C, B, HW) += ... (accumulate 1) or = ... (accumulate 0, its old
+ * contents never read); dweight, dbias (C,) += ...; scratch:
  * groupnorm_scratch_floats(B, C, HW, G) floats (per-sample partial sums,
  * reduced over b in order so the result is the same at any thread count,
  * then one (C/G, HW) buffer per thread for the pre-SiLU gradient); dout
@@ -26,7 +27,7 @@ void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
 void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratch,
                         const float* dout, const float* inp, const float* weight,
                         const float* bias, const float* mean, const float* rstd, int B, int C,
-                        int HW, int G, int silu);
+                        int HW, int G, int silu, int accumulate);
 
 #define GN_LANES 16
 

@@ -586,14 +586,15 @@ static PyObject* py_conv2d_forward(PyObject* self, PyObject* args) {
 }
 
 PyDoc_STRVAR(conv2d_backward_doc,
-"conv2d_backward(dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K, S)\n--\n\n"
-"Accumulates (+=) the gradients of conv2d_forward; dinp and dbias may be None.");
+"conv2d_backward(dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K, S, accumulate=True)\n--\n\n"
+"Accumulates (+=) the gradients of conv2d_forward; dinp and dbias may be None.\n"
+"accumulate=False writes dinp (=) without reading it.");
 static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "conv2d_backward";
     PyObject *dio, *dwo, *dbo, *doo, *io, *wo;
-    int B, C, H, W, OC, K, S;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiii", &dio, &dwo, &dbo, &doo, &io, &wo, &B, &C, &H, &W, &OC, &K, &S)) return NULL;
+    int B, C, H, W, OC, K, S, acc = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiii|p", &dio, &dwo, &dbo, &doo, &io, &wo, &B, &C, &H, &W, &OC, &K, &S, &acc)) return NULL;
     if (!conv_dims(F, B, C, H, W, OC, K, S)) return NULL;
     size_t Ho = out_dim(H, K, S), Wo = out_dim(W, K, S);
     F32(dinp, dio, "dinp", (size_t)C * B * H * W, 1, 1);
@@ -606,7 +607,7 @@ static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
     float* col = malloc(sizeof(float) * (nc ? nc : 1));
     if (!col) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    conv2d_backward(dinp, dw, db, col, dout, inp, w, B, C, H, W, OC, K, S);
+    conv2d_backward(dinp, dw, db, col, dout, inp, w, B, C, H, W, OC, K, S, acc);
     Py_END_ALLOW_THREADS
     free(col);
     Py_RETURN_NONE;
@@ -642,14 +643,15 @@ static PyObject* py_groupnorm_forward(PyObject* self, PyObject* args) {
 }
 
 PyDoc_STRVAR(groupnorm_backward_doc,
-"groupnorm_backward(dinp, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu)\n--\n\n"
-"Accumulates (+=) the gradients of groupnorm_forward.");
+"groupnorm_backward(dinp, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu, accumulate=True)\n--\n\n"
+"Accumulates (+=) the gradients of groupnorm_forward; accumulate=False writes\n"
+"dinp (=) without reading it.");
 static PyObject* py_groupnorm_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "groupnorm_backward";
     PyObject *dio, *dwo, *dbo, *doo, *io, *wo, *bo, *mo, *ro;
-    int B, C, HW, G, silu;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOiiiip", &dio, &dwo, &dbo, &doo, &io, &wo, &bo, &mo, &ro, &B, &C, &HW, &G, &silu)) return NULL;
+    int B, C, HW, G, silu, acc = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiiiip|p", &dio, &dwo, &dbo, &doo, &io, &wo, &bo, &mo, &ro, &B, &C, &HW, &G, &silu, &acc)) return NULL;
     if (!gn_dims(F, B, C, HW, G)) return NULL;
     F32(dinp, dio, "dinp", (size_t)C * B * HW, 1, 0);
     F32(dw, dwo, "dweight", (size_t)C, 1, 0);
@@ -663,7 +665,7 @@ static PyObject* py_groupnorm_backward(PyObject* self, PyObject* args) {
     float* scratch = malloc(sizeof(float) * groupnorm_scratch_floats(B, C, HW, G));
     if (!scratch) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    groupnorm_backward(dinp, dw, db, scratch, dout, inp, w, b, mean, rstd, B, C, HW, G, silu);
+    groupnorm_backward(dinp, dw, db, scratch, dout, inp, w, b, mean, rstd, B, C, HW, G, silu, acc);
     Py_END_ALLOW_THREADS
     free(scratch);
     Py_RETURN_NONE;
@@ -789,13 +791,14 @@ static PyObject* py_attention_forward(PyObject* self, PyObject* args) {
 }
 
 PyDoc_STRVAR(attention_backward_doc,
-"attention_backward(dqkv, dout, qkv, att, B, C, HW, NH)\n--\n\nAccumulates dqkv (+=).");
+"attention_backward(dqkv, dout, qkv, att, B, C, HW, NH, accumulate=True)\n--\n\n"
+"Accumulates dqkv (+=); accumulate=False writes it (=) without reading it.");
 static PyObject* py_attention_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "attention_backward";
     PyObject *dqo, *doo, *qo, *ao;
-    int B, C, HW, NH;
-    if (!PyArg_ParseTuple(args, "OOOOiiii", &dqo, &doo, &qo, &ao, &B, &C, &HW, &NH)) return NULL;
+    int B, C, HW, NH, acc = 1;
+    if (!PyArg_ParseTuple(args, "OOOOiiii|p", &dqo, &doo, &qo, &ao, &B, &C, &HW, &NH, &acc)) return NULL;
     if (!positive(F, "B", B) || !positive(F, "C", C) || !positive(F, "HW", HW) || !positive(F, "NH", NH)) return NULL;
     if (C % NH) { PyErr_Format(PyExc_ValueError, "%s(): C must be divisible by NH", F); return NULL; }
     F32(dqkv, dqo, "dqkv", (size_t)3 * C * B * HW, 1, 0);
@@ -805,7 +808,7 @@ static PyObject* py_attention_backward(PyObject* self, PyObject* args) {
     float* scratch = malloc(sizeof(float) * (size_t)B * NH * HW * HW);
     if (!scratch) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    attention_backward(dqkv, scratch, dout, qkv, att, B, C, HW, NH);
+    attention_backward(dqkv, scratch, dout, qkv, att, B, C, HW, NH, acc);
     Py_END_ALLOW_THREADS
     free(scratch);
     Py_RETURN_NONE;
@@ -829,18 +832,19 @@ static PyObject* py_upsample_forward(PyObject* self, PyObject* args) {
 }
 
 PyDoc_STRVAR(upsample_backward_doc,
-"upsample_backward(dinp, dout, C, B, H, W)\n--\n\ndinp += 2x2 sums of dout.");
+"upsample_backward(dinp, dout, C, B, H, W, accumulate=True)\n--\n\n"
+"dinp += 2x2 sums of dout (accumulate=False: dinp = ..., not read).");
 static PyObject* py_upsample_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "upsample_backward";
     PyObject *dio, *doo;
-    int C, B, H, W;
-    if (!PyArg_ParseTuple(args, "OOiiii", &dio, &doo, &C, &B, &H, &W)) return NULL;
+    int C, B, H, W, acc = 1;
+    if (!PyArg_ParseTuple(args, "OOiiii|p", &dio, &doo, &C, &B, &H, &W, &acc)) return NULL;
     if (!positive(F, "C", C) || !positive(F, "B", B) || !positive(F, "H", H) || !positive(F, "W", W)) return NULL;
     F32(dinp, dio, "dinp", (size_t)C * B * H * W, 1, 0);
     F32(dout, doo, "dout", (size_t)C * B * H * W * 4, 0, 0);
     Py_BEGIN_ALLOW_THREADS
-    upsample_backward(dinp, dout, C, B, H, W);
+    upsample_backward(dinp, dout, C, B, H, W, acc);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }

@@ -23,7 +23,7 @@ void upsample_forward(float* out, const float* inp, int C, int B, int H, int W) 
     }
 }
 
-void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int W) {
+void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int W, int accumulate) {
     const int planes = C * B;
     int nt = ddpm_threads_for((size_t)planes * H * W * 4, 1 << 15);
     (void)nt;
@@ -36,8 +36,13 @@ void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int 
         for (int h = 0; h < H; h++) {
             const float* r0 = d + (size_t)(2 * h) * 2 * W;
             const float* r1 = r0 + 2 * W;
-            for (int w = 0; w < W; w++)
-                dx[h * W + w] += (r0[2 * w] + r0[2 * w + 1]) + (r1[2 * w] + r1[2 * w + 1]);
+            float* xr = dx + (size_t)h * W;
+            if (accumulate)
+                for (int w = 0; w < W; w++)
+                    xr[w] += (r0[2 * w] + r0[2 * w + 1]) + (r1[2 * w] + r1[2 * w + 1]);
+            else
+                for (int w = 0; w < W; w++)
+                    xr[w] = (r0[2 * w] + r0[2 * w + 1]) + (r1[2 * w] + r1[2 * w + 1]);
         }
     }
 }
@@ -47,10 +52,11 @@ void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, 
     ddpm_copy(out + (size_t)Ca * BHW, b, (size_t)Cb * BHW);
 }
 
-void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, size_t BHW) {
+void concat_backward(float* da, float* db, const float* dout, int Ca, int Cb, size_t BHW,
+                     int acc_a, int acc_b) {
     size_t na = (size_t)Ca * BHW;
-    ddpm_add(da, dout, na);
-    ddpm_add(db, dout + na, (size_t)Cb * BHW);
+    (acc_a ? ddpm_add : ddpm_copy)(da, dout, na);
+    (acc_b ? ddpm_add : ddpm_copy)(db, dout + na, (size_t)Cb * BHW);
 }
 
 void nchw_to_cbhw(float* dst, const float* src, int B, int C, size_t HW) {

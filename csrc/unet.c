@@ -33,6 +33,7 @@
 #define NONE ((size_t)-1)
 #define MAX_TENSORS 1024
 #define MAX_OPS 256
+#define MAX_SLOTS (9 * MAX_OPS + 16)   /* activations: at most 9 per op, 8 more */
 
 enum op_type { OP_CONV_IN, OP_RESNET, OP_ATTN, OP_DOWN, OP_CONCAT, OP_UP, OP_OUT };
 
@@ -72,6 +73,11 @@ struct UNet {
     float* col;
     float* scratch;                /* group norm backward: partial sums, per-thread dy */
     size_t acts_floats, col_floats, scratch_floats;
+    /* the activation slots (offset, floats per image) in allocation order,
+     * and during a backward, per slot, 1 while its gradient is unwritten */
+    size_t slot_off[MAX_SLOTS], slot_len[MAX_SLOTS];
+    int nslots;
+    unsigned char dfresh[MAX_SLOTS];
     int have_forward;              /* acts hold a forward pass at batch B */
     double prof[UNET_PROF_N];      /* seconds per op kind, when profiling */
     int profiling;
@@ -136,9 +142,20 @@ static void linear_params(UNet* n, const char* prefix, int out, int in, size_t* 
     *b = add_tensor(n, name, 1, out, 0, 0, 0);
 }
 
-/* Activation bump allocator (sizes are per image; multiplied by B later). */
-typedef struct { size_t next; } Alloc;
-static size_t act(Alloc* a, size_t per_image) { size_t o = a->next; a->next += per_image; return o; }
+/* Activation bump allocator (sizes are per image; multiplied by B later);
+ * it records each slot for the backward's bookkeeping (see d_first). */
+typedef struct { size_t next; UNet* n; } Alloc;
+static size_t act(Alloc* a, size_t per_image) {
+    size_t o = a->next;
+    UNet* n = a->n;
+    if (n->nslots < MAX_SLOTS) {   /* always: MAX_SLOTS bounds what the ops allocate */
+        n->slot_off[n->nslots] = o;
+        n->slot_len[n->nslots] = per_image;
+        n->nslots++;
+    }
+    a->next += per_image;
+    return o;
+}
 
 static Op* new_op(UNet* n, int type) {
     if (n->nops >= MAX_OPS) return NULL;
@@ -248,7 +265,7 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
     n->cfg = *cfg;
     const int C0 = cfg->block_out[0];
     n->TE = 4 * C0;
-    Alloc al = {0};
+    Alloc al = {0, n};
     char name[UNET_NAME_LEN];
 
     /* diffusers' parameter order: conv_in, time_embedding, down, mid, up, out */
@@ -322,7 +339,7 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
     o->s[2] = act(&al, (size_t)cfg->norm_groups);
     o->out = act(&al, (size_t)cfg->out_channels * H * H);
     n->a_y = o->out;
-    if (ns != 0 || n->nops >= MAX_OPS || n->ntensors >= MAX_TENSORS) {
+    if (ns != 0 || n->nops >= MAX_OPS || n->ntensors >= MAX_TENSORS || n->nslots >= MAX_SLOTS) {
         free(n);
         *why = "internal: network layout failed";
         return DDPM_ERR_VALUE;
@@ -431,6 +448,40 @@ int unet_reserve(UNet* n, int B, int for_training) {
 #define P(off) (params + (off))
 #define GR(off) (grads + (off))
 
+/* The backward never zeroes dacts as a whole (a pass over ~1 GB at B = 128):
+ * the first writer of each gradient slot overwrites it, later writers add,
+ * the same numbers as zeroing first and adding.  dfresh[i] is 1 while slot
+ * i is unwritten in this backward. */
+static int slot_of(const UNet* n, size_t off) {
+    int lo = 0, hi = n->nslots - 1;   /* slots are in increasing offset order */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (n->slot_off[mid] <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* The accumulate flag for a writer of slot off's gradient: 0 for the first
+ * writer in this backward (which then overwrites), 1 after. */
+static int d_acc(UNet* n, size_t off) {
+    int i = slot_of(n, off), first = n->dfresh[i];
+    n->dfresh[i] = 0;
+    return !first;
+}
+
+/* D(off), zeroed if nothing has written it in this backward: for writers
+ * that can only add (the small time-embedding slots) and for every gradient
+ * read (each is written before it is read; this keeps that true). */
+static float* d_ready(UNet* n, size_t off) {
+    int i = slot_of(n, off);
+    if (n->dfresh[i]) {
+        ddpm_zero(n->dacts + off * (size_t)n->B, n->slot_len[i] * (size_t)n->B);
+        n->dfresh[i] = 0;
+    }
+    return n->dacts + off * (size_t)n->B;
+}
+
 static void resnet_forward(UNet* n, const Op* op, const float* params) {
     const int B = n->B, G = n->cfg.norm_groups, HW = op->H * op->W;
     const float eps = n->cfg.norm_eps;
@@ -461,36 +512,40 @@ static void resnet_forward(UNet* n, const Op* op, const float* params) {
 
 static void resnet_backward(UNet* n, const Op* op, const float* params, float* grads) {
     const int B = n->B, G = n->cfg.norm_groups, HW = op->H * op->W;
-    const float* dout = D(op->out);
+    const float* dout = d_ready(n, op->out);
     double t0 = n->profiling ? now_s() : 0.0;
-    conv2d_backward(D(op->s[2]), GR(op->p[8]), GR(op->p[9]), n->col, dout, A(op->s[2]), P(op->p[8]), B, op->cout, op->H, op->W, op->cout, 3, 1);
+    conv2d_backward(D(op->s[2]), GR(op->p[8]), GR(op->p[9]), n->col, dout, A(op->s[2]), P(op->p[8]), B, op->cout, op->H, op->W, op->cout, 3, 1, d_acc(n, op->s[2]));
     tick(n, UNET_PROF_CONV3_BWD, &t0);
     if (op->p[10] != NONE) {
-        conv2d_backward(D(op->in), GR(op->p[10]), GR(op->p[11]), n->col, dout, A(op->in), P(op->p[10]), B, op->cin, op->H, op->W, op->cout, 1, 1);
+        conv2d_backward(D(op->in), GR(op->p[10]), GR(op->p[11]), n->col, dout, A(op->in), P(op->p[10]), B, op->cin, op->H, op->W, op->cout, 1, 1, d_acc(n, op->in));
         tick(n, UNET_PROF_CONV1_BWD, &t0);
     } else {
-        ddpm_add(D(op->in), dout, (size_t)op->cout * B * HW);
+        (d_acc(n, op->in) ? ddpm_add : ddpm_copy)(D(op->in), dout, (size_t)op->cout * B * HW);
         tick(n, UNET_PROF_OTHER, &t0);
     }
-    groupnorm_backward(D(op->s[1]), GR(op->p[6]), GR(op->p[7]), n->scratch, D(op->s[2]), A(op->s[1]), P(op->p[6]), P(op->p[7]), A(op->s[6]), A(op->s[7]), B, op->cout, HW, G, 1);
+    groupnorm_backward(D(op->s[1]), GR(op->p[6]), GR(op->p[7]), n->scratch, D(op->s[2]), A(op->s[1]), P(op->p[6]), P(op->p[7]), A(op->s[6]), A(op->s[7]), B, op->cout, HW, G, 1, d_acc(n, op->s[1]));
     tick(n, UNET_PROF_NORM_BWD, &t0);
     /* d tproj[b][c] = sum over positions of d c1[c][b][:] */
     const float* dc1 = D(op->s[1]);
     float* dtproj = D(op->s[3]);
+    const int acc = d_acc(n, op->s[3]);
     int nt = ddpm_threads_for((size_t)op->cout * B * HW, 1 << 15);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
     for (int c = 0; c < op->cout; c++)
-        for (int b = 0; b < B; b++)
-            dtproj[(size_t)b * op->cout + c] += (float)ddpm_sum(dc1 + ((size_t)c * B + b) * HW, HW);
+        for (int b = 0; b < B; b++) {
+            float s = (float)ddpm_sum(dc1 + ((size_t)c * B + b) * HW, HW);
+            float* d = dtproj + (size_t)b * op->cout + c;
+            *d = acc ? *d + s : s;
+        }
     tick(n, UNET_PROF_OTHER, &t0);
-    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, op->cin, op->H, op->W, op->cout, 3, 1);
+    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, op->cin, op->H, op->W, op->cout, 3, 1, d_acc(n, op->s[0]));
     tick(n, UNET_PROF_CONV3_BWD, &t0);
-    groupnorm_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[4]), A(op->s[5]), B, op->cin, HW, G, 1);
+    groupnorm_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[4]), A(op->s[5]), B, op->cin, HW, G, 1, d_acc(n, op->in));
     tick(n, UNET_PROF_NORM_BWD, &t0);
-    linear_backward(D(n->a_embact), GR(op->p[4]), GR(op->p[5]), dtproj, A(n->a_embact), P(op->p[4]), B, n->TE, op->cout);
+    linear_backward(d_ready(n, n->a_embact), GR(op->p[4]), GR(op->p[5]), dtproj, A(n->a_embact), P(op->p[4]), B, n->TE, op->cout);
     tick(n, UNET_PROF_TIME, &t0);
 }
 
@@ -511,18 +566,19 @@ static void attn_forward(UNet* n, const Op* op, const float* params) {
 
 static void attn_backward(UNet* n, const Op* op, const float* params, float* grads) {
     const int B = n->B, C = op->cin, HW = op->H * op->W;
-    const float* dout = D(op->out);
+    const float* dout = d_ready(n, op->out);
     float* din = D(op->in);
     double t0 = n->profiling ? now_s() : 0.0;
-    ddpm_add(din, dout, (size_t)C * B * HW);
+    (d_acc(n, op->in) ? ddpm_add : ddpm_copy)(din, dout, (size_t)C * B * HW);   /* residual */
     tick(n, UNET_PROF_OTHER, &t0);
-    conv2d_backward(D(op->s[2]), GR(op->p[4]), GR(op->p[5]), n->col, dout, A(op->s[2]), P(op->p[4]), B, C, op->H, op->W, C, 1, 1);
+    conv2d_backward(D(op->s[2]), GR(op->p[4]), GR(op->p[5]), n->col, dout, A(op->s[2]), P(op->p[4]), B, C, op->H, op->W, C, 1, 1, d_acc(n, op->s[2]));
     tick(n, UNET_PROF_CONV1_BWD, &t0);
-    attention_backward(D(op->s[1]), D(op->s[3]), D(op->s[2]), A(op->s[1]), A(op->s[3]), B, C, HW, op->heads);
+    /* D(s[3]), P's gradient slot, is the backward's scratch (written before read) */
+    attention_backward(D(op->s[1]), D(op->s[3]), D(op->s[2]), A(op->s[1]), A(op->s[3]), B, C, HW, op->heads, d_acc(n, op->s[1]));
     tick(n, UNET_PROF_ATTN_BWD, &t0);
-    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, C, op->H, op->W, 3 * C, 1, 1);
+    conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->s[1]), A(op->s[0]), P(op->p[2]), B, C, op->H, op->W, 3 * C, 1, 1, d_acc(n, op->s[0]));
     tick(n, UNET_PROF_CONV1_BWD, &t0);
-    groupnorm_backward(din, GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[4]), A(op->s[5]), B, C, HW, n->cfg.norm_groups, 0);
+    groupnorm_backward(din, GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[4]), A(op->s[5]), B, C, HW, n->cfg.norm_groups, 0, d_acc(n, op->in));
     tick(n, UNET_PROF_NORM_BWD, &t0);
 }
 
@@ -602,8 +658,9 @@ int unet_backward(UNet* n, const float* params, float* grads, const float* dout,
     const size_t HW = (size_t)S * S;
     if (!all_finite(dout, (size_t)B * cfg->out_channels * HW)) return DDPM_ERR_NONFINITE;
     double t0 = n->profiling ? now_s() : 0.0;
-    ddpm_zero(n->dacts, n->acts_floats * (size_t)B);
+    memset(n->dfresh, 1, (size_t)n->nslots);   /* every gradient slot unwritten */
     nchw_to_cbhw(D(n->a_y), dout, B, cfg->out_channels, HW);
+    d_acc(n, n->a_y);
     tick(n, UNET_PROF_OTHER, &t0);
     for (int i = n->nops - 1; i >= 0; i--) {
         if (n->profiling) t0 = now_s();
@@ -611,29 +668,32 @@ int unet_backward(UNet* n, const float* params, float* grads, const float* dout,
         const int HWo = op->H * op->W;
         switch (op->type) {
         case OP_CONV_IN:
-            conv2d_backward(dx ? D(op->in) : NULL, GR(op->p[0]), GR(op->p[1]), n->col, D(op->out), A(op->in), P(op->p[0]), B, op->cin, op->H, op->W, op->cout, 3, 1);
+            conv2d_backward(dx ? D(op->in) : NULL, GR(op->p[0]), GR(op->p[1]), n->col, d_ready(n, op->out), A(op->in), P(op->p[0]), B, op->cin, op->H, op->W, op->cout, 3, 1, dx ? d_acc(n, op->in) : 1);
             tick(n, UNET_PROF_CONV3_BWD, &t0);
             break;
         case OP_RESNET: resnet_backward(n, op, params, grads); break;
         case OP_ATTN: attn_backward(n, op, params, grads); break;
         case OP_DOWN:
-            conv2d_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->col, D(op->out), A(op->in), P(op->p[0]), B, op->cin, op->H, op->W, op->cout, 3, 2);
+            conv2d_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->col, d_ready(n, op->out), A(op->in), P(op->p[0]), B, op->cin, op->H, op->W, op->cout, 3, 2, d_acc(n, op->in));
             tick(n, UNET_PROF_CONV3_BWD, &t0);
             break;
-        case OP_CONCAT:
-            concat_backward(D(op->in), D(op->in2), D(op->out), op->cin, op->cskip, (size_t)B * HWo);
+        case OP_CONCAT: {
+            const float* d = d_ready(n, op->out);
+            int acc_a = d_acc(n, op->in), acc_b = d_acc(n, op->in2);
+            concat_backward(D(op->in), D(op->in2), d, op->cin, op->cskip, (size_t)B * HWo, acc_a, acc_b);
             tick(n, UNET_PROF_OTHER, &t0);
             break;
+        }
         case OP_UP:
-            conv2d_backward(D(op->s[0]), GR(op->p[0]), GR(op->p[1]), n->col, D(op->out), A(op->s[0]), P(op->p[0]), B, op->cin, 2 * op->H, 2 * op->W, op->cout, 3, 1);
+            conv2d_backward(D(op->s[0]), GR(op->p[0]), GR(op->p[1]), n->col, d_ready(n, op->out), A(op->s[0]), P(op->p[0]), B, op->cin, 2 * op->H, 2 * op->W, op->cout, 3, 1, d_acc(n, op->s[0]));
             tick(n, UNET_PROF_CONV3_BWD, &t0);
-            upsample_backward(D(op->in), D(op->s[0]), op->cin, B, op->H, op->W);
+            upsample_backward(D(op->in), D(op->s[0]), op->cin, B, op->H, op->W, d_acc(n, op->in));
             tick(n, UNET_PROF_OTHER, &t0);
             break;
         case OP_OUT:
-            conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, D(op->out), A(op->s[0]), P(op->p[2]), B, op->cin, op->H, op->W, op->cout, 3, 1);
+            conv2d_backward(D(op->s[0]), GR(op->p[2]), GR(op->p[3]), n->col, d_ready(n, op->out), A(op->s[0]), P(op->p[2]), B, op->cin, op->H, op->W, op->cout, 3, 1, d_acc(n, op->s[0]));
             tick(n, UNET_PROF_CONV3_BWD, &t0);
-            groupnorm_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[1]), A(op->s[2]), B, op->cin, HWo, cfg->norm_groups, 1);
+            groupnorm_backward(D(op->in), GR(op->p[0]), GR(op->p[1]), n->scratch, D(op->s[0]), A(op->in), P(op->p[0]), P(op->p[1]), A(op->s[1]), A(op->s[2]), B, op->cin, HWo, cfg->norm_groups, 1, d_acc(n, op->in));
             tick(n, UNET_PROF_NORM_BWD, &t0);
             break;
         }
@@ -641,12 +701,12 @@ int unet_backward(UNet* n, const float* params, float* grads, const float* dout,
     if (n->profiling) t0 = now_s();
     /* time embedding: emb_act = silu(emb), emb = linear_2(silu(linear_1(temb))) */
     const int C0 = cfg->block_out[0];
-    silu_backward(D(n->a_emb), D(n->a_embact), A(n->a_emb), (size_t)B * n->TE);
-    linear_backward(D(n->a_e1s), GR(n->p_lin2_w), GR(n->p_lin2_b), D(n->a_emb), A(n->a_e1s), P(n->p_lin2_w), B, n->TE, n->TE);
-    silu_backward(D(n->a_e1), D(n->a_e1s), A(n->a_e1), (size_t)B * n->TE);
+    silu_backward(d_ready(n, n->a_emb), d_ready(n, n->a_embact), A(n->a_emb), (size_t)B * n->TE);
+    linear_backward(d_ready(n, n->a_e1s), GR(n->p_lin2_w), GR(n->p_lin2_b), D(n->a_emb), A(n->a_e1s), P(n->p_lin2_w), B, n->TE, n->TE);
+    silu_backward(d_ready(n, n->a_e1), D(n->a_e1s), A(n->a_e1), (size_t)B * n->TE);
     linear_backward(NULL, GR(n->p_lin1_w), GR(n->p_lin1_b), D(n->a_e1), A(n->a_temb), P(n->p_lin1_w), B, C0, n->TE);
     tick(n, UNET_PROF_TIME, &t0);
-    if (dx) cbhw_to_nchw(dx, D(n->a_x), B, cfg->in_channels, HW);
+    if (dx) cbhw_to_nchw(dx, d_ready(n, n->a_x), B, cfg->in_channels, HW);
     tick(n, UNET_PROF_OTHER, &t0);
     return DDPM_OK;
 }

@@ -281,9 +281,9 @@ def conv_case(B, C, H, W, OC, K, S, bias=True):
         _core.conv2d_forward(out, p["inp"], p["weight"], p.get("bias"), *dims, False)
         return out, {}
 
-    def ours_bwd(p, dout, g):
+    def ours_bwd(p, dout, g, accumulate=True):
         _core.conv2d_backward(g["inp"], g["weight"], g.get("bias"), dout, p["inp"],
-                              p["weight"], *dims)
+                              p["weight"], *dims, accumulate)
 
     def ref(p):
         return conv_ref(p["inp"], p["weight"], p.get("bias"), K, S)
@@ -311,10 +311,10 @@ def gn_case(B, C, HW, G, silu, eps=1e-5, xscale=1.0):
                                 B, C, HW, G, eps, silu)
         return out, {"mean": mean, "rstd": rstd}
 
-    def ours_bwd(p, dout, g):
+    def ours_bwd(p, dout, g, accumulate=True):
         _, ex = ours(p)
         _core.groupnorm_backward(g["inp"], g["weight"], g["bias"], dout, p["inp"], p["weight"],
-                                 p["bias"], ex["mean"], ex["rstd"], B, C, HW, G, silu)
+                                 p["bias"], ex["mean"], ex["rstd"], B, C, HW, G, silu, accumulate)
 
     def ref(p):
         return gn_ref(p["inp"], p["weight"], p["bias"], G, eps, silu)[0]
@@ -383,9 +383,9 @@ def attn_case(B, C, HW, NH, scale=1.0):
         _core.attention_forward(out, att, p["qkv"], B, C, HW, NH)
         return out, {"att": att}
 
-    def ours_bwd(p, dout, g):
+    def ours_bwd(p, dout, g, accumulate=True):
         _, ex = ours(p)
-        _core.attention_backward(g["qkv"], dout, p["qkv"], ex["att"], B, C, HW, NH)
+        _core.attention_backward(g["qkv"], dout, p["qkv"], ex["att"], B, C, HW, NH, accumulate)
 
     case = Case(f"attn_B{B}_C{C}_HW{HW}_NH{NH}", inputs, ["qkv"], ours, ours_bwd,
                 lambda p: attn_ref(p["qkv"], NH)[0],
@@ -403,8 +403,8 @@ def upsample_case(C, B, H, W):
         _core.upsample_forward(out, p["inp"], C, B, H, W)
         return out, {}
 
-    def ours_bwd(p, dout, g):
-        _core.upsample_backward(g["inp"], dout, C, B, H, W)
+    def ours_bwd(p, dout, g, accumulate=True):
+        _core.upsample_backward(g["inp"], dout, C, B, H, W, accumulate)
 
     return Case(f"upsample_C{C}_B{B}_{H}x{W}", inputs, ["inp"], ours, ours_bwd,
                 lambda p: upsample_ref(p["inp"]),
@@ -842,6 +842,36 @@ def test_upsample_vs_torch(C, B, H, W):
     assert_close("upsample out vs torch", out, y.detach().numpy().transpose(1, 0, 2, 3), 0.0, key=k)
     assert_close("upsample dinp vs torch", g["inp"], x.grad.numpy().transpose(1, 0, 2, 3), 1e-6,
                  key=k)
+
+
+# --------------------------------------------------------------------------- write, not add
+
+# The U-Net's backward lets the first writer of each activation gradient
+# overwrite it (accumulate=False) instead of zeroing all of them first: that
+# must give exactly what adding into zeros gives, and never read the old
+# contents (NaN here).
+WRITE_CASES = [conv_case(3, 8, 12, 10, 6, 3, 1),     # Winograd
+               conv_case(2, 3, 9, 7, 5, 3, 1),       # im2col (few channels)
+               conv_case(2, 6, 8, 6, 4, 3, 2),       # stride 2
+               conv_case(2, 6, 5, 4, 7, 1, 1),       # 1x1
+               gn_case(3, 8, 20, 2, True), gn_case(2, 6, 9, 3, False),
+               attn_case(2, 8, 9, 2), upsample_case(3, 2, 3, 5)]
+
+
+@pytest.mark.parametrize("case", WRITE_CASES, ids=repr)
+def test_backward_write_equals_add_into_zeros(case):
+    p = case.p32()
+    out, _ = case.ours(p)
+    dout = as32(_dout(case, out.shape))
+    main = case.params[0]   # the layer's input gradient
+    added = {k: np.zeros(p[k].shape, F32) for k in case.params}
+    case.ours_bwd(p, dout, added)
+    written = {k: np.zeros(p[k].shape, F32) for k in case.params}
+    written[main][...] = np.nan
+    case.ours_bwd(p, dout, written, accumulate=False)
+    assert np.abs(added[main]).max() > 0
+    for k in case.params:
+        assert np.array_equal(added[k], written[k]), f"d{k} differs"
 
 
 # --------------------------------------------------------------------------- thread counts

@@ -318,6 +318,23 @@ def test_same_numbers_at_one_and_two_threads(B):
         ddpm.set_num_threads(before)
 
 
+def test_backward_does_not_depend_on_the_previous_call():
+    # the backward writes each activation gradient first and adds later,
+    # never zeroing the workspace: a previous call's numbers must not leak
+    cfg = CONFIGS["no_attention"]
+    x = np.random.default_rng(1).standard_normal((3, 2, 16, 16)).astype(np.float32)
+    t = np.array([5, 500, 900])
+    used, fresh = UNet(seed=2, **cfg), UNet(seed=2, **cfg)
+    y = used(x[::-1].copy(), t[::-1].copy())
+    used.backward(np.full_like(y, 7.0))
+    used.zero_grad()
+    ya = used(x, t)
+    dxa = used.backward(np.sin(ya))
+    yb = fresh(x, t)
+    dxb = fresh.backward(np.sin(yb))
+    assert np.array_equal(dxa, dxb) and np.array_equal(used.grads, fresh.grads)
+
+
 def test_inputs_not_modified_and_memory_flat():
     net = UNet(seed=0, **CONFIGS["no_attention"])
     x = np.random.default_rng(0).standard_normal((2, 2, 16, 16)).astype(np.float32)
