@@ -258,21 +258,28 @@ static int wino_seg_rows(int W) {
     return s < 1 ? 1 : s;
 }
 
-/* Row h of x (H, W) as the four columns of each tile's window, padded row
- * r[q] = x[h][q - 1] (zero outside): c0[tx] = r[2tx], c1 = r[2tx + 1],
- * c2 = r[2tx + 2], c3 = r[2tx + 3], tx = 0 .. tw - 1 (xr NULL: a zero row). */
-static inline void wino_stage_row(float* c0, float* c1, float* c2, float* c3, const float* xr,
-                                  int W, int tw) {
-    if (!xr) {
-        for (int k = 0; k < tw; k++) c0[k] = c1[k] = c2[k] = c3[k] = 0.0f;
+/* A row yr (W floats) split by column parity, zeros beyond W (or all zeros
+ * for yr NULL): ev[k] = yr[2k], od[k] = yr[2k + 1], k = 0 .. tw - 1. */
+static inline void wino_split_row(float* ev, float* od, const float* yr, int W, int tw) {
+    if (!yr) {
+        for (int k = 0; k < tw; k++) ev[k] = od[k] = 0.0f;
         return;
     }
     const int W2 = W / 2;
     for (int k = 0; k < W2; k++) {
-        c1[k] = xr[2 * k];
-        c2[k] = xr[2 * k + 1];
+        ev[k] = yr[2 * k];
+        od[k] = yr[2 * k + 1];
     }
-    if (W & 1) { c1[W2] = xr[W - 1]; c2[W2] = 0.0f; }
+    if (W & 1) { ev[W2] = yr[W - 1]; od[W2] = 0.0f; }
+}
+
+/* Row h of x (H, W) as the four columns of each tile's window, padded row
+ * r[q] = x[h][q - 1] (zero outside): c0[tx] = r[2tx], c1 = r[2tx + 1],
+ * c2 = r[2tx + 2], c3 = r[2tx + 3], tx = 0 .. tw - 1 (xr NULL: a zero row).
+ * c1, c2 are the row's even and odd columns; c0, c3 those shifted by one. */
+static inline void wino_stage_row(float* c0, float* c1, float* c2, float* c3, const float* xr,
+                                  int W, int tw) {
+    wino_split_row(c1, c2, xr, W, tw);
     c0[0] = 0.0f;
     for (int k = 1; k < tw; k++) c0[k] = c2[k - 1];
     for (int k = 0; k < tw - 1; k++) c3[k] = c1[k + 1];
@@ -371,21 +378,6 @@ static void wino_output_rows(float* y, const float* base, const float* restrict 
     }
 }
 
-/* Row h of dy (H, W) split by parity, zeros beyond W (or a zero row for
- * h >= H): ev[k] = dy[h][2k], od[k] = dy[h][2k + 1], k = 0 .. tw - 1. */
-static inline void wino_split_out_row(float* ev, float* od, const float* yr, int W, int tw) {
-    if (!yr) {
-        for (int k = 0; k < tw; k++) ev[k] = od[k] = 0.0f;
-        return;
-    }
-    const int W2 = W / 2;
-    for (int k = 0; k < W2; k++) {
-        ev[k] = yr[2 * k];
-        od[k] = yr[2 * k + 1];
-    }
-    if (W & 1) { ev[W2] = yr[W - 1]; od[W2] = 0.0f; }
-}
-
 /* dM[xi * xs + k] = A dy A^T for the tiles of tile rows ty0 .. ty0 + n - 1
  * of one plane dy (H, W), each tile's 2x2 block [a b; c d] read with zeros
  * beyond H, W. */
@@ -396,8 +388,8 @@ static void wino_output_adjoint_rows(float* restrict dM, size_t xs, const float*
     float q[4][WINO_SEG_TILES];   /* a, b, c, d of each tile */
     for (int m = 0; m < n; m++) {
         const int h = 2 * (ty0 + m);
-        wino_split_out_row(q[0] + m * tw, q[1] + m * tw, dy + (size_t)h * W, W, tw);
-        wino_split_out_row(q[2] + m * tw, q[3] + m * tw, h + 1 < H ? dy + (size_t)(h + 1) * W : NULL,
+        wino_split_row(q[0] + m * tw, q[1] + m * tw, dy + (size_t)h * W, W, tw);
+        wino_split_row(q[2] + m * tw, q[3] + m * tw, h + 1 < H ? dy + (size_t)(h + 1) * W : NULL,
                            W, tw);
     }
     /* one pass per column j of A^T applied along the rows ([a, a+b, a-b, -b]

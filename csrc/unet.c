@@ -143,7 +143,7 @@ static void linear_params(UNet* n, const char* prefix, int out, int in, size_t* 
 }
 
 /* Activation bump allocator (sizes are per image; multiplied by B later);
- * it records each slot for the backward's bookkeeping (see d_first). */
+ * it records each slot for the backward's bookkeeping (see d_acc). */
 typedef struct { size_t next; UNet* n; } Alloc;
 static size_t act(Alloc* a, size_t per_image) {
     size_t o = a->next;
