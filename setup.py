@@ -72,7 +72,7 @@ class BuildExt(build_ext):
 
 
 inc, libdirs, libs, macros, link_args = blas_config()
-sources = sorted(glob(os.path.join("csrc", "*.c")))
+sources = sorted(glob(os.path.join("csrc", "*", "*.c")))
 
 ext = Extension(
     "ddpm._core",
@@ -81,7 +81,7 @@ ext = Extension(
     library_dirs=libdirs,
     libraries=libs + ["m"],
     define_macros=macros,
-    depends=sorted(glob(os.path.join("csrc", "*.h"))),   # a header change rebuilds
+    depends=sorted(glob(os.path.join("csrc", "*", "*.h"))),   # a header change rebuilds
     extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno", "-fno-trapping-math",
                         "-fvisibility=hidden"],
     extra_link_args=link_args,

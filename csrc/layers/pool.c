@@ -5,16 +5,14 @@
  * over threads), and every sum runs in a fixed order: the same bits at any
  * thread count.
  */
-#include "pool.h"
-#include "common.h"
+#include "layers/pool.h"
+#include "core/common.h"
+#include "core/threads.h"
 
 void avgpool2_forward(float* out, const float* inp, size_t N, int H, int W) {
     const int Ho = H / 2, Wo = W / 2;
     int nt = ddpm_threads_for(N * (size_t)H * W, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t p = 0; p < N; p++) {
         const float* x = inp + p * H * W;
         float* o = out + p * Ho * Wo;
@@ -30,10 +28,7 @@ void avgpool2_forward(float* out, const float* inp, size_t N, int H, int W) {
 void avgpool2_backward(float* dinp, const float* dout, size_t N, int H, int W) {
     const int Ho = H / 2, Wo = W / 2;
     int nt = ddpm_threads_for(N * (size_t)H * W, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t p = 0; p < N; p++) {
         float* dx = dinp + p * H * W;
         const float* d = dout + p * Ho * Wo;
@@ -62,10 +57,7 @@ static inline int argmax4(float a, float b, float c, float d) {
 void maxpool2_forward(float* out, const float* inp, size_t N, int H, int W) {
     const int Ho = H / 2, Wo = W / 2;
     int nt = ddpm_threads_for(N * (size_t)H * W, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t p = 0; p < N; p++) {
         const float* x = inp + p * H * W;
         float* o = out + p * Ho * Wo;
@@ -83,10 +75,7 @@ void maxpool2_forward(float* out, const float* inp, size_t N, int H, int W) {
 void maxpool2_backward(float* dinp, const float* dout, const float* inp, size_t N, int H, int W) {
     const int Ho = H / 2, Wo = W / 2;
     int nt = ddpm_threads_for(N * (size_t)H * W, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t p = 0; p < N; p++) {
         const float* x = inp + p * H * W;
         float* dx = dinp + p * H * W;
@@ -104,10 +93,7 @@ void maxpool2_backward(float* dinp, const float* dout, const float* inp, size_t 
 
 void global_avgpool_forward(float* out, const float* inp, int C, int B, int HW) {
     int nt = ddpm_threads_for((size_t)C * B * HW, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int c = 0; c < C; c++)
         for (int b = 0; b < B; b++) {
             const float* x = inp + ((size_t)c * B + b) * HW;
@@ -120,10 +106,7 @@ void global_avgpool_forward(float* out, const float* inp, int C, int B, int HW) 
 void global_avgpool_backward(float* dinp, const float* dout, int C, int B, int HW) {
     const float inv = 1.0f / (float)HW;
     int nt = ddpm_threads_for((size_t)C * B * HW, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int c = 0; c < C; c++)
         for (int b = 0; b < B; b++) {
             float* dx = dinp + ((size_t)c * B + b) * HW;

@@ -49,7 +49,4 @@ void matmul_nt_ksplit(int M, int N, int K, const float* A, int lda, const float*
                       float* C, int ldc, float* part);
 size_t matmul_nt_ksplit_floats(int M, int N, int K);
 
-/* Keeps OpenBLAS single-threaded (called once at module load). */
-void matmul_init(void);
-
 #endif /* DDPM_MATMUL_H */

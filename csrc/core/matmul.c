@@ -1,11 +1,10 @@
 /*
  * matmul.c - GEMM split over ddpm's threads in fixed blocks.
  */
-#include "matmul.h"
-#include "common.h"
+#include "core/matmul.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <cblas.h>
-
-void matmul_init(void) { BLAS(openblas_set_num_threads)(1); }
 
 static void gemm1(int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
                   const float* B, int ldb, float beta, float* C, int ldc) {
@@ -38,10 +37,7 @@ void matmul(int ta, int tb, int M, int N, int K, float alpha, const float* A, in
         /* split C's columns: block j uses B's columns (or, transposed, rows) j */
         const int bs = block_size(N), nblk = (N + bs - 1) / bs;
         int nt = threads < nblk ? threads : nblk;
-        (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt)
-#endif
+        DDPM_PARALLEL_FOR(nt)
         for (int j = 0; j < nblk; j++) {
             int n0 = j * bs, n = N - n0 < bs ? N - n0 : bs;
             const float* Bj = tb ? B + (size_t)n0 * ldb : B + n0;
@@ -51,10 +47,7 @@ void matmul(int ta, int tb, int M, int N, int K, float alpha, const float* A, in
         /* split C's rows: block i uses A's rows (or, transposed, columns) i */
         const int bs = block_size(M), nblk = (M + bs - 1) / bs;
         int nt = threads < nblk ? threads : nblk;
-        (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt)
-#endif
+        DDPM_PARALLEL_FOR(nt)
         for (int i = 0; i < nblk; i++) {
             int m0 = i * bs, m = M - m0 < bs ? M - m0 : bs;
             const float* Ai = ta ? A + m0 : A + (size_t)m0 * lda;
@@ -90,14 +83,9 @@ void matmul_nt_ksplit(int M, int N, int K, const float* A, int lda, const float*
     const int len = ((K + parts - 1) / parts + 15) & ~15;
     const size_t mn = (size_t)M * N;
     int nt = ddpm_threads_for((size_t)parts, 1);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL(nt)
     {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
         for (int p = 0; p < parts; p++) {
             const int k0 = p * len, k = K - k0 < len ? K - k0 : len;
             float* Cp = part + (size_t)p * mn;
@@ -107,9 +95,7 @@ void matmul_nt_ksplit(int M, int N, int K, const float* A, int lda, const float*
                 for (size_t i = 0; i < mn; i++) Cp[i] = 0.0f;
         }
         /* C += part 0 + part 1 + ... in order, rows of C spread over threads */
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 float s = part[(size_t)i * N + j];

@@ -28,15 +28,12 @@
  * stays in that core's L2, and every float is produced by the same
  * operations in the same order whatever the thread count.
  */
-#include "conv2d.h"
-#include "common.h"
-#include "matmul.h"
+#include "layers/conv2d.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/matmul.h"
 #include <cblas.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define COL_BUDGET_FLOATS (1u << 19)   /* 2 MB of im2col scratch: stays in L2 (measured best) */
 
 static int out_size(int n, int K, int S) { return (n + 2 * (K / 2) - K) / S + 1; }
@@ -61,10 +58,7 @@ static void im2col(float* col, const float* inp, int b0, int nb, int B, int C, i
     const int pad = K / 2, Ho = out_size(H, K, S), Wo = out_size(W, K, S);
     const size_t ncols = (size_t)nb * Ho * Wo;
     int nt = ddpm_threads_for((size_t)C * ncols * K * K, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int c = 0; c < C; c++) {
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
@@ -106,10 +100,7 @@ static void col2im_add(float* dinp, const float* col, int b0, int nb, int B, int
     const int pad = K / 2, Ho = out_size(H, K, S), Wo = out_size(W, K, S);
     const size_t ncols = (size_t)nb * Ho * Wo;
     int nt = ddpm_threads_for((size_t)C * ncols * K * K, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int c = 0; c < C; c++) {
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
@@ -486,14 +477,6 @@ static void wino_dweight_chunk(float* dU, float* V, float* dM, const float* dout
                           dU + (size_t)xi * OC * C, C);
 }
 
-static int wino_thread(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 /* out (OC, B, H, W) [+]= conv3x3(inp (C, B, H, W)) + bias through Winograd:
  * chunks of tile rows handed out dynamically, each done start to end
  * (transform, 16 GEMMs, inverse transform) by one thread in its own lane:
@@ -509,23 +492,16 @@ static void wino_forward(float* out, float* scratch, const float* inp, const flo
     const int nchunks = (rows + nr - 1) / nr;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
     if (nt > WINO_LANES) nt = WINO_LANES;
-    (void)nt;
     const size_t xs = (size_t)OC * C;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL(nt)
     {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
         for (int oc = 0; oc < OC; oc++)
             for (int c = 0; c < C; c++)
                 wino_weight(U + (size_t)oc * C + c, xs, weight + ((size_t)oc * C + c) * 9, 3, 1);
-        float* V = scratch + off_lane + (size_t)wino_thread() * lane;
+        float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + (size_t)16 * C * nr * wino_tiles(W);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
+DDPM_OMP_FOR_DYNAMIC
         for (int k = 0; k < nchunks; k++) {
             int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
             wino_conv_chunk(out, V, M, inp, U, bias, add, add_bo, B, C, H, W, OC, r0, n);
@@ -552,29 +528,22 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
     const size_t xs = (size_t)OC * C;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
     if (nt > WINO_LANES) nt = WINO_LANES;
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL(nt)
     {
         if (dinp) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
             for (int c = 0; c < C; c++)
                 for (int oc = 0; oc < OC; oc++)
                     wino_weight(Ur + (size_t)c * OC + oc, xs,
                                 weight + ((size_t)oc * C + c) * 9 + 8, -3, -1);
         }
-        float* V = scratch + off_lane + (size_t)wino_thread() * lane;
+        float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + (size_t)16 * C * nr * wino_tiles(W);
         /* for dinp the lane holds V (16, OC, T) then M (16, C, T) */
         float* M2 = V + (size_t)16 * OC * nr * wino_tiles(W);
         /* each chunk's weight-gradient step and then its input-gradient step,
          * back to back: the chunk of dout is read from memory once */
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
+DDPM_OMP_FOR_DYNAMIC
         for (int p = 0; p < np; p++)
             for (int k = p; k < nchunks; k += WINO_LANES) {
                 int r0 = k * nr, n = rows - r0 < nr ? rows - r0 : nr;
@@ -591,9 +560,7 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
          * cache at every load (15% of a 256 -> 128 layer's backward) */
         const size_t total = 16 * xs;
         const long nblk = (long)((total + WINO_SUM_BLOCK - 1) / WINO_SUM_BLOCK);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
         for (long k = 0; k < nblk; k++) {
             const size_t lo = (size_t)k * WINO_SUM_BLOCK;
             const size_t len = total - lo < WINO_SUM_BLOCK ? total - lo : WINO_SUM_BLOCK;
@@ -603,9 +570,7 @@ static void wino_backward(float* dinp, float* dweight, float* scratch, const flo
                 for (size_t i = 0; i < len; i++) d[i] += src[i];
             }
         }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+DDPM_OMP_FOR
         for (int oc = 0; oc < OC; oc++) wino_weights_adjoint(dweight, dU, C, OC, oc);
     }
 }
@@ -629,10 +594,7 @@ void conv2d_forward_add(float* out, float* col, const float* inp, const float* w
     const size_t HWo = (size_t)Ho * Wo, plane = (size_t)B * HWo;   /* one output channel */
     /* the start (add + bias) written first; the GEMM then adds onto it */
     int nt = ddpm_threads_for((size_t)OC * plane, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int oc = 0; oc < OC; oc++)
         for (int b = 0; b < B; b++) {
             float* o = out + (size_t)oc * plane + (size_t)b * HWo;
@@ -665,10 +627,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
     const size_t plane = (size_t)B * Ho * Wo;
     if (dbias) {
         int nt = ddpm_threads_for((size_t)OC * plane, 1 << 15);
-        (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+        DDPM_PARALLEL_FOR(nt)
         for (int oc = 0; oc < OC; oc++) dbias[oc] += (float)ddpm_sum(dout + (size_t)oc * plane, plane);
     }
     if (use_winograd(C, H, W, OC, K, S)) {

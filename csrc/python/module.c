@@ -20,22 +20,23 @@
 #include <math.h>
 #include <string.h>
 
-#include "common.h"
-#include "rng.h"
-#include "schedule.h"
-#include "noising.h"
-#include "conv2d.h"
-#include "groupnorm.h"
-#include "linear.h"
-#include "timestep.h"
-#include "attention.h"
-#include "resample.h"
-#include "unet.h"
-#include "optim.h"
-#include "train.h"
-#include "pool.h"
-#include "softmax_ce.h"
-#include "classifier.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/rng.h"
+#include "diffusion/schedule.h"
+#include "diffusion/noising.h"
+#include "layers/conv2d.h"
+#include "layers/groupnorm.h"
+#include "layers/linear.h"
+#include "layers/timestep.h"
+#include "layers/attention.h"
+#include "layers/resample.h"
+#include "nets/unet.h"
+#include "core/optim.h"
+#include "diffusion/train.h"
+#include "layers/pool.h"
+#include "layers/softmax_ce.h"
+#include "nets/classifier.h"
 
 #define MAX_TIMESTEPS 1000000
 
@@ -165,11 +166,7 @@ PyDoc_STRVAR(has_openmp_doc,
 "has_openmp()\n--\n\nTrue when the core was compiled with OpenMP.");
 static PyObject* py_has_openmp(PyObject* self, PyObject* unused) {
     (void)self; (void)unused;
-#ifdef _OPENMP
-    Py_RETURN_TRUE;
-#else
-    Py_RETURN_FALSE;
-#endif
+    return PyBool_FromLong(ddpm_has_openmp());
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1665,7 +1662,7 @@ static PyObject* py_classifier_train_step(PyObject* self, PyObject* args) {
     return Py_BuildValue("(did)", loss, correct, norm);
 }
 
-#include "sample.h"
+#include "diffusion/sample.h"
 
 /* ------------------------------------------------------------------------ */
 /* samplers (sample.c): the whole reverse loop in C                          */
@@ -2000,7 +1997,7 @@ static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
     Py_RETURN_NONE;
 }
 
-#include "nll.h"
+#include "diffusion/nll.h"
 
 /* ------------------------------------------------------------------------ */
 /* the likelihood bound (nll.c): the loop over timesteps in C                 */

@@ -7,14 +7,15 @@
  * batch B starts at off * B.  Backward walks the ops in reverse and only adds
  * (+=) into gradients, after one memset of dacts.
  */
-#include "classifier.h"
-#include "common.h"
-#include "resample.h"
-#include "conv2d.h"
-#include "groupnorm.h"
-#include "linear.h"
-#include "pool.h"
-#include "softmax_ce.h"
+#include "nets/classifier.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "layers/resample.h"
+#include "layers/conv2d.h"
+#include "layers/groupnorm.h"
+#include "layers/linear.h"
+#include "layers/pool.h"
+#include "layers/softmax_ce.h"
 
 #include <math.h>
 #include <stdio.h>

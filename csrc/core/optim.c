@@ -4,8 +4,9 @@
  * Elementwise updates split over threads in contiguous ranges (disjoint
  * writes); the one reduction (the norm) sums fixed blocks in a fixed order.
  */
-#include "optim.h"
-#include "common.h"
+#include "core/optim.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <math.h>
 
 #define NORM_BLOCK 16384   /* block size of the norm's partial sums (fixed) */
@@ -20,10 +21,7 @@ double grad_global_norm(const float* grads, size_t P) {
     while (done < nblk) {
         size_t n = nblk - done < MAXB ? nblk - done : MAXB;
         int nt = ddpm_threads_for(n * NORM_BLOCK, 4 * NORM_BLOCK);
-        (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+        DDPM_PARALLEL_FOR(nt)
         for (size_t k = 0; k < n; k++) {
             size_t lo = (done + k) * NORM_BLOCK;
             size_t hi = lo + NORM_BLOCK < P ? lo + NORM_BLOCK : P;
@@ -54,10 +52,7 @@ void adam_step(float* params, float* m, float* v, const float* grads, size_t P, 
     const float shrink = cfg->decoupled ? 1.0f - lr * wd : 1.0f;
     const int l2 = !cfg->decoupled && wd != 0.0f;
     int nt = ddpm_threads_for(P, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t i = 0; i < P; i++) {
         float p = params[i];
         float g = grads[i] * grad_scale;
@@ -75,10 +70,7 @@ void adam_step(float* params, float* m, float* v, const float* grads, size_t P, 
 void ema_update(float* ema, const float* params, size_t P, float decay) {
     const float w = 1.0f - decay;
     int nt = ddpm_threads_for(P, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t i = 0; i < P; i++) ema[i] -= w * (ema[i] - params[i]);
 }
 

@@ -11,10 +11,11 @@
  * thread count.  Scratch is one allocation per call; nothing grows with T
  * except the (N, K) table of terms the caller asked for.
  */
-#include "nll.h"
-#include "common.h"
-#include "rng.h"
-#include "schedule.h"
+#include "diffusion/nll.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/rng.h"
+#include "diffusion/schedule.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -184,15 +185,12 @@ int nll_run(double* terms, double* prior, const float* x0, const NllSpec* s, int
 
     int nt = ddpm_threads_for(ND, PAR_MIN);
     if (nt > N) nt = N;
-    (void)nt;
 
     /* the prior L_T: closed form, no model */
     {
         const double abT = tab.alpha_bars[T];
         const double per = 0.5 * (-abT - log1p(-abT));   /* >= 0; 0 when alpha_bar_T = 0 */
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL_FOR(nt)
         for (int n = 0; n < N; n++) {
             const float* x = x0 + (size_t)n * D;
             double sq = 0.0;
@@ -204,9 +202,7 @@ int nll_run(double* terms, double* prior, const float* x0, const NllSpec* s, int
     for (int k = 0; k < K; k++) {
         if (stop && stop(stop_ctx, k, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
         /* x_t = a x_0 + b eps in float32, as q_sample */
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL_FOR(nt)
         for (int n = 0; n < N; n++) {
             const int t = (int)s->ts[(size_t)n * K + k];
             const float a = (float)tab.sqrt_alpha_bars[t], b = (float)tab.sqrt_one_minus_alpha_bars[t];
@@ -232,9 +228,7 @@ int nll_run(double* terms, double* prior, const float* x0, const NllSpec* s, int
             if (bad) { if (what) *what = "the model output"; st = DDPM_ERR_NONFINITE; goto cleanup; }
         }
         int bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(|:bad)
-#endif
+DDPM_PARALLEL_FOR_OR(nt, bad)
         for (int n = 0; n < N; n++) {
             const int t = (int)s->ts[(size_t)n * K + k];
             size_t off = (size_t)n * D;

@@ -2,7 +2,9 @@
  * common.h - what every numeric file of the ddpm core shares.
  *
  * Status codes (0 = ok) returned by every numeric function, the one BLAS macro
- * that owns the symbol prefix, and the thread-count knob.  Nothing here touches
+ * that owns the symbol prefix, SIMD helpers (the AVX2 clone attribute, a
+ * vectorisable non-finite test, expf and a fixed-order sum) and the parameter
+ * table entry both networks use.  Threads live in threads.h.  Nothing here touches
  * Python: the numeric C is usable (and testable) from plain C.
  */
 #ifndef DDPM_COMMON_H
@@ -114,19 +116,6 @@ static inline size_t param_tensor_add(ParamTensor* tab, int* count, int cap, siz
     *nparams += size;
     return t->offset;
 }
-
-/* ---- threads: one number for our OpenMP loops and OpenBLAS together ---- */
-int ddpm_get_num_threads(void);
-/* Sets the number of threads of ddpm's pool (OpenBLAS runs inside it); n >= 1. */
-void ddpm_set_num_threads(int n);
-/* Runs work split over `num_threads` (read once per call). */
-int ddpm_threads_for(size_t work_items, size_t min_items_per_thread);
-
-/* Whole-buffer moves over ddpm's threads (elementwise, so the same bits at
- * any thread count): dst = 0, dst = src, dst += src. */
-void ddpm_zero(float* dst, size_t n);
-void ddpm_copy(float* dst, const float* src, size_t n);
-void ddpm_add(float* dst, const float* src, size_t n);
 
 /* ---- 16 float lanes held as two 8-float vectors (GCC/Clang vector
  * extensions: AVX registers in an AVX2 clone, SSE pairs otherwise).  Lane j

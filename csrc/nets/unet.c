@@ -15,14 +15,15 @@
  * collects both contributions without special cases.
  */
 #define _POSIX_C_SOURCE 199309L
-#include "unet.h"
-#include "common.h"
-#include "conv2d.h"
-#include "groupnorm.h"
-#include "linear.h"
-#include "timestep.h"
-#include "attention.h"
-#include "resample.h"
+#include "nets/unet.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "layers/conv2d.h"
+#include "layers/groupnorm.h"
+#include "layers/linear.h"
+#include "layers/timestep.h"
+#include "layers/attention.h"
+#include "layers/resample.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -530,10 +531,7 @@ static void resnet_backward(UNet* n, const Op* op, const float* params, float* g
     float* dtproj = D(op->s[3]);
     const int acc = d_acc(n, op->s[3]);
     int nt = ddpm_threads_for((size_t)op->cout * B * HW, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int c = 0; c < op->cout; c++)
         for (int b = 0; b < B; b++) {
             float s = (float)ddpm_sum(dc1 + ((size_t)c * B + b) * HW, HW);

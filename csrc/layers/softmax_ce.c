@@ -6,8 +6,8 @@
  * in float64 (K is small) with the max subtracted first, so large logits
  * neither overflow nor lose the loss of a confident, correct row.
  */
-#include "softmax_ce.h"
-#include "common.h"
+#include "layers/softmax_ce.h"
+#include "core/common.h"
 #include <math.h>
 
 int softmax_ce_forward(float* probs, double* loss, int* correct, const float* logits,

@@ -7,8 +7,9 @@
  * the ranges used here (checked in tests/test_rng.py against NumPy float64).
  * No FMA contraction (ISO C11 mode), so the bits are the same on every x86-64.
  */
-#include "rng.h"
-#include "common.h"
+#include "core/rng.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DDPM_NO_CLONES)
@@ -250,10 +251,7 @@ void rng_normal_fill_parallel(float* out, size_t n, uint64_t seed, uint64_t stre
     const size_t chunk = 16384;
     size_t nchunks = (n + chunk - 1) / chunk;
     int nt = ddpm_threads_for(n, chunk);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t c = 0; c < nchunks; c++) {
         size_t lo = c * chunk, len = n - lo < chunk ? n - lo : chunk;
         rng_normal_fill(out + lo, len, seed, stream, offset + lo);

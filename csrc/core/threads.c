@@ -4,11 +4,12 @@
  * Every parallel loop in the core splits work into chunks whose results do not
  * depend on which thread computes them (disjoint writes, fixed-order
  * reductions), so changing this number never changes a result, only the time.
- * OpenBLAS is held at one thread and runs inside these threads (matmul.c):
+ * OpenBLAS is held at one thread (set here) and runs inside these threads:
  * one pool, never two pools oversubscribing the cores.
  */
-#include "common.h"
-#include "matmul.h"
+#include "core/threads.h"
+#include "core/common.h"   /* BLAS() */
+#include <cblas.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -21,7 +22,7 @@ static int g_initialised = 0;
 static void init_threads(void) {
     if (g_initialised) return;
     g_initialised = 1;
-    matmul_init();   /* OpenBLAS runs inside our threads, one thread each */
+    BLAS(openblas_set_num_threads)(1);   /* OpenBLAS runs inside our threads, one each */
 #ifdef _OPENMP
     g_num_threads = omp_get_max_threads();
 #else
@@ -44,6 +45,22 @@ void ddpm_set_num_threads(int n) {
 /* How many threads a loop over `work_items` should use: never more than the
  * knob, and none idle on tiny inputs where waking a thread costs more than
  * the work. */
+int ddpm_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int ddpm_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int ddpm_threads_for(size_t work_items, size_t min_items_per_thread) {
     int n = ddpm_get_num_threads();
     if (min_items_per_thread == 0) min_items_per_thread = 1;
@@ -62,10 +79,7 @@ enum { MOVE_ZERO, MOVE_COPY, MOVE_ADD };
 static void blocked_move(int what, float* dst, const float* src, size_t n) {
     const long nblocks = (long)((n + MOVE_BLOCK - 1) / MOVE_BLOCK);
     int nt = ddpm_threads_for((size_t)nblocks, 1);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (long k = 0; k < nblocks; k++) {
         const size_t lo = (size_t)k * MOVE_BLOCK, len = n - lo < MOVE_BLOCK ? n - lo : MOVE_BLOCK;
         if (what == MOVE_ZERO) memset(dst + lo, 0, sizeof(float) * len);

@@ -4,8 +4,8 @@
  * float64 because alpha_bar is a product of up to thousands of factors and the
  * lessons quote it to 5 significant digits at t = 1000 (4.036e-5).
  */
-#include "schedule.h"
-#include "common.h"
+#include "diffusion/schedule.h"
+#include "core/common.h"
 #include <math.h>
 
 #define PI 3.14159265358979323846

@@ -2,8 +2,9 @@
  * attention.c - softmax attention forward and backward, one (b, head) per task,
  * the products as single-threaded SGEMMs on strided panels of qkv.
  */
-#include "attention.h"
-#include "common.h"
+#include "layers/attention.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -76,10 +77,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int C, i
     const int hd = C / NH, ld = B * HW;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = ddpm_threads_for((size_t)B * NH * HW * HW * hd, 1 << 16);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < B * NH; task++) {
         int b = task / NH, h = task % NH;
         float* P = att + (size_t)task * HW * HW;
@@ -97,10 +95,7 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
     const int hd = C / NH, ld = B * HW;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = ddpm_threads_for((size_t)B * NH * HW * HW * hd, 1 << 16);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < B * NH; task++) {
         int b = task / NH, h = task % NH;
         const float* P = att + (size_t)task * HW * HW;

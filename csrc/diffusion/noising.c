@@ -5,9 +5,10 @@
  * noise by index from the counter RNG, so any thread can do any chunk and the
  * bits never depend on the thread count.
  */
-#include "noising.h"
-#include "common.h"
-#include "rng.h"
+#include "diffusion/noising.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/rng.h"
 #include <math.h>
 
 #define CHUNK 4096   /* values per unit of work: big enough to amortise, small enough for L1/L2 */
@@ -27,10 +28,7 @@ int q_sample(float* xt, float* eps, const float* x0, const int64_t* t,
     size_t units = N * per_sample;
     int bad = 0;
     int nt = ddpm_threads_for(N * D, 2 * CHUNK);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(|:bad)
-#endif
+    DDPM_PARALLEL_FOR_OR(nt, bad)
     for (size_t u = 0; u < units; u++) {
         size_t n = u / per_sample;
         size_t lo = (u % per_sample) * CHUNK;
@@ -62,10 +60,7 @@ int q_sample_chain(float* xt, const float* x0, const int64_t* t,
     size_t units = N * per_sample;
     int bad = 0;
     int nt = ddpm_threads_for(units, 4);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(|:bad)
-#endif
+    DDPM_PARALLEL_FOR_OR(nt, bad)
     for (size_t u = 0; u < units; u++) {
         size_t n = u / per_sample;
         size_t lo = (u % per_sample) * CH;
@@ -95,10 +90,7 @@ int q_posterior_mean(float* mean, const float* x0, const float* xt, const int64_
     if (st) return st;
     int bad = 0;
     int nt = ddpm_threads_for(N * D, 2 * CHUNK);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(|:bad)
-#endif
+    DDPM_PARALLEL_FOR_OR(nt, bad)
     for (size_t n = 0; n < N; n++) {
         float c1 = (float)coef1[t[n]], c2 = (float)coef2[t[n]];
         const float* a = x0 + n * D;

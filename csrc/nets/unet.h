@@ -17,7 +17,7 @@
 #define DDPM_UNET_H
 
 #include <stddef.h>
-#include "common.h"   /* ParamTensor */
+#include "core/common.h"   /* ParamTensor */
 
 #define UNET_MAX_LEVELS 6
 #define UNET_MAX_LAYERS 4

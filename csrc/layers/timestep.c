@@ -1,7 +1,7 @@
 /*
  * timestep.c - sinusoidal timestep embedding.
  */
-#include "timestep.h"
+#include "layers/timestep.h"
 #include <math.h>
 #include <stddef.h>
 

@@ -1,9 +1,9 @@
 /*
  * linear.c - y = x W^T + b, and SiLU, forward and backward.
  */
-#include "linear.h"
-#include "common.h"
-#include "matmul.h"
+#include "layers/linear.h"
+#include "core/common.h"
+#include "core/matmul.h"
 #include <math.h>
 
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias,

@@ -5,22 +5,11 @@
  * added in float64, in a fixed order: accurate, and the same bits at any
  * thread count.  Each (b, g) is one task, so threads write disjoint outputs.
  */
-#include "groupnorm.h"
-#include "common.h"
+#include "layers/groupnorm.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define LANES 16
-
-static int gn_thread(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 static inline float sigmoidf_(float y) { return 1.0f / (1.0f + ddpm_expf(-y)); }
 
@@ -97,10 +86,7 @@ void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
     const int Cg = C / G;
     const int tasks = B * G;
     int nt = ddpm_threads_for((size_t)B * C * HW, 1 << 14);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < tasks; task++)
     {
         /* g-major: consecutive tasks take the next sample's rows of the same
@@ -234,15 +220,10 @@ void groupnorm_backward(float* dinp, float* dweight, float* dbias, float* scratc
     float* dy_lanes = scratch + 2 * (size_t)B * C;   /* GN_LANES x (Cg, HW) */
     int nt = ddpm_threads_for((size_t)B * C * HW, 1 << 14);
     if (nt > GN_LANES) nt = GN_LANES;
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
+DDPM_PARALLEL(nt)
     {
-        float* dyb = dy_lanes + (size_t)gn_thread() * Cg * HW;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+        float* dyb = dy_lanes + (size_t)ddpm_thread_num() * Cg * HW;
+DDPM_OMP_FOR
         for (int task = 0; task < tasks; task++)
         {
             const int b = task % B, g = task / B;   /* g-major, as the forward */

@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "optim.h"
-#include "unet.h"
+#include "core/optim.h"
+#include "nets/unet.h"
 
 enum { OBJ_EPS = 0, OBJ_X0 = 1, OBJ_V = 2 };
 

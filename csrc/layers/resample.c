@@ -1,17 +1,15 @@
 /*
  * resample.c - upsampling and concatenation.
  */
-#include "resample.h"
-#include "common.h"
+#include "layers/resample.h"
+#include "core/common.h"
+#include "core/threads.h"
 #include <string.h>
 
 void upsample_forward(float* out, const float* inp, int C, int B, int H, int W) {
     const int planes = C * B;
     int nt = ddpm_threads_for((size_t)planes * H * W * 4, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int p = 0; p < planes; p++) {
         const float* x = inp + (size_t)p * H * W;
         float* o = out + (size_t)p * 4 * H * W;
@@ -26,10 +24,7 @@ void upsample_forward(float* out, const float* inp, int C, int B, int H, int W) 
 void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int W, int accumulate) {
     const int planes = C * B;
     int nt = ddpm_threads_for((size_t)planes * H * W * 4, 1 << 15);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int p = 0; p < planes; p++) {
         float* dx = dinp + (size_t)p * H * W;
         const float* d = dout + (size_t)p * 4 * H * W;

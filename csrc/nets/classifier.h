@@ -22,9 +22,9 @@
 #define DDPM_CLASSIFIER_H
 
 #include <stddef.h>
-#include "common.h"   /* ParamTensor */
+#include "core/common.h"   /* ParamTensor */
 #include <stdint.h>
-#include "optim.h"
+#include "core/optim.h"
 
 #define CLS_MAX_STAGES 6
 #define CLS_MAX_DEPTH 4

@@ -49,7 +49,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sample.h"   /* sample_denoise_fn, sample_stop_fn, enum sample_objective */
+#include "diffusion/sample.h"   /* sample_denoise_fn, sample_stop_fn, enum sample_objective */
 
 enum nll_variance { NLL_FIXED_SMALL = 0, NLL_FIXED_LARGE = 1 };
 

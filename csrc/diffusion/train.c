@@ -2,10 +2,10 @@
  * train.c - the fused training step: noise, forward, loss, backward, clip,
  * Adam(W), EMA, with no Python in between.
  */
-#include "train.h"
-#include "common.h"
-#include "noising.h"
-#include "rng.h"
+#include "diffusion/train.h"
+#include "core/common.h"
+#include "diffusion/noising.h"
+#include "core/rng.h"
 #include <math.h>
 #include <string.h>
 

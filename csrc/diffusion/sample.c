@@ -16,9 +16,10 @@
  * not be "more right" there, only different.  DPM-Solver++ computes its
  * (log/exp) coefficients in float64 and each update in float64 per element.
  */
-#include "sample.h"
-#include "common.h"
-#include "rng.h"
+#include "diffusion/sample.h"
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -119,10 +120,7 @@ static void predict(float* eps, float* x0, const float* x, const float* mo, size
                     int objective, float a, float b, int clip) {
     size_t units = (n + CHUNK - 1) / CHUNK;
     int nt = ddpm_threads_for(n, PAR_MIN);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t u = 0; u < units; u++) {
         size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
         for (size_t i = lo; i < hi; i++) {
@@ -142,10 +140,7 @@ static void predict(float* eps, float* x0, const float* x, const float* mo, size
 static void threshold(float* x0, float* scratch, int N, size_t D, double q, double smax) {
     int nt = ddpm_threads_for((size_t)N * D, PAR_MIN);
     if (nt > N) nt = N;
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (int n = 0; n < N; n++) {
         float* xn = x0 + (size_t)n * D;
         float s = abs_quantile(scratch + (size_t)n * D, xn, D, q);
@@ -165,10 +160,7 @@ static void combine(float* x, float ca, const float* p, float cb, const float* q
                     size_t n) {
     size_t units = (n + CHUNK - 1) / CHUNK;
     int nt = ddpm_threads_for(n, PAR_MIN);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t u = 0; u < units; u++) {
         size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
         for (size_t i = lo; i < hi; i++) {
@@ -185,10 +177,7 @@ static void combine64(float* x, double ca, const float* p, double cb, const floa
                       size_t n) {
     size_t units = (n + CHUNK - 1) / CHUNK;
     int nt = ddpm_threads_for(n, PAR_MIN);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
+    DDPM_PARALLEL_FOR(nt)
     for (size_t u = 0; u < units; u++) {
         size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
         for (size_t i = lo; i < hi; i++) {
