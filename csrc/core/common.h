@@ -54,6 +54,13 @@ static inline uint32_t ddpm_nonfinite_bit(float x) {
     return (u & 0x7f800000u) == 0x7f800000u;
 }
 
+/* 1 when no element of x[0..n) is NaN or Inf (a vectorised OR of the bits). */
+static inline int ddpm_all_finite(const float* x, size_t n) {
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= ddpm_nonfinite_bit(x[i]);
+    return !bad;
+}
+
 /* ---- exp(x) in float32 that vectorises (libm's expf does not): Cephes'
  * minimax polynomial on x - k ln2, |x - k ln2| <= ln2/2, scaled by 2^k built
  * from exponent bits.  Within 2 ulp of the exact value on [-87, 88]; inputs

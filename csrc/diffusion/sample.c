@@ -32,12 +32,6 @@
 /* small helpers                                                              */
 /* ------------------------------------------------------------------------ */
 
-static int all_finite(const float* x, size_t n) {
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= ddpm_nonfinite_bit(x[i]);
-    return !bad;
-}
-
 /* The k-th smallest of a[0..n-1] (0-based), reordering a so that a[i] <= a[k]
  * for i < k and a[i] >= a[k] for i > k.  Quickselect with median-of-three
  * pivots and a three-way partition (many equal values stay linear). */
@@ -224,11 +218,11 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
     const size_t ND = (size_t)N * D;
     const int K = s->K;
     const double* ab = s->alpha_bars;
-    if (s->x_T && !all_finite(s->x_T, ND)) {
+    if (s->x_T && !ddpm_all_finite(s->x_T, ND)) {
         if (what) *what = "x_T";
         return DDPM_ERR_NONFINITE;
     }
-    if (s->noise && !all_finite(s->noise, (size_t)K * ND)) {
+    if (s->noise && !ddpm_all_finite(s->noise, (size_t)K * ND)) {
         if (what) *what = "noise";
         return DDPM_ERR_NONFINITE;
     }
@@ -266,7 +260,7 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
             if (what) *what = st == DDPM_ERR_NONFINITE ? "x_t (the sampler diverged)" : "the model";
             goto cleanup;
         }
-        if (!all_finite(mo, ND)) {
+        if (!ddpm_all_finite(mo, ND)) {
             if (what) *what = "the model output";
             st = DDPM_ERR_NONFINITE;
             goto cleanup;
@@ -344,7 +338,7 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
             have_m1 = 1;
         }
     }
-    if (!all_finite(x, ND)) {
+    if (!ddpm_all_finite(x, ND)) {
         if (what) *what = "x_0 (the sampler diverged)";
         st = DDPM_ERR_NONFINITE;
         goto cleanup;

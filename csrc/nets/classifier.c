@@ -213,12 +213,6 @@ int classifier_reserve(Classifier* n, int B, int for_training) {
 #define P(off) (params + (off))
 #define GR(off) (grads + (off))
 
-static int all_finite(const float* x, size_t count) {
-    uint32_t bad = 0;
-    for (size_t i = 0; i < count; i++) bad |= ddpm_nonfinite_bit(x[i]);
-    return !bad;
-}
-
 /* Runs the ops on A(a_x), which holds the input at batch n->B. */
 static void forward_ops(Classifier* n, const float* params) {
     const int B = n->B, G = n->cfg.groups;
@@ -289,7 +283,7 @@ static void backward_ops(Classifier* n, const float* params, float* grads, int w
 static int load_input(Classifier* n, const float* x, int B, int for_training) {
     const ClassifierConfig* c = &n->cfg;
     const size_t HW = (size_t)c->image_size * c->image_size;
-    if (!all_finite(x, (size_t)B * c->in_channels * HW)) return DDPM_ERR_NONFINITE;
+    if (!ddpm_all_finite(x, (size_t)B * c->in_channels * HW)) return DDPM_ERR_NONFINITE;
     int st = classifier_reserve(n, B, for_training);
     if (st) return st;
     n->B = B;
@@ -313,7 +307,7 @@ int classifier_backward(Classifier* n, const float* params, float* grads, const 
                         float* dx, int B) {
     if (!n->have_forward || B < 1 || B != n->B) return DDPM_ERR_VALUE;
     const int K = n->cfg.num_classes;
-    if (!all_finite(dlogits, (size_t)B * K)) return DDPM_ERR_NONFINITE;
+    if (!ddpm_all_finite(dlogits, (size_t)B * K)) return DDPM_ERR_NONFINITE;
     int st = classifier_reserve(n, B, 1);
     if (st) return st;
     ddpm_zero(n->dacts, n->acts_floats * (size_t)B);

@@ -580,17 +580,11 @@ static void attn_backward(UNet* n, const Op* op, const float* params, float* gra
     tick(n, UNET_PROF_NORM_BWD, &t0);
 }
 
-static int all_finite(const float* x, size_t n) {
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= ddpm_nonfinite_bit(x[i]);
-    return !bad;
-}
-
 int unet_forward(UNet* n, const float* params, const float* x, const float* t, float* out, int B) {
     const UNetConfig* cfg = &n->cfg;
     const int S = cfg->sample_size;
     const size_t HW = (size_t)S * S;
-    if (!all_finite(x, (size_t)B * cfg->in_channels * HW) || !all_finite(t, (size_t)B))
+    if (!ddpm_all_finite(x, (size_t)B * cfg->in_channels * HW) || !ddpm_all_finite(t, (size_t)B))
         return DDPM_ERR_NONFINITE;
     int st = unet_reserve(n, B, 0);
     if (st) return st;
@@ -654,7 +648,7 @@ int unet_backward(UNet* n, const float* params, float* grads, const float* dout,
     if (st) return st;
     const int S = cfg->sample_size;
     const size_t HW = (size_t)S * S;
-    if (!all_finite(dout, (size_t)B * cfg->out_channels * HW)) return DDPM_ERR_NONFINITE;
+    if (!ddpm_all_finite(dout, (size_t)B * cfg->out_channels * HW)) return DDPM_ERR_NONFINITE;
     double t0 = n->profiling ? now_s() : 0.0;
     memset(n->dfresh, 1, (size_t)n->nslots);   /* every gradient slot unwritten */
     nchw_to_cbhw(D(n->a_y), dout, B, cfg->out_channels, HW);
