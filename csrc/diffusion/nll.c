@@ -12,6 +12,7 @@
  * except the (N, K) table of terms the caller asked for.
  */
 #include "diffusion/nll.h"
+#include "diffusion/objective.h"
 #include "core/common.h"
 #include "core/threads.h"
 #include "core/rng.h"
@@ -90,26 +91,24 @@ int nll_draw_timesteps(int64_t* ts, int N, int K, int T, uint64_t seed, uint64_t
 
 static int check_spec(const NllSpec* s, int N, size_t D) {
     if (N < 1 || D < 1 || s->T < 1 || s->K < 1 || !s->ts || !s->betas) return DDPM_ERR_VALUE;
-    if (s->objective < SAMPLE_EPS || s->objective > SAMPLE_V) return DDPM_ERR_VALUE;
+    if (s->objective < 0 || s->objective >= OBJ_COUNT) return DDPM_ERR_VALUE;
     if (s->variance < NLL_FIXED_SMALL || s->variance > NLL_FIXED_LARGE) return DDPM_ERR_VALUE;
     for (size_t i = 0; i < (size_t)N * (size_t)s->K; i++)
         if (s->ts[i] < 1 || s->ts[i] > s->T) return DDPM_ERR_TIMESTEP;
     return DDPM_OK;
 }
 
-/* One column's term for image n at lesson time t: x (D) the clean image,
- * xt (D) the float32 x_t the model saw, mo (D) the model output.  Sets *bad
- * when x0_hat is not finite. */
 /* x0_hat from the model output m at x_t = xi (a = sqrt(alpha_bar_t), b = sqrt(1 - alpha_bar_t)),
- * by the objective, clipped to [-1, 1] when the spec says so. */
+ * by the objective (float64), clipped to [-1, 1] when the spec says so. */
 static inline double x0_hat(const NllSpec* s, double m, double xi, double a, double b) {
-    double z;
-    if (s->objective == SAMPLE_EPS) z = (xi - b * m) / a;
-    else if (s->objective == SAMPLE_X0) z = m;
-    else z = a * xi - b * m;
+    double z = objective_x0_f64(s->objective, m, xi, a, b);
     if (s->clip_x0) z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
     return z;
 }
+
+/* One column's term for image n at lesson time t: x (D) the clean image,
+ * xt (D) the float32 x_t the model saw, mo (D) the model output.  Sets *bad
+ * when x0_hat is not finite. */
 
 static double column_term(const float* x, const float* xt, const float* mo, size_t D, int t,
                           const ScheduleTables* tab, const NllSpec* s, int* bad) {
@@ -218,7 +217,7 @@ DDPM_PARALLEL_FOR(nt)
             const float* x = x0 + (size_t)n * D;
             float* o = xt + (size_t)n * D;
             for (size_t i = 0; i < D; i++) o[i] = a * x[i] + b * e[i];
-            tvec[n] = (float)(t - 1);
+            tvec[n] = net_time(t);
         }
         st = denoise(denoise_ctx, mo, xt, tvec, N);
         if (st) { if (what) *what = "the model"; goto cleanup; }

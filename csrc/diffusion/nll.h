@@ -6,7 +6,7 @@
  *
  * Legend: N images, D values per image (C*H*W), K timesteps evaluated per
  * image (columns), T steps of the schedule.  Lesson time t = 1..T; the
- * denoiser is handed the network's time t - 1 (as sample.c does).
+ * denoiser is handed the network's time net_time(t) (objective.h).
  *
  *   -log p(x_0) <= L_T + sum_{t=2}^T L_{t-1} + L_0, per image:
  *
@@ -49,12 +49,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "diffusion/sample.h"   /* sample_denoise_fn, sample_stop_fn, enum sample_objective */
+#include "diffusion/sample.h"   /* sample_denoise_fn, sample_stop_fn */
 
 enum nll_variance { NLL_FIXED_SMALL = 0, NLL_FIXED_LARGE = 1 };
 
 typedef struct {
-    int objective;              /* enum sample_objective */
+    int objective;              /* enum ddpm_objective (objective.h) */
     int variance;               /* enum nll_variance */
     int clip_x0;                /* clamp x0_hat to [-1, 1] (off for the bound) */
     int T;

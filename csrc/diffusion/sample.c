@@ -17,6 +17,7 @@
  * (log/exp) coefficients in float64 and each update in float64 per element.
  */
 #include "diffusion/sample.h"
+#include "diffusion/objective.h"
 #include "core/common.h"
 #include "core/threads.h"
 #include "core/rng.h"
@@ -83,7 +84,7 @@ int sample_gaussian_denoise(void* vctx, float* out, const float* x, const float*
     const GaussianDenoiser* g = vctx;
     size_t D = g->D;
     for (int n = 0; n < N; n++) {
-        double tn = (double)t[n] + 1.0;          /* network time -> lesson time */
+        double tn = lesson_time((double)t[n]);
         if (!(tn >= 1.0 && tn <= (double)g->T) || tn != floor(tn)) return DDPM_ERR_TIMESTEP;
         double ab = g->alpha_bars[(int)tn];
         double a = sqrt(ab), b = sqrt(1.0 - ab);
@@ -95,9 +96,7 @@ int sample_gaussian_denoise(void* vctx, float* out, const float* x, const float*
             double r = ((double)xn[i] - a * g->mean) / den;
             double eps = b * r;
             double x0 = g->mean + a * s2 * r;
-            double o = g->objective == SAMPLE_EPS ? eps
-                     : g->objective == SAMPLE_X0 ? x0 : a * eps - b * x0;
-            on[i] = (float)o;
+            on[i] = (float)objective_target_f64(g->objective, x0, eps, a, b);
         }
     }
     return DDPM_OK;
@@ -106,28 +105,6 @@ int sample_gaussian_denoise(void* vctx, float* out, const float* x, const float*
 /* ------------------------------------------------------------------------ */
 /* per-step passes                                                            */
 /* ------------------------------------------------------------------------ */
-
-/* eps (N*D), x0 (N*D) from the model output mo at a = sqrt(alpha_bar_t),
- * b = sqrt(1 - alpha_bar_t); x0 clipped to [-1, 1] when clip.  float32
- * arithmetic in the order of diffusers' schedulers (see sample_run). */
-static void predict(float* eps, float* x0, const float* x, const float* mo, size_t n,
-                    int objective, float a, float b, int clip) {
-    size_t units = (n + CHUNK - 1) / CHUNK;
-    int nt = ddpm_threads_for(n, PAR_MIN);
-    DDPM_PARALLEL_FOR(nt)
-    for (size_t u = 0; u < units; u++) {
-        size_t lo = u * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
-        for (size_t i = lo; i < hi; i++) {
-            float xi = x[i], m = mo[i], e, z;
-            if (objective == SAMPLE_EPS) { e = m; z = (xi - b * m) / a; }
-            else if (objective == SAMPLE_X0) { z = m; e = (xi - a * m) / b; }
-            else { z = a * xi - b * m; e = a * m + b * xi; }
-            if (clip) z = z < -1.0f ? -1.0f : (z > 1.0f ? 1.0f : z);
-            eps[i] = e;
-            x0[i] = z;
-        }
-    }
-}
 
 /* Dynamic thresholding (Saharia et al. 2022, as diffusers): per image
  * s = clamp(quantile_q |x0|, 1, smax), x0 = clamp(x0, -s, s) / s. */
@@ -191,7 +168,7 @@ static int check_spec(const SampleSpec* s, int N, size_t D) {
     if (N < 1 || D < 1 || s->K < 1 || s->T < 1 || !s->ts || !s->prevs || !s->alpha_bars)
         return DDPM_ERR_VALUE;
     if (s->sampler < SAMPLER_DDPM || s->sampler > SAMPLER_DPMPP_2M) return DDPM_ERR_VALUE;
-    if (s->objective < SAMPLE_EPS || s->objective > SAMPLE_V) return DDPM_ERR_VALUE;
+    if (s->objective < 0 || s->objective >= OBJ_COUNT) return DDPM_ERR_VALUE;
     if (s->variance < SAMPLE_FIXED_SMALL || s->variance > SAMPLE_VAR_ZERO) return DDPM_ERR_VALUE;
     if (!(s->eta >= 0.0 && s->eta <= 1.0)) return DDPM_ERR_VALUE;
     if (!(s->thresh_ratio >= 0.0 && s->thresh_ratio <= 1.0)) return DDPM_ERR_VALUE;
@@ -231,7 +208,7 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
     int dpm = s->sampler == SAMPLER_DPMPP_2M;
     int thr = s->thresh_ratio > 0.0;
     size_t nbuf = 3 + (size_t)dpm + (s->noise ? 0 : 1) + (size_t)thr;
-    float* ws = malloc(sizeof(float) * (nbuf * ND + (size_t)N));
+    float* ws = malloc(sizeof(float) * (nbuf * ND + 3 * (size_t)N));
     if (!ws) return DDPM_ERR_NOMEM;
     float* mo = ws;
     float* eps = mo + ND;
@@ -244,6 +221,8 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
     if (!s->noise) { zbuf = p; p += ND; }
     if (thr) { scratch = p; p += ND; }
     float* tvec = p;        /* (N,) network time */
+    float* avec = tvec + N; /* (N,) sqrt(alpha_bar_t) per image */
+    float* bvec = avec + N; /* (N,) sqrt(1 - alpha_bar_t) */
 
     float* x = out;         /* the state lives in the output buffer */
     if (s->x_T) memmove(x, s->x_T, sizeof(float) * ND);
@@ -254,7 +233,7 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
     for (int k = 0; k < K; k++) {
         if (stop && stop(stop_ctx, k, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
         const int t = (int)s->ts[k], pv = (int)s->prevs[k];
-        for (int n = 0; n < N; n++) tvec[n] = (float)(t - 1);
+        for (int n = 0; n < N; n++) tvec[n] = net_time(t);
         st = denoise(denoise_ctx, mo, x, tvec, N);
         if (st) {
             if (what) *what = st == DDPM_ERR_NONFINITE ? "x_t (the sampler diverged)" : "the model";
@@ -270,7 +249,8 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
         const float apt = (float)ab[t], app = pv > 0 ? (float)ab[pv] : 1.0f;
         const float bpt = 1.0f - apt, bpp = 1.0f - app;
         const float sa = sqrtf(apt), sb = sqrtf(bpt);
-        predict(eps, x0, x, mo, ND, s->objective, sa, sb, s->clip_x0 && !thr);
+        for (int n = 0; n < N; n++) { avec[n] = sa; bvec[n] = sb; }
+        objective_predict(eps, x0, x, mo, N, D, s->objective, avec, bvec, s->clip_x0 && !thr);
         if (thr) threshold(x0, scratch, N, D, s->thresh_ratio, s->thresh_max);
 
         if (m < s->M && s->capture[m] == k) {

@@ -6,7 +6,8 @@
  *
  * Legend: N images, D values per image (C*H*W), K steps, M captured frames,
  * T steps of the schedule.  Time is the lessons' 1-based t; the denoiser is
- * handed the network's 0-based time t - 1 (as a float, diffusers' convention).
+ * handed the network's time net_time(t) (objective.h), and the model output
+ * becomes (eps_hat, x0_hat) by objective_predict (objective.h).
  *
  * Every step k (0..K-1) evaluates the model once at x_{ts[k]} and moves to
  * x_{prevs[k]} (prevs[k] = 0 is the clean image x_0, alpha_bar_0 = 1):
@@ -45,10 +46,9 @@
 #include <stdint.h>
 
 enum sample_kind { SAMPLER_DDPM = 0, SAMPLER_DDIM = 1, SAMPLER_DPMPP_2M = 2 };
-enum sample_objective { SAMPLE_EPS = 0, SAMPLE_X0 = 1, SAMPLE_V = 2 };
 enum sample_variance { SAMPLE_FIXED_SMALL = 0, SAMPLE_FIXED_LARGE = 1, SAMPLE_VAR_ZERO = 2 };
 
-/* out (N, D) = the network output for x (N, D) at network time t (N,) (= t - 1). */
+/* out (N, D) = the network output for x (N, D) at network time t (N,) (net_time). */
 typedef int (*sample_denoise_fn)(void* ctx, float* out, const float* x, const float* t, int N);
 /* Called with no lock held before step `step` (0..nsteps-1) and once after the
  * last (step = nsteps); nonzero stops the loop with DDPM_ERR_INTERRUPTED. */
@@ -56,7 +56,7 @@ typedef int (*sample_stop_fn)(void* ctx, int step, int nsteps);
 
 typedef struct {
     int sampler;                /* enum sample_kind */
-    int objective;              /* enum sample_objective: what the model outputs */
+    int objective;              /* enum ddpm_objective (objective.h): what the model outputs */
     int variance;               /* enum sample_variance (DDPM only) */
     int K;                      /* number of steps */
     const int64_t* ts;          /* (K,) lesson time of each model call, 1..T */

@@ -3,6 +3,7 @@
  * Adam(W), EMA, with no Python in between.
  */
 #include "diffusion/train.h"
+#include "diffusion/objective.h"
 #include "core/common.h"
 #include "diffusion/noising.h"
 #include "core/rng.h"
@@ -10,7 +11,7 @@
 #include <string.h>
 
 /* t = 1 + floor(u T / 2^32) for a 32-bit uniform word u: bias below T / 2^32. */
-static void draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step) {
+void train_draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step) {
     uint32_t u[4096];
     for (int b0 = 0; b0 < B; b0 += 4096) {
         int n = B - b0 < 4096 ? B - b0 : 4096;
@@ -19,25 +20,27 @@ static void draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step) {
     }
 }
 
+void train_draw_noise(float* eps, size_t n, uint64_t seed, long step) {
+    rng_normal_fill_parallel(eps, n, seed, DDPM_STREAM_TRAIN_EPS + (uint64_t)step, 0);
+}
+
 int train_step(UNet* net, float* params, float* grads, float* m, float* v, float* ema,
                const float* x0, float* xt, float* eps, float* out, float* dout, int64_t* t,
                float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
                int B, size_t D, const TrainConfig* cfg, double* loss, double* grad_norm) {
     const size_t P = unet_num_parameters(net);
     /* 1. t and eps */
-    if (!cfg->given_t) draw_timesteps(t, B, T, cfg->seed, cfg->step);
+    if (!cfg->given_t) train_draw_timesteps(t, B, T, cfg->seed, cfg->step);
     for (int b = 0; b < B; b++)
         if (t[b] < 1 || t[b] > T) return DDPM_ERR_TIMESTEP;
-    if (!cfg->given_eps)
-        rng_normal_fill_parallel(eps, (size_t)B * D, cfg->seed,
-                                 DDPM_STREAM_TRAIN_EPS + (uint64_t)cfg->step, 0);
+    if (!cfg->given_eps) train_draw_noise(eps, (size_t)B * D, cfg->seed, cfg->step);
     /* 2. x_t by the closed form (checks x0 and eps for NaN/Inf) */
     int st = q_sample(xt, eps, x0, t, sqrt_ab, sqrt_1mab, T, (size_t)B, D, 0, 1);
     if (st) return st;
-    /* 3. the network at 0-based time t - 1 (dout's first B floats hold it for a moment) */
+    /* 3. the network at its time net_time(t) (dout's first B floats hold it for a moment) */
     float tf[1024];
     float* tnet = B <= 1024 ? tf : dout;
-    for (int b = 0; b < B; b++) tnet[b] = (float)(t[b] - 1);
+    for (int b = 0; b < B; b++) tnet[b] = net_time(t[b]);
     st = unet_forward(net, params, xt, tnet, out, B);
     if (st) return st;
     /* 4. loss and its gradient: target, per-image mse, weights */
@@ -50,16 +53,11 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
         const float* ob = out + (size_t)b * D;
         float* db = dout + (size_t)b * D;
         double w = 1.0;
-        if (cfg->min_snr_gamma > 0) {
-            double snr = (a * a) / (s * s);
-            double clipped = snr < cfg->min_snr_gamma ? snr : cfg->min_snr_gamma;
-            w = cfg->objective == OBJ_EPS ? clipped / snr
-              : cfg->objective == OBJ_X0 ? clipped : clipped / (snr + 1.0);
-        }
+        if (cfg->min_snr_gamma > 0)
+            w = objective_min_snr_weight(cfg->objective, (a * a) / (s * s), cfg->min_snr_gamma);
         double se = 0.0;
         for (size_t i = 0; i < D; i++) {
-            float target = cfg->objective == OBJ_EPS ? eb[i]
-                         : cfg->objective == OBJ_X0 ? xb[i] : af * eb[i] - sf * xb[i];
+            float target = objective_target(cfg->objective, xb[i], eb[i], af, sf);
             float diff = ob[i] - target;
             db[i] = diff;
             se += (double)diff * diff;

@@ -3,7 +3,7 @@
  *
  *   t ~ U{1..T}, eps ~ N(0, I)              (counter RNG, streams + step)
  *   x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
- *   out = eps_theta(x_t, t - 1)             (network time is 0-based)
+ *   out = eps_theta(x_t, net_time(t))       (objective.h: the network's t - 1)
  *   loss = mean_b w_b mean_d (out - target)^2,  target = eps | x0 | v
  *   grads = d loss / d params;  clip the global norm;  Adam(W);  EMA
  *
@@ -16,11 +16,10 @@
 #include <stdint.h>
 #include "core/optim.h"
 #include "nets/unet.h"
-
-enum { OBJ_EPS = 0, OBJ_X0 = 1, OBJ_V = 2 };
+#include "diffusion/objective.h"   /* enum ddpm_objective */
 
 typedef struct {
-    int objective;          /* OBJ_EPS, OBJ_X0, OBJ_V                                */
+    int objective;          /* enum ddpm_objective: OBJ_EPS, OBJ_X0, OBJ_V          */
     double min_snr_gamma;   /* > 0: loss weight min(SNR, gamma)/SNR (eps), min(SNR, gamma)
                                (x0), min(SNR, gamma)/(SNR + 1) (v); <= 0: unweighted    */
     double grad_clip;       /* > 0: clip the global gradient norm to this              */
@@ -31,6 +30,13 @@ typedef struct {
     uint64_t seed;          /* RNG seed; t and eps are drawn at index `step`           */
     int given_t, given_eps; /* 1: read t / eps from the buffers instead of drawing    */
 } TrainConfig;
+
+/* The draws of training step `step` (1-based) under seed: t (B,) uniform in
+ * 1..T from stream DDPM_STREAM_TRAIN_T + step, and eps (n values) standard
+ * normal from DDPM_STREAM_TRAIN_EPS + step (value i = normal number i).
+ * train_step uses exactly these; Python's Diffusion.loss draws with them too. */
+void train_draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step);
+void train_draw_noise(float* eps, size_t n, uint64_t seed, long step);
 
 /* Buffers (all owned by the caller; scratch ones are overwritten):
  *   params, grads, m, v, ema (P,)  grads are zeroed then filled; ema may be NULL

@@ -1879,7 +1879,7 @@ static PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
                      "(DPM-Solver++), got %d", F, sampler);
         return NULL;
     }
-    if (objective < SAMPLE_EPS || objective > SAMPLE_V) {
+    if (objective < OBJ_EPS || objective > OBJ_V) {
         PyErr_Format(PyExc_ValueError, "%s(): objective must be 0 (eps), 1 (x0) or 2 (v), "
                      "got %d", F, objective);
         return NULL;
@@ -2088,7 +2088,7 @@ static PyObject* py_nll(PyObject* self, PyObject* args, PyObject* kwargs) {
     }
 
     /* ranges */
-    if (objective < SAMPLE_EPS || objective > SAMPLE_V) {
+    if (objective < OBJ_EPS || objective > OBJ_V) {
         PyErr_Format(PyExc_ValueError, "%s(): objective must be 0 (eps), 1 (x0) or 2 (v), "
                      "got %d", F, objective);
         return NULL;
@@ -2133,7 +2133,7 @@ static PyObject* py_nll(PyObject* self, PyObject* args, PyObject* kwargs) {
             return NULL;
         }
     }
-    if (objective == SAMPLE_EPS && bp[T] == 1.0) {
+    if (objective == OBJ_EPS && bp[T] == 1.0) {
         PyErr_Format(PyExc_ValueError, "%s(): an eps model cannot predict x_0 where alpha_bar_T "
                      "= 0 (a zero-terminal-SNR schedule); use the v or x0 objective", F);
         return NULL;
