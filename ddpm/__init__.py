@@ -26,20 +26,20 @@ except ImportError:  # pragma: no cover - only for DDPM_BLAS=system builds
     _scipy_openblas32 = None
 
 from . import _core
+from ._checks import as_int
 from . import datasets
 from .rng import new_seed, randn
 from .schedule import KINDS, NoiseSchedule
 from .model import UNet
 from .diffusion import Diffusion
 from . import sampling
-from .sampling import sample
-from .pretrained import load_pretrained, pretrained_models
+from .pretrained import load_pretrained, pretrained_models, sample
 from .training import Trainer
 from . import visuals
 from . import metrics
 from .visuals import make_grid, save_grid, show
 
-__version__ = "0.1.0"
+from ._io import VERSION as __version__
 
 __all__ = ["sample", "load_pretrained", "pretrained_models", "NoiseSchedule", "KINDS", "UNet", "Diffusion", "Trainer", "randn", "new_seed", "set_num_threads",
            "get_num_threads", "datasets", "save_grid", "show", "make_grid"]
@@ -53,7 +53,6 @@ def set_num_threads(n: int) -> None:
     So results do not depend on n: every parallel loop writes disjoint outputs
     and reduces in a fixed order.
     """
-    from ._checks import as_int
     _core.set_num_threads(as_int(n, "n", "set_num_threads", lo=1, hi=1024))
 
 

@@ -76,6 +76,18 @@ def as_timesteps(t, n: int, T: int, func: str, name: str = "t") -> np.ndarray:
     return arr
 
 
+def as_diffusion(obj, func: str, name: str = "diffusion"):
+    """obj if it is a diffusion model (a ddpm.Diffusion or anything shaped like one:
+    ``model``, ``schedule``, ``objective``, ``T`` and ``image_shape``), else TypeError.
+
+    Checked by shape, not by class, so the sampling and likelihood modules need not
+    import ddpm.diffusion (which imports them).
+    """
+    if not all(hasattr(obj, a) for a in ("model", "schedule", "objective", "T", "image_shape")):
+        raise TypeError(f"{func}(): {name} must be a ddpm.Diffusion, got {type(obj).__name__}")
+    return obj
+
+
 def as_seed(seed, func: str) -> int:
     """A 64-bit seed; None draws a fresh one from the OS."""
     if seed is None:

@@ -22,7 +22,10 @@ import os
 import numpy as np
 
 from ._checks import as_float32_batch, as_seed, as_timesteps
-from .model import UNet, read_json_object
+from ._io import VERSION, atomic_write, read_json_object, write_text
+from .likelihood import nll as _nll
+from .model import UNet
+from .sampling import sample_diffusion
 from .schedule import NoiseSchedule
 
 __all__ = ["Diffusion", "OBJECTIVES"]
@@ -171,7 +174,6 @@ class Diffusion:
 
         >>> images = d.sample(16, steps=50, sampler="ddim", seed=0)  # doctest: +SKIP
         """
-        from .sampling import sample_diffusion
         return sample_diffusion(self, n, steps=steps, sampler=sampler, eta=eta, seed=seed,
                                 **options)
 
@@ -236,8 +238,7 @@ class Diffusion:
         >>> r = d.nll(x0, t_samples=50, seed=0)                  # doctest: +SKIP
         >>> r.bits_per_dim, r.stderr                             # doctest: +SKIP
         """
-        from .likelihood import nll
-        return nll(self, x0, batch_size=batch_size, t_samples=t_samples, seed=seed,
+        return _nll(self, x0, batch_size=batch_size, t_samples=t_samples, seed=seed,
                    variance=variance, clip_x0=clip_x0, quantize=quantize, progress=progress)
 
     # ----------------------------------------------------------------- files
@@ -249,15 +250,13 @@ class Diffusion:
         ``diffusers.DDPMPipeline.from_pretrained(path)`` reads it, and so does
         :meth:`load`.  Each file is replaced atomically.
         """
-        from .model import _atomic_write, _write_text, _version
-
         if dtype not in ("float32", "float16"):
             raise ValueError(f"Diffusion.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
         os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
         self.model.save(os.path.join(path, "unet"), dtype=dtype)
         s = self.schedule
-        sched = {"_class_name": "DDPMScheduler", "_ddpm_version": _version(),
+        sched = {"_class_name": "DDPMScheduler", "_ddpm_version": VERSION,
                  "num_train_timesteps": s.T, "prediction_type": _PREDICTION_TYPE[self.objective],
                  "rescale_betas_zero_snr": bool(s.rescale_zero_terminal_snr),
                  "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0,
@@ -269,12 +268,12 @@ class Diffusion:
             sched.update({k: v for k, v in s._params.items() if k in ("beta_start", "beta_end")})
         else:   # custom betas, or a cosine with other s / max_beta: write the betas out
             sched["trained_betas"] = [float(b) for b in s._raw_betas[1:]]
-        index = {"_class_name": "DDPMPipeline", "_ddpm_version": _version(),
+        index = {"_class_name": "DDPMPipeline", "_ddpm_version": VERSION,
                  "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
-        _atomic_write(os.path.join(path, "scheduler", "scheduler_config.json"),
-                      lambda tmp: _write_text(tmp, json.dumps(sched, indent=2, sort_keys=True)))
-        _atomic_write(os.path.join(path, "model_index.json"),
-                      lambda tmp: _write_text(tmp, json.dumps(index, indent=2, sort_keys=True)))
+        atomic_write(os.path.join(path, "scheduler", "scheduler_config.json"),
+                      lambda tmp: write_text(tmp, json.dumps(sched, indent=2, sort_keys=True)))
+        atomic_write(os.path.join(path, "model_index.json"),
+                      lambda tmp: write_text(tmp, json.dumps(index, indent=2, sort_keys=True)))
         return path
 
     @classmethod

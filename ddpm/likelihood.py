@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
-from ._checks import as_int, as_seed
+from ._checks import as_diffusion, as_int, as_seed
 
 __all__ = ["NLLResult", "nll", "NLL_VARIANCES"]
 
@@ -220,11 +220,8 @@ def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, se
     -------
     NLLResult
     """
-    from .diffusion import Diffusion
-
     F = "nll"
-    if not isinstance(diffusion, Diffusion):
-        raise TypeError(f"{F}(): diffusion must be a ddpm.Diffusion")
+    as_diffusion(diffusion, F)
     x = check_grid(x0, F, bool(quantize))
     shape = diffusion.image_shape
     if x.ndim != 4 or x.shape[1:] != shape or x.shape[0] < 1:

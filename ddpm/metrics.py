@@ -59,6 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
+from ._checks import as_diffusion
+from .datasets import fashion_mnist
 
 __all__ = ["FeatureNet", "nll", "fid", "frechet_distance", "feature_statistics", "class_histogram",
            "nearest_train_distance", "DEFAULT_CONFIG", "CLASSIFIER_PATH", "TEST_FEATURES_PATH"]
@@ -429,7 +431,6 @@ def class_histogram(images, *, batch_size: int = 100) -> np.ndarray:
 # --------------------------------------------------------------------------- memorisation
 @functools.lru_cache(maxsize=1)
 def _default_train():
-    from .datasets import fashion_mnist
     x, _ = fashion_mnist("train")
     return _prepare_train(x)
 
@@ -490,7 +491,4 @@ def nll(diffusion, x0, **options):
     """The NLL bound of ``diffusion`` on ``x0`` in bits/dim: :meth:`ddpm.Diffusion.nll`
     (prior, KL terms t = 2..T, discretised decoder; computed in C).  Returns its
     :class:`ddpm.likelihood.NLLResult`."""
-    from .diffusion import Diffusion
-    if not isinstance(diffusion, Diffusion):
-        raise TypeError(f"nll(): diffusion must be a ddpm.Diffusion, got {type(diffusion).__name__}")
-    return diffusion.nll(x0, **options)
+    return as_diffusion(diffusion, "nll").nll(x0, **options)

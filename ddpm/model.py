@@ -18,12 +18,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 
 import numpy as np
 
 from . import _core
 from ._checks import as_float32_batch, as_int
+from ._io import VERSION, atomic_write, read_json_object, write_text
 
 __all__ = ["UNet", "SMALL_CONFIG", "DIFFUSERS_DEFAULTS"]
 
@@ -375,7 +375,7 @@ class UNet:
             raise ValueError(f"UNet.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
-        cfg = {"_class_name": "UNet2DModel", "_ddpm_version": _version()}
+        cfg = {"_class_name": "UNet2DModel", "_ddpm_version": VERSION}
         for k in sorted(DIFFUSERS_DEFAULTS):
             v = self.config[k]
             cfg[k] = list(v) if isinstance(v, tuple) else v
@@ -386,9 +386,9 @@ class UNet:
             for name, arr in tensors.items():
                 if not np.isfinite(arr).all():
                     raise ValueError(f"UNet.save(): {name} overflows float16; save as float32")
-        _atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
-        _atomic_write(os.path.join(path, CONFIG_NAME),
-                      lambda tmp: _write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))
+        atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
+        atomic_write(os.path.join(path, CONFIG_NAME),
+                      lambda tmp: write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))
         return path
 
     @classmethod
@@ -459,46 +459,6 @@ class UNet:
                 f"layers_per_block={c['layers_per_block']}, "
                 f"down_block_types={c['down_block_types']}, "
                 f"up_block_types={c['up_block_types']}) with {self.num_parameters:,} parameters")
-
-
-def _version():
-    from . import __version__
-    return __version__
-
-
-def read_json_object(path, func: str) -> dict:
-    """A JSON object from a config file; OSError if missing or not JSON, ValueError if not an object."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError as exc:
-        raise OSError(f"{func}(): no {os.path.basename(path)} at {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OSError(f"{func}(): {path} is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"{func}(): {path} must hold a JSON object")
-    return obj
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _atomic_write(path, write):
-    """write(tmp_path), fsync, then rename over path: a crash leaves the old file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_safetensors(path) -> dict:

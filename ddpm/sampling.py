@@ -62,15 +62,14 @@ only at the timesteps you ask for.
 from __future__ import annotations
 
 import numbers
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core
-from ._checks import as_float32_batch, as_int, as_seed
+from ._checks import as_diffusion, as_float32_batch, as_int, as_seed
 
-__all__ = ["sample", "sample_diffusion", "sampling_timesteps", "Trajectory", "SAMPLERS",
+__all__ = ["sample_diffusion", "sampling_timesteps", "Trajectory", "SAMPLERS",
            "SPACINGS", "VARIANCES"]
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
@@ -301,11 +300,8 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     >>> images.shape, images.dtype
     ((4, 1, 28, 28), dtype('float32'))
     """
-    from .diffusion import Diffusion
-
     F = "sample"
-    if not isinstance(diffusion, Diffusion):
-        raise TypeError(f"{F}(): expected a ddpm.Diffusion, got {type(diffusion).__name__}")
+    as_diffusion(diffusion, F)
     n = as_int(n, "n", F, lo=1, hi=1 << 20)
     sampler = _choice(sampler, "sampler", SAMPLERS, F)
     T = diffusion.T
@@ -406,58 +402,3 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     if return_trajectory is None:
         return out
     return out, Trajectory(cap_t, cap_x, cap_eps, cap_x0)
-
-
-def sample(n: int = 16, model=None, **kwargs):
-    """Generate n images: ``ddpm.sample(16)`` (the shipped Fashion-MNIST model).
-
-    Parameters
-    ----------
-    n : int
-        Number of images.
-    model : ddpm.Diffusion, path or name, optional
-        A Diffusion, a folder written by :meth:`ddpm.Diffusion.save` (or
-        diffusers' ``DDPMPipeline.save_pretrained``), or the name of a shipped
-        model.  Default: the shipped ``"fashion-mnist"`` model
-        (:func:`ddpm.load_pretrained`), offline.
-    **kwargs
-        ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed`` and
-        every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
-        the sampler defaults to ``"dpm++"`` with 20 steps here, with x0_hat
-        clipped to [-1, 1] (``clip_x0=True``; diffusers' DPM-Solver++ does not
-        clip): a first call should take seconds, not the 1000 network calls of
-        ancestral DDPM, and the shipped model needs the clipping (measured by
-        benchmarks/quality.py on 2000 samples: FID_fm 0.658 clipped, 1.678 not;
-        50-step DDIM 1.582).
-
-    Returns
-    -------
-    ndarray float32 (n, C, H, W) in [0, 1] (``value_range=(-1, 1)`` for the
-    model's space); with ``return_trajectory`` also a :class:`Trajectory`.
-
-    Examples
-    --------
-    >>> import ddpm
-    >>> images = ddpm.sample(16, seed=0)                     # doctest: +SKIP
-    >>> ddpm.save_grid(images, "grid.png", scale=2)          # doctest: +SKIP
-    """
-    from .diffusion import Diffusion
-    from .pretrained import _MODELS, load_pretrained
-
-    if model is None:
-        model = load_pretrained("fashion-mnist")
-    elif isinstance(model, str) and model in _MODELS and not os.path.exists(model):
-        model = load_pretrained(model)
-    if isinstance(model, (str, os.PathLike)):
-        model = Diffusion.load(model)
-    elif not isinstance(model, Diffusion):
-        from .model import UNet
-        hint = " (wrap it: ddpm.Diffusion(unet, schedule))" if isinstance(model, UNet) else ""
-        raise TypeError(f"sample(): model must be a ddpm.Diffusion, a folder path or a shipped "
-                        f"model name, got {type(model).__name__}{hint}")
-    kwargs.setdefault("sampler", "dpm++")
-    if kwargs["sampler"] == "dpm++":
-        kwargs.setdefault("steps", 20)
-        if not kwargs.get("dynamic_threshold"):
-            kwargs.setdefault("clip_x0", True)
-    return sample_diffusion(model, n, **kwargs)

@@ -24,7 +24,10 @@ import numpy as np
 from . import _core
 from ._checks import as_float32_batch, as_int, as_seed
 from .diffusion import OBJECTIVES, Diffusion
-from .model import UNet, _atomic_write
+from ._io import atomic_write
+from .model import UNet
+from .schedule import NoiseSchedule
+from .visuals import save_grid
 
 __all__ = ["Trainer", "CHECKPOINT_FORMAT"]
 
@@ -298,7 +301,6 @@ class Trainer:
             self.sample_fn(self, self.step)
             return
         d = self.ema_diffusion()
-        from .visuals import save_grid
         images = d.sample(16, sampler="ddim", steps=50, seed=self.seed, progress=False)
         os.makedirs(self.sample_dir, exist_ok=True)
         save_grid(images, os.path.join(self.sample_dir, f"step_{self.step:06d}.png"), nrow=4, scale=2)
@@ -345,7 +347,7 @@ class Trainer:
             tensors["ema"] = self.ema
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         return path
 
     @classmethod
@@ -396,7 +398,6 @@ def _read_checkpoint(path, func):
     """Parse and check a checkpoint: model (raw params loaded), schedule, tensors, settings..."""
     from safetensors import SafetensorError, safe_open
 
-    from .schedule import NoiseSchedule
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -29,6 +29,10 @@ import math
 import numpy as np
 
 from . import datasets
+from ._checks import as_int, as_seed
+from .diffusion import Diffusion
+from .pretrained import load_pretrained
+from .sampling import DEFAULT_STEPS, SAMPLERS, sampling_timesteps
 from .rng import randn
 from .schedule import NoiseSchedule
 
@@ -723,13 +727,8 @@ class TrajectoryPlayer(_FramePlayer):
 
     def __init__(self, diffusion=None, *, sampler="ddpm", steps=None, n=1, seed=0, capture=None,
                  interval_ms=150, progress=True):
-        from ._checks import as_int, as_seed
-        from .diffusion import Diffusion
-        from .sampling import DEFAULT_STEPS, SAMPLERS, sampling_timesteps
-
         F = "TrajectoryPlayer"
         if diffusion is None:
-            from .pretrained import load_pretrained
             diffusion = load_pretrained("fashion-mnist")
         if not isinstance(diffusion, Diffusion):
             raise TypeError(f"{F}(): diffusion must be a ddpm.Diffusion (or None for the shipped "

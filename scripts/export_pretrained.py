@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ddpm  # noqa: E402
-from ddpm.model import _atomic_write, _write_text  # noqa: E402
+from ddpm._io import atomic_write, write_text  # noqa: E402
 from ddpm.training import _read_checkpoint, checkpoint_diffusion  # noqa: E402
 
 
@@ -52,8 +52,8 @@ def main():
         "exported": datetime.date.today().isoformat(),
         "note": args.note,
     }
-    _atomic_write(os.path.join(args.out, "training.json"),
-                  lambda tmp: _write_text(tmp, json.dumps(info, indent=2) + "\n"))
+    atomic_write(os.path.join(args.out, "training.json"),
+                 lambda tmp: write_text(tmp, json.dumps(info, indent=2) + "\n"))
     size = os.path.getsize(os.path.join(args.out, "unet", "diffusion_pytorch_model.safetensors"))
     print(f"wrote {args.out}: step {ck['step']}, {d.model.num_parameters:,} parameters, "
           f"{size / 2**20:.2f} MB of weights")
