@@ -27,6 +27,9 @@
 #define DDPM_STREAM_SAMPLE_STEP   0x0000000600000000ULL  /* + step k: z_k    */
 #define DDPM_STREAM_NLL_T         0x0000001000000000ULL  /* nll: t draws     */
 #define DDPM_STREAM_NLL_EPS       0x0000001100000000ULL  /* + t: eps of x_t  */
+#define DDPM_STREAM_TRAIN_DROP    0x0000001200000000ULL  /* + step: label dropout */
+#define DDPM_STREAM_SAMPLE_LABELS 0x0000001300000000ULL  /* sampler: random labels */
+#define DDPM_STREAM_REPAINT_UNDO  0x0000001400000000ULL  /* + entry k: jump-back noise */
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */
 void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);

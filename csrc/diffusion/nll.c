@@ -219,7 +219,7 @@ DDPM_PARALLEL_FOR(nt)
             for (size_t i = 0; i < D; i++) o[i] = a * x[i] + b * e[i];
             tvec[n] = net_time(t);
         }
-        st = denoise(denoise_ctx, mo, xt, tvec, N);
+        st = denoise(denoise_ctx, mo, xt, tvec, s->labels, N);
         if (st) { if (what) *what = "the model"; goto cleanup; }
         {
             uint32_t bad = 0;

@@ -64,6 +64,7 @@ typedef struct {
     uint64_t seed;
     uint64_t first_image;       /* global index of image 0 (the noise offset) */
     const float* noise;         /* (K, N, D) eps of column k, or NULL: drawn from seed */
+    const int64_t* labels;      /* (N,) class labels for a conditional model, or NULL */
 } NllSpec;
 
 /* terms (N, K) = the term at time ts[n, k] in nats (t = 1: L_0 = -log p(x_0 | x_1);

@@ -1674,8 +1674,10 @@ typedef struct {
     const float* params;
 } SampleNet;
 
-static int sample_unet_denoise(void* ctx, float* out, const float* x, const float* t, int N) {
+static int sample_unet_denoise(void* ctx, float* out, const float* x, const float* t,
+                               const int64_t* labels, int N) {
     SampleNet* s = ctx;
+    (void)labels;
     return unet_forward(s->net, s->params, x, t, out, N);
 }
 
