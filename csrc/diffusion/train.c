@@ -24,9 +24,20 @@ void train_draw_noise(float* eps, size_t n, uint64_t seed, long step) {
     rng_normal_fill_parallel(eps, n, seed, DDPM_STREAM_TRAIN_EPS + (uint64_t)step, 0);
 }
 
+void train_drop_labels(int64_t* out, const int64_t* labels, int B, double p, int64_t null_label,
+                       uint64_t seed, long step) {
+    uint32_t u[4096];
+    const double cut = p * 4294967296.0;
+    for (int b0 = 0; b0 < B; b0 += 4096) {
+        int n = B - b0 < 4096 ? B - b0 : 4096;
+        rng_uint32_fill(u, (size_t)n, seed, DDPM_STREAM_TRAIN_DROP + (uint64_t)step, (uint64_t)b0);
+        for (int i = 0; i < n; i++) out[b0 + i] = (double)u[i] < cut ? null_label : labels[b0 + i];
+    }
+}
+
 int train_step(UNet* net, float* params, float* grads, float* m, float* v, float* ema,
                const float* x0, float* xt, float* eps, float* out, float* dout, int64_t* t,
-               float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
+               const int64_t* labels, int64_t* used, float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
                int B, size_t D, const TrainConfig* cfg, double* loss, double* grad_norm) {
     const size_t P = unet_num_parameters(net);
     /* 1. t and eps */
@@ -34,6 +45,12 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     for (int b = 0; b < B; b++)
         if (t[b] < 1 || t[b] > T) return DDPM_ERR_TIMESTEP;
     if (!cfg->given_eps) train_draw_noise(eps, (size_t)B * D, cfg->seed, cfg->step);
+    /* labels, each replaced by the null label with probability p_uncond */
+    if (labels) {
+        if (cfg->given_drop) memmove(used, labels, sizeof(int64_t) * (size_t)B);
+        else train_drop_labels(used, labels, B, cfg->p_uncond, cfg->null_label, cfg->seed,
+                               cfg->step);
+    }
     /* 2. x_t by the closed form (checks x0 and eps for NaN/Inf) */
     int st = q_sample(xt, eps, x0, t, sqrt_ab, sqrt_1mab, T, (size_t)B, D, 0, 1);
     if (st) return st;

@@ -29,6 +29,9 @@ typedef struct {
     long step;              /* 1-based optimizer step number (Adam bias correction)    */
     uint64_t seed;          /* RNG seed; t and eps are drawn at index `step`           */
     int given_t, given_eps; /* 1: read t / eps from the buffers instead of drawing    */
+    double p_uncond;        /* conditional models: the chance a label becomes null_label */
+    int64_t null_label;     /* the reserved "no class" label (K - 1)                   */
+    int given_drop;         /* 1: labels are used as given (no dropout draw)           */
 } TrainConfig;
 
 /* The draws of training step `step` (1-based) under seed: t (B,) uniform in
@@ -37,17 +40,23 @@ typedef struct {
  * train_step uses exactly these; Python's Diffusion.loss draws with them too. */
 void train_draw_timesteps(int64_t* t, int B, int T, uint64_t seed, long step);
 void train_draw_noise(float* eps, size_t n, uint64_t seed, long step);
+/* Label dropout of step `step`: out[b] = null_label when uint32 word b of
+ * stream DDPM_STREAM_TRAIN_DROP + step is below p 2^32, else labels[b]. */
+void train_drop_labels(int64_t* out, const int64_t* labels, int B, double p, int64_t null_label,
+                       uint64_t seed, long step);
 
 /* Buffers (all owned by the caller; scratch ones are overwritten):
  *   params, grads, m, v, ema (P,)  grads are zeroed then filled; ema may be NULL
  *   x0 (B, D) in;  xt, eps, out, dout (B, D) scratch/out (eps in when given_eps)
  *   t (B,) int64 out (in when given_t);  sample_loss (B,) out: unweighted mse per image
+ *   labels (B,) in: class labels (NULL: an unconditional network); used (B,) out: the
+ *   labels after dropout (what the network saw; unused when labels is NULL)
  *   sqrt_ab, sqrt_1mab (T+1,) float64 schedule tables
  * Outputs *loss (weighted mean) and *grad_norm (before clipping).  On a NaN/Inf
  * loss or gradient returns DDPM_ERR_NONFINITE WITHOUT touching params, m, v, ema. */
 int train_step(UNet* net, float* params, float* grads, float* m, float* v, float* ema,
                const float* x0, float* xt, float* eps, float* out, float* dout, int64_t* t,
-               float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
+               const int64_t* labels, int64_t* used, float* sample_loss, const double* sqrt_ab, const double* sqrt_1mab, int T,
                int B, size_t D, const TrainConfig* cfg, double* loss, double* grad_norm);
 
 #endif /* DDPM_TRAIN_H */

@@ -1230,7 +1230,7 @@ static PyObject* py_train_step(PyObject* self, PyObject* args) {
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     st = train_step(h->net, params, grads, m, v, ema, x0, xt, eps, out, dout,
-                    (int64_t*)PyArray_DATA(ta), sample_loss, (const double*)PyArray_DATA(sa),
+                    (int64_t*)PyArray_DATA(ta), NULL, NULL, sample_loss, (const double*)PyArray_DATA(sa),
                     (const double*)PyArray_DATA((PyArrayObject*)sbo), (int)T1 - 1, B, D, &tc,
                     &loss, &norm);
     Py_END_ALLOW_THREADS
