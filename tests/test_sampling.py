@@ -465,6 +465,7 @@ def test_binding_rejects_bad_arrays_in_a_subprocess():
         dict(sampler=3), dict(objective=-1), dict(variance=7),
         dict(x_T=np.zeros((3, 4), np.float32)), dict(noise=np.zeros((3, 2, 4), np.float32)),
         dict(capture=np.zeros((1, 1), np.int64)), dict(capture=np.array([0, 1], np.int32)),
+        dict(capture=np.arange(4, dtype=np.int64)),                 # M > K + 1 frames
         dict(cap_x=np.zeros((1, 2, 4), np.float32)),
         dict(capture=np.array([0], np.int64), cap_x=np.zeros((2, 2, 4), np.float32)),
         dict(hook=5), dict(hook_every=0), dict(seed=-1), dict(model=(1.0,)),

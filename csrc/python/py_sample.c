@@ -180,17 +180,19 @@ static float* array_like(PyObject* obj, const char* F, const char* name, PyArray
     return (float*)PyArray_DATA(a);
 }
 
-/* The captured frames: capture (M,) int64 step indices and cap_x, cap_eps,
- * cap_x0 (M,) + out.shape, each optional.  Which steps are captured (0..K,
- * increasing) is ddpm.sample's to choose: sample_run writes frame m < M only. */
-static int sample_capture(const SampleArgs* a, PyArrayObject* out, const char* F,
+/* The captured frames of a K-step run: capture (M,) int64 step indices, M <= K + 1,
+ * and cap_x, cap_eps, cap_x0 (M,) + out.shape, each optional.  Which steps are
+ * captured (0..K, increasing) is ddpm.sample's to choose: sample_run writes frame
+ * m < M only. */
+static int sample_capture(const SampleArgs* a, PyArrayObject* out, npy_intp K, const char* F,
                           SampleSpec* spec) {
     npy_intp M = 0;
     if (a->capture != Py_None) {
         PyArrayObject* cap = check_array(a->capture, F, "capture", NPY_INT64, 0);
         if (!cap) return -1;
-        if (PyArray_NDIM(cap) != 1) {
-            PyErr_Format(PyExc_ValueError, "%s(): capture must have shape (M,)", F);
+        if (PyArray_NDIM(cap) != 1 || PyArray_DIM(cap, 0) > K + 1) {
+            PyErr_Format(PyExc_ValueError, "%s(): capture must have shape (M,) with M <= K + 1",
+                         F);
             return -1;
         }
         M = PyArray_DIM(cap, 0);
@@ -231,7 +233,7 @@ static int sample_spec(const SampleArgs* a, const char* F, SampleSpec* spec, PyA
     if (!ok) return -1;
     spec->noise = array_like(a->noise, F, "noise", *out, K, 0, &ok);
     if (!ok) return -1;
-    if (sample_capture(a, *out, F, spec)) return -1;
+    if (sample_capture(a, *out, K, F, spec)) return -1;
 
     /* shapes */
     if (check_image_batch(*out, "out", d, F, N, D)) return -1;
