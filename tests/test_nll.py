@@ -391,6 +391,10 @@ def test_quantize_snaps_to_the_grid(net, rng):
 
 
 def test_binding_rejects_bad_arrays_in_a_subprocess():
+    """Wrong types, shapes, codes and index ranges never reach the loop (no crash).  The
+    values of betas are NoiseSchedule's to check (test_schedule.py: test_from_betas_bad_input,
+    test_constructor_bad_input), an eps model at alpha_bar_T = 0 is nll()'s
+    (test_prior_closed_form_and_zero_terminal_snr)."""
     code = """
     import numpy as np, ddpm
     from ddpm import _core
@@ -406,8 +410,6 @@ def test_binding_rejects_bad_arrays_in_a_subprocess():
         dict(prior=np.zeros(3)), dict(prior=np.zeros(2)[::-1].copy()[:1]),
         dict(x0=x0.astype(np.float64)), dict(x0=np.zeros(4, np.float32)),
         dict(betas=betas.astype(np.float32)), dict(betas=betas[:1]),
-        dict(betas=np.concatenate([[0.0], np.full(10, 1.5)])),
-        dict(betas=np.concatenate([[0.0], np.full(10, np.nan)])),
         dict(ts=ts.astype(np.int32)), dict(ts=np.full((2, 3), 11, np.int64)),
         dict(ts=np.zeros((2, 3), np.int64)), dict(ts=np.ones((3, 3), np.int64)),
         dict(objective=3), dict(variance=2), dict(seed=-1), dict(first_image=-1),

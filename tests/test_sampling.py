@@ -405,6 +405,10 @@ def test_output_range(net):
     ({"n": 2, "timestep_spacing": "karras"}, ValueError, "timestep_spacing must be"),
     ({"n": 2, "steps": 10, "return_trajectory": [550]}, ValueError, "does not visit"),
     ({"n": 2, "dynamic_threshold": 1.5}, ValueError, "ratio must be in"),
+    ({"n": 2, "dynamic_threshold": 0.0}, ValueError, "ratio must be in"),
+    ({"n": 2, "dynamic_threshold": (0.9, 0.5)}, ValueError, "max_value must be >= 1"),
+    ({"n": 2, "return_trajectory": [1000, 1000]}, ValueError, "repeated timesteps"),
+    ({"n": 2, "return_trajectory": [0, 1001]}, ValueError, "does not visit"),
     ({"n": 2, "dynamic_threshold": 0.9, "clip_x0": True}, ValueError, "replaces clip_x0"),
     ({"n": 2, "value_range": (0, 255)}, ValueError, "value_range"),
     ({"n": 2, "x_T": np.zeros((2, 1, 8, 8), np.float32)}, ValueError, "x_T must have shape"),
@@ -439,7 +443,9 @@ def test_top_level_sample_rejects_a_bare_unet():
 
 
 def test_binding_rejects_bad_arrays_in_a_subprocess():
-    """The strict C binding: wrong dtype/shape/range never reaches the loop (no crash)."""
+    """The strict C binding: wrong types, shapes, codes and index ranges never reach the loop
+    (no crash).  Value ranges that cannot reach outside an array (eta, the dynamic threshold,
+    which steps are captured) are ddpm.sample's to check: test_bad_arguments."""
     code = """
     import numpy as np, ddpm
     from ddpm import _core
@@ -456,10 +462,10 @@ def test_binding_rejects_bad_arrays_in_a_subprocess():
         dict(ab=ab.astype(np.float32)), dict(ab=ab[:1]), dict(ts=ts.astype(np.int32)),
         dict(ts=np.array([1001, 5], np.int64)), dict(prevs=np.array([1000, 0], np.int64)),
         dict(prevs=np.array([-1, 0], np.int64)), dict(ts=ts[:1]),
-        dict(sampler=3), dict(objective=-1), dict(variance=7), dict(eta=-1.0), dict(eta=2.0),
-        dict(thresh_ratio=1.5), dict(thresh_ratio=0.5, thresh_max=0.5),
+        dict(sampler=3), dict(objective=-1), dict(variance=7),
         dict(x_T=np.zeros((3, 4), np.float32)), dict(noise=np.zeros((3, 2, 4), np.float32)),
-        dict(capture=np.array([2, 1], np.int64)), dict(capture=np.array([0, 9], np.int64)),
+        dict(capture=np.zeros((1, 1), np.int64)), dict(capture=np.array([0, 1], np.int32)),
+        dict(capture=np.arange(4, dtype=np.int64)),                 # M > K + 1 frames
         dict(cap_x=np.zeros((1, 2, 4), np.float32)),
         dict(capture=np.array([0], np.int64), cap_x=np.zeros((2, 2, 4), np.float32)),
         dict(hook=5), dict(hook_every=0), dict(seed=-1), dict(model=(1.0,)),

@@ -299,6 +299,18 @@ def test_bad_trainer_settings(kw, exc):
         make_trainer(**kw)
 
 
+@pytest.mark.parametrize("t", [0, 101, -5])
+def test_given_t_outside_1_to_T_is_refused_and_changes_nothing(t):
+    """t indexes the schedule's (T+1,) tables: the binding refuses it before the step runs."""
+    tr = make_trainer(lr=1e-3)
+    x0 = tr.data[:4]
+    p0, m0 = tr.diffusion.model.params.copy(), tr.m.copy()
+    with pytest.raises(ValueError, match=r"1\.\.T"):
+        tr.train_step(x0, t=[1, 2, t, 3])
+    assert tr.step == 0 and tr.history["step"] == []
+    assert np.array_equal(tr.diffusion.model.params, p0) and np.array_equal(tr.m, m0)
+
+
 def test_bad_data():
     d = ddpm.Diffusion(ddpm.UNet(seed=0, **TINY), ddpm.NoiseSchedule("linear", timesteps=100))
     with pytest.raises(ValueError, match="shape"):
