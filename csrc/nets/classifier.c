@@ -94,49 +94,43 @@ struct Classifier {
 
 /* ---------------------------------------------------------------- layout */
 
-/* Registration of block b's fields (see runtime.h); in these functions rt is
- * the runtime and b the block being laid out. */
-#define PARAM(field, prefix, suffix, ...) \
-    rt_param(rt, &b->w.field, &b->g.field, prefix, suffix, __VA_ARGS__)
-#define ACT(field, per_image) rt_act(rt, &b->a.field, &b->da.field, (per_image))
-#define LINK(field, src) rt_link(rt, &b->a.field, &b->da.field, (src))
-
-/* Layer i from x (C, H, W) to OC channels; returns its output field. */
-static float** layer_layout(NetRuntime* rt, Layer* b, int i, float** x, int C, int OC, int H,
+/* Layer i from the activation field `in` (C, H, W) to OC channels; returns
+ * its output field. */
+static float** layer_layout(NetRuntime* rt, Layer* b, int i, float** in, int C, int OC, int H,
                             int W, int G) {
     char conv[CLS_NAME_LEN], norm[CLS_NAME_LEN];
     snprintf(conv, sizeof conv, "conv%d", i);
     snprintf(norm, sizeof norm, "norm%d", i);
     b->C = C; b->OC = OC; b->H = H; b->W = W;
-    PARAM(conv_w, conv, ".weight", RT_DIMS4(OC, C, 3, 3));
-    PARAM(conv_b, conv, ".bias", RT_DIMS1(OC));
-    PARAM(norm_w, norm, ".weight", RT_DIMS1(OC));
-    PARAM(norm_b, norm, ".bias", RT_DIMS1(OC));
-    LINK(x, x);
-    ACT(conv, (size_t)OC * H * W);
-    ACT(out, (size_t)OC * H * W);
-    ACT(mean, (size_t)G);
-    ACT(rstd, (size_t)G);
+    RT_PARAM(rt, b, conv_w, conv, ".weight", RT_DIMS4(OC, C, 3, 3));
+    RT_PARAM(rt, b, conv_b, conv, ".bias", RT_DIMS1(OC));
+    RT_PARAM(rt, b, norm_w, norm, ".weight", RT_DIMS1(OC));
+    RT_PARAM(rt, b, norm_b, norm, ".bias", RT_DIMS1(OC));
+    RT_LINK(rt, b, x, in);
+    RT_ACT(rt, b, conv, (size_t)OC * H * W);
+    RT_ACT(rt, b, out, (size_t)OC * H * W);
+    RT_ACT(rt, b, mean, G);
+    RT_ACT(rt, b, rstd, G);
     rt_need_conv(rt, C, H, W, OC, 3, 1);
     rt_need_norm(rt, OC, H * W, G);
     return &b->a.out;
 }
 
-static float** pool_layout(NetRuntime* rt, Pool* b, float** x, int C, int H, int W) {
+static float** pool_layout(NetRuntime* rt, Pool* b, float** in, int C, int H, int W) {
     b->C = C; b->H = H; b->W = W;
-    LINK(x, x);
-    ACT(out, (size_t)C * (H / 2) * (W / 2));
+    RT_LINK(rt, b, x, in);
+    RT_ACT(rt, b, out, (size_t)C * (H / 2) * (W / 2));
     return &b->a.out;
 }
 
-static void head_layout(NetRuntime* rt, Head* b, float** x, int D, int K, int H, int W) {
+static void head_layout(NetRuntime* rt, Head* b, float** in, int D, int K, int H, int W) {
     b->D = D; b->K = K; b->H = H; b->W = W;
-    LINK(x, x);
-    ACT(feat, (size_t)D);
-    PARAM(fc_w, "fc", ".weight", RT_DIMS2(K, D));
-    PARAM(fc_b, "fc", ".bias", RT_DIMS1(K));
-    ACT(logits, (size_t)K);
-    ACT(probs, (size_t)K);
+    RT_LINK(rt, b, x, in);
+    RT_ACT(rt, b, feat, (size_t)D);
+    RT_PARAM(rt, b, fc_w, "fc", ".weight", RT_DIMS2(K, D));
+    RT_PARAM(rt, b, fc_b, "fc", ".bias", RT_DIMS1(K));
+    RT_ACT(rt, b, logits, (size_t)K);
+    RT_ACT(rt, b, probs, (size_t)K);
 }
 
 static const char* check_config(const ClassifierConfig* cfg) {

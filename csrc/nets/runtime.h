@@ -110,10 +110,18 @@ void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const ch
 #define RT_DIMS2(a, b) 2, (a), (b), 0, 0
 #define RT_DIMS4(a, b, c, d) 4, (a), (b), (c), (d)
 
+/* rt_param for field f of block b (a struct with parameters w and gradients g). */
+#define RT_PARAM(rt, b, f, prefix, suffix, dims) \
+    rt_param((rt), &(b)->w.f, &(b)->g.f, (prefix), (suffix), dims)
+
 /* A new activation slot of per_image floats, viewed by *a and its gradient by *d. */
 void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image);
 /* *a, *d view the slot that the field src (registered before) views. */
 void rt_link(NetRuntime* rt, float** a, float** d, float** src);
+
+/* rt_act / rt_link for field f of block b (activations a and gradients da). */
+#define RT_ACT(rt, b, f, per_image) rt_act((rt), &(b)->a.f, &(b)->da.f, (size_t)(per_image))
+#define RT_LINK(rt, b, f, src) rt_link((rt), &(b)->a.f, &(b)->da.f, (src))
 
 /* The scratch a conv2d over (C, B, H, W) -> OC (K x K, stride S) and a
  * groupnorm over (C, B, HW) with G groups will need, for any B. */
