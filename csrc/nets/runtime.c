@@ -45,11 +45,16 @@ static void* room(void* arr, int n, int* cap, size_t elem) {
     return p;
 }
 
-#define ROOM(rt, arr, n, cap)                                        \
-    do {                                                             \
-        void* p_ = room((rt)->arr, (rt)->n, &(rt)->cap, sizeof *(rt)->arr); \
-        if (!p_) { (rt)->status = DDPM_ERR_NOMEM; return; }          \
-        (rt)->arr = p_;                                              \
+/* Room for one more element in rt->arr (rt->n used of rt->cap), or the
+ * failure recorded in rt->status and a return from the calling function. */
+#define ROOM(rt, arr, n, cap)                                                  \
+    do {                                                                       \
+        void* p_ = room((rt)->arr, (rt)->n, &(rt)->cap, sizeof *(rt)->arr);    \
+        if (!p_) {                                                             \
+            (rt)->status = DDPM_ERR_NOMEM;                                     \
+            return;                                                            \
+        }                                                                      \
+        (rt)->arr = p_;                                                        \
     } while (0)
 
 void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const char* suffix,

@@ -55,8 +55,10 @@ typedef struct {
 
 /* A layer shape the workspace's scratch must serve (see rt_need_*). */
 typedef struct {
-    int is_conv;               /* 1: conv2d (C, H, W, OC, K, S); 0: groupnorm (C, H*W, G) */
-    int C, H, W, OC, K, S, G;
+    int is_conv;               /* 1: conv2d, 0: groupnorm */
+    int C, H, W;               /* input (C, B, H, W); a groupnorm's is (C, B, H*W, 1) */
+    int OC, K, S;              /* conv2d: output channels, kernel size, stride */
+    int G;                     /* groupnorm: groups */
 } RtNeed;
 
 /* Workspace policy: RT_EXACT reallocates when the batch changes (the U-Net:
@@ -76,10 +78,11 @@ typedef struct {
     int nslots, slots_cap;
     RtView* aviews;            /* (naviews,) slots and links */
     int naviews, aviews_cap;
-    size_t acts_floats;        /* per image: the sum of slot_len */
+    size_t acts_floats;        /* per image: the slots' len, summed */
     RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
     int nneeds, needs_cap;
-    int status;                /* first registration failure (DDPM_ERR_NOMEM), else 0 */
+    int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
+                                  for a link to an unregistered field; else 0 */
     /* the workspace */
     int policy;                /* RT_EXACT or RT_GROW */
     int B;                     /* batch the activation views are bound to (0: none) */
