@@ -407,6 +407,28 @@ def test_bit_identical_at_1_and_2_threads(rng, threads):
         assert np.array_equal(np.asarray(a), np.asarray(b)), f"{name} differ between 1 and 2 threads"
 
 
+def test_backward_does_not_depend_on_the_previous_call(rng):
+    # the backward writes each activation gradient first and adds later, never
+    # zeroing the workspace, which keeps the largest batch seen: a previous
+    # call's numbers (a larger batch, huge gradients) must not leak
+    used, fresh = metrics.FeatureNet(SMALL, seed=7), metrics.FeatureNet(SMALL, seed=7)
+    big = rng.uniform(-1, 1, (9, 1, 12, 12)).astype(F32)
+    _core.classifier_forward(used._handle, used.params, big, np.zeros((9, 10), F32), None)
+    _core.classifier_backward(used._handle, used.params, np.zeros_like(used.params),
+                              np.full((9, 10), 1e3, F32), np.zeros_like(big))
+    x = rng.uniform(-1, 1, (4, 1, 12, 12)).astype(F32)
+    dl = rng.standard_normal((4, 10)).astype(F32)
+    out = []
+    for net in (used, fresh):
+        logits, g, dx = np.zeros((4, 10), F32), np.zeros_like(net.params), np.zeros_like(x)
+        _core.classifier_forward(net._handle, net.params, x, logits, None)
+        _core.classifier_backward(net._handle, net.params, g, dl, dx)
+        step = net.train_step(x, np.arange(4), lr=1e-3)
+        out.append((logits, g, dx, net.params.copy(), np.array(step)))
+    for name, a, b in zip(("logits", "grads", "dx", "params after a step", "step"), *out):
+        assert np.array_equal(a, b), f"{name} differ after a previous call"
+
+
 def test_training_reduces_loss_on_a_fixed_batch(rng):
     net = metrics.FeatureNet(SMALL, seed=5)
     x = rng.uniform(-1, 1, (20, 1, 12, 12)).astype(F32)

@@ -335,6 +335,43 @@ def test_backward_does_not_depend_on_the_previous_call():
     assert np.array_equal(dxa, dxb) and np.array_equal(used.grads, fresh.grads)
 
 
+def test_batch_changes_match_a_fresh_network():
+    # the workspace is reallocated when the batch changes and every named
+    # view re-pointed: after B = 3 -> 5 -> 3 the numbers are a fresh net's
+    cfg = CONFIGS["rgb32"]
+    rng = np.random.default_rng(3)
+    xs = {B: rng.standard_normal((B, 3, 32, 32)).astype(np.float32) for B in (3, 5)}
+    used, fresh = UNet(seed=4, **cfg), UNet(seed=4, **cfg)
+    for B in (3, 5):
+        y = used(xs[B], np.arange(B) * 50)
+        used.backward(np.cos(y))
+    used.zero_grad()
+    ya = used(xs[3], [7, 70, 700])
+    dxa = used.backward(np.sin(ya))
+    yb = fresh(xs[3], [7, 70, 700])
+    dxb = fresh.backward(np.sin(yb))
+    for name, a, b in (("y", ya, yb), ("dx", dxa, dxb), ("grads", used.grads, fresh.grads)):
+        assert np.array_equal(a, b), f"{name} differs by {np.abs(a - b).max():.3g}"
+
+
+def test_profile_times_the_layers_and_keeps_the_numbers():
+    net = UNet(seed=0, **CONFIGS["rgb32"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    y0 = net(x, [1, 500])
+    dx0 = net.backward(np.sin(y0))
+    net.profile(True)
+    y1 = net(x, [1, 500])
+    dx1 = net.backward(np.sin(y1))
+    prof = net.profile(False)
+    assert np.array_equal(y0, y1) and np.array_equal(dx0, dx1)
+    assert len(prof) == 10 and all(v >= 0 for v in prof.values()), prof
+    for kind in ("conv3x3 forward", "conv3x3 backward", "groupnorm(+silu) forward",
+                 "attention core forward", "attention core backward", "time embedding"):
+        assert prof[kind] > 0, f"nothing timed as {kind!r}: {prof}"
+    net(x, [1, 500])
+    assert sum(net.profile(False).values()) == 0, "timing must stop when disabled"
+
+
 def test_inputs_not_modified_and_memory_flat():
     net = UNet(seed=0, **CONFIGS["no_attention"])
     x = np.random.default_rng(0).standard_normal((2, 2, 16, 16)).astype(np.float32)

@@ -4,9 +4,10 @@
  * AttnUpBlock2D), forward and backward over flat float32 buffers.
  *
  * Parameters and gradients are each ONE flat buffer (owned by NumPy) laid out
- * by the parameter table; every layer finds its weights by offset, so the
- * optimizer is one loop over num_parameters.  Activations (and their
- * gradients) live in a workspace sized once per (config, batch size).
+ * by the parameter table (diffusers' names), so the optimizer is one loop over
+ * num_parameters; inside, every block reads its weights through named views
+ * (unet_blocks.h).  Activations (and their gradients) live in a workspace
+ * sized once per (config, batch size) (nets/runtime.h).
  *
  * Legend: B batch, Cin/Cout image channels, S sample size (H = W = S),
  * L levels (len(block_out)), TE time-embedding width (4 * block_out[0]).
@@ -37,9 +38,7 @@ typedef struct {
     int head_dim;                    /* attention_head_dim; 0 = one head per block */
 } UNetConfig;
 
-/* One named parameter tensor: diffusers' name, shape, and where it lives. */
-
-typedef struct UNet UNet;
+typedef struct UNet UNet;   /* defined in unet_blocks.h */
 
 /* Builds the network for a config.  DDPM_ERR_VALUE (with *why set to a static
  * message) for configs we do not support; DDPM_ERR_NOMEM. */
@@ -74,7 +73,8 @@ enum unet_prof_kind {
 };
 #define UNET_PROF_NAMES {"conv3x3 forward", "conv3x3 backward", "conv1x1 forward", \
     "conv1x1 backward", "groupnorm(+silu) forward", "groupnorm(+silu) backward", \
-    "attention core forward", "attention core backward", "time embedding", "other (copies, concat, upsample, bias)"}
+    "attention core forward", "attention core backward", "time embedding", \
+    "other (copies, concat, upsample, bias)"}
 void unet_set_profiling(UNet* net, int on);
 void unet_reset_profile(UNet* net);
 const double* unet_profile(UNet* net);   /* UNET_PROF_N seconds */

@@ -1,0 +1,226 @@
+/*
+ * runtime.c - the networks' shared runtime (see runtime.h): the registration
+ * of named views, the workspace and its binding, the first-writer bookkeeping
+ * of activation gradients, and the profiling clock.
+ */
+#define _POSIX_C_SOURCE 199309L
+#include "nets/runtime.h"
+#include "core/threads.h"
+#include "layers/conv2d.h"
+#include "layers/groupnorm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- layout */
+
+void rt_init(NetRuntime* rt, int policy) {
+    memset(rt, 0, sizeof *rt);
+    rt->policy = policy;
+}
+
+static void free_workspace(NetRuntime* rt) {
+    free(rt->acts); free(rt->dacts); free(rt->col); free(rt->scratch);
+    rt->acts = rt->dacts = rt->col = rt->scratch = NULL;
+    rt->col_floats = rt->scratch_floats = 0;
+    rt->B = rt->cap = 0;
+    rt->have_forward = 0;
+}
+
+void rt_free(NetRuntime* rt) {
+    free_workspace(rt);
+    free(rt->tensors); free(rt->pviews); free(rt->aviews); free(rt->needs);
+    free(rt->slots);
+    memset(rt, 0, sizeof *rt);
+}
+
+/* arr (n used of *cap elements of elem bytes) with room for one more: the
+ * same pointer, a larger copy (*cap doubled), or NULL (arr is kept). */
+static void* room(void* arr, int n, int* cap, size_t elem) {
+    if (n < *cap) return arr;
+    int c = *cap ? 2 * *cap : 64;
+    void* p = realloc(arr, (size_t)c * elem);
+    if (p) *cap = c;
+    return p;
+}
+
+/* Room for one more element in rt->arr (rt->n used of rt->cap), or the
+ * failure recorded in rt->status and a return from the calling function. */
+#define ROOM(rt, arr, n, cap)                                                  \
+    do {                                                                       \
+        void* p_ = room((rt)->arr, (rt)->n, &(rt)->cap, sizeof *(rt)->arr);    \
+        if (!p_) {                                                             \
+            (rt)->status = DDPM_ERR_NOMEM;                                     \
+            return;                                                            \
+        }                                                                      \
+        (rt)->arr = p_;                                                        \
+    } while (0)
+
+void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const char* suffix,
+              int ndim, int d0, int d1, int d2, int d3) {
+    ROOM(rt, tensors, ntensors, tensors_cap);
+    ROOM(rt, pviews, npviews, pviews_cap);
+    char name[DDPM_PARAM_NAME_LEN];
+    snprintf(name, sizeof name, "%s%s", prefix, suffix);
+    size_t off = param_tensor_add(rt->tensors, &rt->ntensors, rt->tensors_cap, &rt->nparams,
+                                  name, ndim, d0, d1, d2, d3);
+    if (w || g) rt->pviews[rt->npviews++] = (RtView){w, g, off};
+}
+
+void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image) {
+    ROOM(rt, aviews, naviews, aviews_cap);
+    ROOM(rt, slots, nslots, slots_cap);
+    rt->slots[rt->nslots++] = (RtSlot){rt->acts_floats, per_image, 0};
+    rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats};
+    rt->acts_floats += per_image;
+}
+
+void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
+    ROOM(rt, aviews, naviews, aviews_cap);
+    for (int i = 0; i < rt->naviews; i++)
+        if (rt->aviews[i].value == src) {
+            rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset};
+            return;
+        }
+    rt->status = DDPM_ERR_VALUE;   /* src was never registered: a layout bug */
+}
+
+void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S) {
+    ROOM(rt, needs, nneeds, needs_cap);
+    rt->needs[rt->nneeds++] = (RtNeed){1, C, H, W, OC, K, S, 0};
+}
+
+void rt_need_norm(NetRuntime* rt, int C, int HW, int G) {
+    ROOM(rt, needs, nneeds, needs_cap);
+    rt->needs[rt->nneeds++] = (RtNeed){0, C, HW, 1, 0, 0, 0, G};
+}
+
+/* ------------------------------------------------------------- workspace */
+
+/* The conv and groupnorm scratch (floats) the recorded layers need at batch B. */
+static void scratch_sizes(const NetRuntime* rt, int B, size_t* col, size_t* gn) {
+    *col = 1;
+    *gn = 1;
+    for (int i = 0; i < rt->nneeds; i++) {
+        const RtNeed* n = &rt->needs[i];
+        if (n->is_conv) {
+            size_t c = conv2d_scratch_floats(B, n->C, n->H, n->W, n->OC, n->K, n->S);
+            if (c > *col) *col = c;
+        } else {
+            size_t g = groupnorm_scratch_floats(B, n->C, n->H * n->W, n->G);
+            if (g > *gn) *gn = g;
+        }
+    }
+}
+
+/* *buf holds at least n floats (reallocated, contents dropped, when smaller). */
+static int hold(float** buf, size_t* have, size_t n) {
+    if (*buf && *have >= n) return DDPM_OK;
+    free(*buf);
+    *buf = malloc(sizeof(float) * n);
+    *have = *buf ? n : 0;
+    return *buf ? DDPM_OK : DDPM_ERR_NOMEM;
+}
+
+int rt_reserve(NetRuntime* rt, int B, int for_training) {
+    if (B < 1) return DDPM_ERR_VALUE;
+    const int grow = rt->policy == RT_GROW;
+    if (grow ? B > rt->cap : B != rt->cap) {   /* a new activation arena */
+        if (grow) {
+            free(rt->acts); free(rt->dacts);
+            rt->acts = rt->dacts = NULL;
+            rt->B = rt->cap = 0;
+            rt->have_forward = 0;
+        } else {
+            free_workspace(rt);   /* scratch too: it is sized with the arena */
+        }
+        rt->acts = malloc(sizeof(float) * rt->acts_floats * (size_t)B);
+        if (!rt->acts) return DDPM_ERR_NOMEM;
+        rt->cap = B;
+    }
+    if (grow || !rt->col || !rt->scratch) {   /* RT_GROW only grows the scratch */
+        size_t col, gn;
+        scratch_sizes(rt, B, &col, &gn);
+        int st = hold(&rt->col, &rt->col_floats, col);
+        if (!st) st = hold(&rt->scratch, &rt->scratch_floats, gn);
+        if (st) {
+            if (!grow) free_workspace(rt);
+            return st;
+        }
+    }
+    if (for_training && !rt->dacts) {
+        rt->dacts = malloc(sizeof(float) * rt->acts_floats * (size_t)rt->cap);
+        if (!rt->dacts) return DDPM_ERR_NOMEM;
+    }
+    return DDPM_OK;
+}
+
+void rt_bind_acts(NetRuntime* rt, int B) {
+    rt->B = B;
+    for (int i = 0; i < rt->naviews; i++) {
+        const RtView* v = &rt->aviews[i];
+        const size_t at = v->offset * (size_t)B;
+        if (v->value) *v->value = rt->acts + at;
+        if (v->grad) *v->grad = rt->dacts ? rt->dacts + at : NULL;
+    }
+}
+
+void rt_bind_params(NetRuntime* rt, const float* params, float* grads) {
+    for (int i = 0; i < rt->npviews; i++) {
+        const RtView* v = &rt->pviews[i];
+        /* the forward reads parameters only; the fields are float* so that
+         * one struct type serves parameters and gradients (llm.c's way) */
+        if (v->value) *v->value = (float*)params + v->offset;
+        if (v->grad && grads) *v->grad = grads + v->offset;
+    }
+}
+
+/* --------------------------------------------- first-writer bookkeeping */
+
+void rt_grad_begin(NetRuntime* rt) {
+    for (int i = 0; i < rt->nslots; i++) rt->slots[i].fresh = 1;
+}
+
+/* The slot holding gradient d (a bound gradient field): slots are in
+ * increasing offset order. */
+static RtSlot* slot_of(NetRuntime* rt, const float* d) {
+    const size_t off = (size_t)(d - rt->dacts) / (size_t)rt->B;
+    int lo = 0, hi = rt->nslots - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (rt->slots[mid].off <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return &rt->slots[lo];
+}
+
+int rt_grad_acc(NetRuntime* rt, const float* d) {
+    RtSlot* s = slot_of(rt, d);
+    const int first = s->fresh;
+    s->fresh = 0;
+    return !first;
+}
+
+float* rt_grad_ready(NetRuntime* rt, float* d) {
+    RtSlot* s = slot_of(rt, d);
+    if (s->fresh) {
+        ddpm_zero(rt->dacts + s->off * (size_t)rt->B, s->len * (size_t)rt->B);
+        s->fresh = 0;
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------- profiling */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double rt_prof_start(const NetRuntime* rt) { return rt->profiling ? now_s() : 0.0; }
+
+void rt_prof_stop(NetRuntime* rt, int kind, double t0) {
+    if (rt->profiling && kind >= 0 && kind < RT_PROF_KINDS) rt->prof[kind] += now_s() - t0;
+}

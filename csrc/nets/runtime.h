@@ -1,0 +1,169 @@
+/*
+ * runtime.h - what the networks (unet, classifier) share: named views into one
+ * parameter buffer, a workspace of named activations with gradient twins, the
+ * first-writer bookkeeping of those gradients, and per-op-kind profiling.
+ *
+ * A network is a set of blocks, each holding structs of NAMED float pointers
+ * (llm.c's ParameterTensors): one struct for its parameters and one of the
+ * same type for their gradients, one for its activations and one for theirs.
+ * At creation the network registers every field with the runtime:
+ *
+ *   rt_param  appends a tensor to the size table (its diffusers'/PyTorch name,
+ *             shape and offset: the layout Python and saved files rely on) and
+ *             records the addresses of the parameter and gradient fields;
+ *   rt_act    gives an activation a new slot of the workspace (a size per
+ *             image) and records its value and gradient fields;
+ *   rt_link   points a block's input fields at an earlier block's output slot;
+ *   rt_need_conv / rt_need_norm record the scratch a layer will want.
+ *
+ * Binding then writes the pointers: rt_bind_params(params, grads) at the start
+ * of each forward and backward, rt_bind_acts(B) once the workspace holds B
+ * images (the slot at per-image offset off sits at acts + off * B, and its
+ * gradient at dacts + off * B).  After that a layer reads b->w.conv1_w and
+ * b->da.act1, never an index.
+ *
+ * Activation gradients: a backward never zeroes dacts as a whole (a pass over
+ * ~1 GB for the U-Net at B = 128).  rt_grad_begin marks every slot unwritten;
+ * the first writer of a slot overwrites it (rt_grad_acc answers 0: its layer's
+ * accumulate flag), later writers add (1) -- the same numbers as zeroing first
+ * and adding.  rt_grad_ready zeroes a slot nobody has written yet, for
+ * writers that can only add and for every read of a gradient.
+ *
+ * Legend: B batch, C channels, H, W height/width, HW = H*W, OC output
+ * channels, K kernel size, S stride, G groups.
+ */
+#ifndef DDPM_NETS_RUNTIME_H
+#define DDPM_NETS_RUNTIME_H
+
+#include <stddef.h>
+#include "core/common.h"   /* ParamTensor */
+
+#define RT_PROF_KINDS 16
+
+/* A recorded pair of fields and where their tensor lives. */
+typedef struct {
+    float** value;   /* the field viewing the tensor (params or acts), or NULL */
+    float** grad;    /* the same field of the gradient struct, or NULL */
+    size_t offset;   /* floats into params/grads; per image into acts/dacts */
+} RtView;
+
+/* One activation tensor of the workspace. */
+typedef struct {
+    size_t off, len;           /* per image, in floats: at acts + off * B, len * B floats */
+    int fresh;                 /* during a backward: 1 while its gradient is unwritten */
+} RtSlot;
+
+/* A layer shape the workspace's scratch must serve (see rt_need_*). */
+typedef struct {
+    int is_conv;               /* 1: conv2d, 0: groupnorm */
+    int C, H, W;               /* input (C, B, H, W); a groupnorm's is (C, B, H*W, 1) */
+    int OC, K, S;              /* conv2d: output channels, kernel size, stride */
+    int G;                     /* groupnorm: groups */
+} RtNeed;
+
+/* Workspace policy: RT_EXACT reallocates when the batch changes (the U-Net:
+ * training and sampling batches differ a lot); RT_GROW keeps the largest
+ * batch seen (the classifier: features in chunks of the same size). */
+enum { RT_EXACT = 0, RT_GROW = 1 };
+
+typedef struct {
+    /* the parameter size table, in buffer order, and the fields viewing it */
+    ParamTensor* tensors;      /* (ntensors,) */
+    int ntensors, tensors_cap;
+    size_t nparams;            /* floats in params (and grads, m, v) */
+    RtView* pviews;            /* (npviews,) */
+    int npviews, pviews_cap;
+    /* activation slots, in increasing offset order, and the fields viewing them */
+    RtSlot* slots;             /* (nslots,) */
+    int nslots, slots_cap;
+    RtView* aviews;            /* (naviews,) slots and links */
+    int naviews, aviews_cap;
+    size_t acts_floats;        /* per image: the slots' len, summed */
+    RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
+    int nneeds, needs_cap;
+    int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
+                                  for a link to an unregistered field; else 0 */
+    /* the workspace */
+    int policy;                /* RT_EXACT or RT_GROW */
+    int B;                     /* batch the activation views are bound to (0: none) */
+    int cap;                   /* images acts (and dacts) hold */
+    float* acts;               /* (acts_floats * cap) */
+    float* dacts;              /* (acts_floats * cap), NULL until a backward asks */
+    float* col;                /* conv2d scratch (col_floats) */
+    float* scratch;            /* groupnorm backward scratch (scratch_floats) */
+    size_t col_floats, scratch_floats;
+    int have_forward;          /* acts hold a forward pass at batch B */
+    /* profiling */
+    int profiling;
+    double prof[RT_PROF_KINDS];   /* seconds per op kind */
+} NetRuntime;
+
+/* ---- layout (at network creation) ---- */
+
+void rt_init(NetRuntime* rt, int policy);
+void rt_free(NetRuntime* rt);
+
+/* Appends tensor prefix+suffix of shape (d0, .., d[ndim-1]) to the table and
+ * records the fields *w, *g that view it (either may be NULL: a tensor read
+ * through an earlier field, e.g. to_k right after to_q). */
+void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const char* suffix,
+              int ndim, int d0, int d1, int d2, int d3);
+/* Shapes for rt_param's (ndim, d0, d1, d2, d3). */
+#define RT_DIMS1(a) 1, (a), 0, 0, 0
+#define RT_DIMS2(a, b) 2, (a), (b), 0, 0
+#define RT_DIMS4(a, b, c, d) 4, (a), (b), (c), (d)
+
+/* rt_param for field f of block b (a struct with parameters w and gradients g). */
+#define RT_PARAM(rt, b, f, prefix, suffix, dims) \
+    rt_param((rt), &(b)->w.f, &(b)->g.f, (prefix), (suffix), dims)
+
+/* A new activation slot of per_image floats, viewed by *a and its gradient by *d. */
+void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image);
+/* *a, *d view the slot that the field src (registered before) views. */
+void rt_link(NetRuntime* rt, float** a, float** d, float** src);
+
+/* rt_act / rt_link for field f of block b (activations a and gradients da). */
+#define RT_ACT(rt, b, f, per_image) rt_act((rt), &(b)->a.f, &(b)->da.f, (size_t)(per_image))
+#define RT_LINK(rt, b, f, src) rt_link((rt), &(b)->a.f, &(b)->da.f, (src))
+
+/* The scratch a conv2d over (C, B, H, W) -> OC (K x K, stride S) and a
+ * groupnorm over (C, B, HW) with G groups will need, for any B. */
+void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S);
+void rt_need_norm(NetRuntime* rt, int C, int HW, int G);
+
+/* ---- the workspace ---- */
+
+/* Makes the workspace hold batch B (dacts too when for_training), by the
+ * policy; reallocating the activations drops the last forward.  Does not
+ * bind.  DDPM_ERR_VALUE for B < 1, DDPM_ERR_NOMEM. */
+int rt_reserve(NetRuntime* rt, int B, int for_training);
+/* Points every activation field (and gradient field, once dacts exist) at
+ * batch B; B <= rt->cap. */
+void rt_bind_acts(NetRuntime* rt, int B);
+/* Points every parameter field into params and every gradient field into
+ * grads (when grads != NULL).  The forward only reads through them. */
+void rt_bind_params(NetRuntime* rt, const float* params, float* grads);
+
+/* ---- activation gradients: first writer overwrites ---- */
+
+/* Starts a backward: every gradient slot unwritten. */
+void rt_grad_begin(NetRuntime* rt);
+/* The accumulate flag for a writer of gradient d (a bound gradient field):
+ * 0 for the first writer in this backward (it overwrites), 1 after. */
+int rt_grad_acc(NetRuntime* rt, const float* d);
+/* d, zeroed first when nothing has written its slot in this backward. */
+float* rt_grad_ready(NetRuntime* rt, float* d);
+
+/* ---- profiling ---- */
+
+/* Runs `call` (a statement), charging its time to kind k when profiling. */
+#define PROF(rt, k, call)                      \
+    do {                                       \
+        double prof_t0_ = rt_prof_start(rt);   \
+        call;                                  \
+        rt_prof_stop((rt), (k), prof_t0_);     \
+    } while (0)
+double rt_prof_start(const NetRuntime* rt);
+void rt_prof_stop(NetRuntime* rt, int kind, double t0);
+
+#endif /* DDPM_NETS_RUNTIME_H */
