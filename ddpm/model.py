@@ -439,6 +439,51 @@ class UNet:
         model.load_state_dict({k: v.detach().cpu().float().numpy() for k, v in state.items()})
         return model
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, subfolder: str | None = None,
+                        **kwargs) -> "UNet":
+        """diffusers' ``UNet2DModel.from_pretrained`` for local folders and shipped models.
+
+        Reads ``<path>/<subfolder>/config.json`` and its safetensors, e.g.
+        ``UNet.from_pretrained("fashion-mnist", subfolder="unet")`` or a folder
+        that ``UNet2DModel.save_pretrained`` wrote.  No Hub downloads (ddpm is
+        offline: OSError naming the id); ``local_files_only`` is accepted,
+        ``use_safetensors=False`` and other keywords are refused.
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> net = ddpm.UNet.from_pretrained("fashion-mnist", subfolder="unet")
+        >>> net.config["sample_size"]
+        28
+        """
+        from .pretrained import resolve_pretrained
+        path = resolve_pretrained(pretrained_model_name_or_path, "UNet", kwargs)
+        if subfolder is not None:
+            if not isinstance(subfolder, str):
+                raise TypeError(f"UNet.from_pretrained(): subfolder must be a str, "
+                                f"got {type(subfolder).__name__}")
+            path = os.path.join(path, subfolder)
+        elif not os.path.isfile(os.path.join(path, CONFIG_NAME)) and \
+                os.path.isfile(os.path.join(path, "unet", CONFIG_NAME)):
+            raise OSError(f"UNet.from_pretrained(): {path} is a pipeline folder; pass "
+                          f"subfolder='unet' (as diffusers wants)")
+        return cls.load(path)
+
+    def save_pretrained(self, save_directory, *, safe_serialization: bool = True,
+                        variant: str | None = None, push_to_hub: bool = False) -> str:
+        """diffusers' spelling of :meth:`save` (``variant="fp16"``: float16 weights).
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> ddpm.UNet(seed=0).save_pretrained("/tmp/unet")
+        '/tmp/unet'
+        """
+        from .pretrained import save_dtype
+        return self.save(save_directory, dtype=save_dtype(
+            "UNet.save_pretrained", safe_serialization, variant, push_to_hub))
+
     def to_diffusers(self):
         """A ``diffusers.UNet2DModel`` (float32, CPU) with these weights."""
         try:

@@ -15,8 +15,10 @@ import os
 from .diffusion import Diffusion
 from .model import UNet
 from .sampling import sample_diffusion
+from .visuals import OUTPUT_TYPES, convert_output
 
-__all__ = ["sample", "load_pretrained", "pretrained_models", "pretrained_path", "training_info"]
+__all__ = ["sample", "load_pretrained", "pretrained_models", "pretrained_path", "training_info",
+           "resolve_pretrained"]
 
 _WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
@@ -56,6 +58,43 @@ def load_pretrained(name: str = "fashion-mnist"):
     return Diffusion.load(pretrained_path(name))
 
 
+def resolve_pretrained(name_or_path, cls_name: str, kwargs: dict) -> str:
+    """The local folder ``from_pretrained(name_or_path, **kwargs)`` reads, as diffusers
+    resolves it but offline: an existing folder first, then a shipped model's name."""
+    F = f"{cls_name}.from_pretrained"
+    kwargs = dict(kwargs)
+    kwargs.pop("local_files_only", None)          # always local here
+    if kwargs.pop("use_safetensors", None) is False:
+        raise ValueError(f"{F}(): use_safetensors=False (pickle weights) is not supported")
+    if kwargs:
+        raise TypeError(f"{F}(): unsupported argument(s) {sorted(kwargs)} (ddpm reads local "
+                        f"folders and shipped models only)")
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"{F}(): pretrained_model_name_or_path must be a str or path, "
+                        f"got {type(name_or_path).__name__}")
+    path = os.fspath(name_or_path)
+    if os.path.isdir(path):
+        return path
+    if path in _MODELS:
+        return pretrained_path(path)
+    raise OSError(f"{F}(): {path!r} is neither a local folder nor a model shipped with ddpm "
+                  f"({', '.join(sorted(_MODELS))}). ddpm never downloads: fetch a Hub model "
+                  f"with diffusers (DDPMPipeline.from_pretrained(...).save_pretrained(dir)) and "
+                  f"pass the folder")
+
+
+def save_dtype(func: str, safe_serialization, variant, push_to_hub) -> str:
+    """The dtype save() takes for save_pretrained's (safe_serialization, variant, push_to_hub)."""
+    if push_to_hub:
+        raise ValueError(f"{func}(): push_to_hub is not supported (ddpm works offline); "
+                         f"upload the folder with huggingface_hub")
+    if not safe_serialization:
+        raise ValueError(f"{func}(): safe_serialization=False (pickle) is not supported")
+    if variant not in (None, "fp16"):
+        raise ValueError(f"{func}(): variant must be None or 'fp16', got {variant!r}")
+    return "float16" if variant == "fp16" else "float32"
+
+
 def training_info(name: str = "fashion-mnist") -> dict:
     """What ``training.json`` says about how the shipped model was trained ({} if absent)."""
     p = os.path.join(pretrained_path(name), "training.json")
@@ -78,8 +117,9 @@ def sample(n: int = 16, model=None, **kwargs):
         model.  Default: the shipped ``"fashion-mnist"`` model
         (:func:`ddpm.load_pretrained`), offline.
     **kwargs
-        ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed`` and
-        every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
+        ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed``,
+        ``output_type`` (None, "np" or "pil", as on :meth:`ddpm.Diffusion.sample`)
+        and every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
         the sampler defaults to ``"dpm++"`` with 20 steps here, with x0_hat
         clipped to [-1, 1] (``clip_x0=True``; diffusers' DPM-Solver++ does not
         clip): a first call should take seconds, not the 1000 network calls of
@@ -90,7 +130,9 @@ def sample(n: int = 16, model=None, **kwargs):
     Returns
     -------
     ndarray float32 (n, C, H, W) in [0, 1] (``value_range=(-1, 1)`` for the
-    model's space); with ``return_trajectory`` also a :class:`Trajectory`.
+    model's space); diffusers' layouts with ``output_type="np"`` (float32
+    (n, H, W, C) in [0, 1]) or ``"pil"`` (a list of PIL images); with
+    ``return_trajectory`` also a :class:`Trajectory`.
 
     Examples
     --------
@@ -113,4 +155,11 @@ def sample(n: int = 16, model=None, **kwargs):
         kwargs.setdefault("steps", 20)
         if not kwargs.get("dynamic_threshold"):
             kwargs.setdefault("clip_x0", True)
-    return sample_diffusion(model, n, **kwargs)
+    output_type = kwargs.pop("output_type", None)
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"sample(): output_type must be None, 'np' or 'pil', got {output_type!r}")
+    out = sample_diffusion(model, n, **kwargs)
+    vr = kwargs.get("value_range", (0, 1))
+    if isinstance(out, tuple):
+        return convert_output(out[0], output_type, "sample", vr), out[1]
+    return convert_output(out, output_type, "sample", vr)
