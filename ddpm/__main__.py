@@ -52,7 +52,6 @@ def _train(args) -> int:
     import time
 
     import ddpm
-    from ddpm import datasets
 
     if args.threads:
         ddpm.set_num_threads(args.threads)
