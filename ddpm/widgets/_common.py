@@ -216,28 +216,27 @@ class _FramePlayer(_LessonWidget):
     def frame(self, k):
         self.slider.value = int(min(max(int(k), self.slider.min), self.slider.max))
 
-    def step(self, n: int = 1):
+    # The controls return None, not self: a cell ending in ``player.reset()`` would
+    # otherwise display the widget a second time, and ipywidgets' Play pauses itself when
+    # two views of it exist (each view's "playing" handler runs; the second one sees the
+    # first one's change and calls pause): Play then stops after one frame.
+    def step(self, n: int = 1) -> None:
         """Advance n frames; stops at the last."""
         self.frame = self.frame + int(n)
-        return self
 
-    def back(self, n: int = 1):
+    def back(self, n: int = 1) -> None:
         """Go back n frames."""
         self.frame = self.frame - int(n)
-        return self
 
-    def reset(self):
+    def reset(self) -> None:
         """Back to the first frame and pause."""
         self.pause()
         self.frame = 0
-        return self
 
-    def play(self):
+    def play(self) -> None:
         """Start the animation (runs in the browser; no effect headless)."""
         self.player.playing = True
-        return self
 
-    def pause(self):
+    def pause(self) -> None:
         """Pause the animation where it is."""
         self.player.playing = False
-        return self

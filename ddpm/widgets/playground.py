@@ -47,7 +47,9 @@ class Playground(_FramePlayer):
 
     Frames are numbered k = 0 .. 2T: k <= T is forward step t = k, k > T is
     reverse step t = 2T - k.  Controls: play / pause (the Play widget),
-    ``step()``, ``back()``, ``reset()``, ``goto(t, phase)``, ``pause()``.
+    ``step()``, ``back()``, ``reset()``, ``goto(t, phase)``, ``pause()`` (they return
+    None; display a playground once: ipywidgets' Play stops after one frame when two views
+    of it exist).
 
     Attributes
     ----------
@@ -181,7 +183,6 @@ class Playground(_FramePlayer):
         if phase not in ("forward", "reverse"):
             raise ValueError("Playground.goto(): phase must be 'forward' or 'reverse'")
         self.frame = t if phase == "forward" else 2 * self.T - t
-        return self
 
     def frame_of(self, t: int, phase: str = "forward") -> np.ndarray:
         """The stored frame x_t of the forward or reverse chain, (C, H, W)."""

@@ -57,7 +57,9 @@ class TrajectoryPlayer(_FramePlayer):
     alpha_bar, snr_db : float; texts : dict with "readout" and "regime"
 
     Controls: the Play widget (linked to the slider), ``step()``, ``back()``,
-    ``goto(t)``, ``reset()``, ``play()``, ``pause()``.
+    ``goto(t)``, ``reset()``, ``play()``, ``pause()`` (they return None, so a cell
+    ending in one does not display the widget twice; display a player once: ipywidgets'
+    Play stops after one frame when two views of it exist).
 
     Examples
     --------
@@ -183,7 +185,6 @@ class TrajectoryPlayer(_FramePlayer):
             raise ValueError(f"TrajectoryPlayer.goto(): t = {t} was not captured; captured: "
                              f"{self.ts[:4]} ... {self.ts[-3:]}")
         self.frame = self._index[int(t)]
-        return self
 
     def frame_of(self, t: int):
         """(x_t, eps_hat, x0_hat) of the captured timestep t, each (n, C, H, W)."""
