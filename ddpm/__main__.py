@@ -245,6 +245,27 @@ def _sample(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from ddpm.export import export_diffusers
+
+    if args.to != "diffusers":
+        print(f"error: --to must be diffusers, got {args.to!r}", file=sys.stderr)
+        return 2
+    try:
+        ckdir = export_diffusers(args.checkpoint, args.out)
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: the EMA pipeline, and {ckdir} (unet/, unet_ema/, optimizer.bin, "
+          f"scheduler.bin)\n"
+          f"continue on GPUs: accelerate launch examples/continue_in_pytorch.py {args.out} "
+          f"--data <your data>\n"
+          f"or with diffusers' train_unconditional.py: --output_dir {args.out} "
+          f"--resume_from_checkpoint latest --use_ema --model_config_name_or_path "
+          f"{args.out}/unet (see ddpm_training.json for the settings to repeat)")
+    return 0
+
+
 def _info(args) -> int:
     import ddpm
     from ddpm import datasets
@@ -321,6 +342,12 @@ def main(argv=None) -> int:
     sp.add_argument("--animate", default=None, metavar="GIF",
                     help="also write the reverse process as a looping GIF (x_t and x0_hat)")
     sp.set_defaults(func=_sample)
+    ex = sub.add_parser("export", help="a training checkpoint as diffusers' training state "
+                                       "(to continue on GPUs)")
+    ex.add_argument("--to", default="diffusers", help="format: diffusers (the only one)")
+    ex.add_argument("checkpoint", help="checkpoint.safetensors written by ddpm train")
+    ex.add_argument("out", help="folder to write")
+    ex.set_defaults(func=_export)
     i = sub.add_parser("info", help="versions, threads, data location")
     i.set_defaults(func=_info)
     args = p.parse_args(argv)
