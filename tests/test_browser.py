@@ -55,16 +55,12 @@ def _notebooks():
 
 
 @pytest.fixture(scope="module")
-def screenshots(request):
+def screenshots():
+    import conftest
     d = Path(os.environ.get("DDPM_SCREENSHOTS") or tempfile.mkdtemp(prefix="ddpm-browser-"))
     d.mkdir(parents=True, exist_ok=True)
-    yield d
-    rep = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = f"browser test screenshots: {d} ({len(list(d.glob('*.png')))} files)"
-    if rep is not None:
-        rep.write_line(line)
-    else:  # pragma: no cover
-        print(line)
+    conftest.SCREENSHOT_DIRS.append(str(d))          # printed in the run's summary
+    return d
 
 
 @pytest.fixture(scope="module")
