@@ -164,7 +164,8 @@ def main(argv=None):
         run["ema"].copy_to(unet.parameters())
         DDPMPipeline(unet=unet, scheduler=run["noise_scheduler"]).save_pretrained(args.folder)
         run["ema"].restore(unet.parameters())
-        info = dict(run["info"], step=run["step"], checkpoint=f"checkpoint-{run['step']}")
+        info = dict(run["info"], step=run["step"], checkpoint=f"checkpoint-{run['step']}",
+                    ema_updates=run["ema"].optimization_step)
         with open(os.path.join(args.folder, "ddpm_training.json"), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, sort_keys=True)
         acc.print(f"wrote {args.folder} (EMA pipeline) at step {run['step']}; "

@@ -153,4 +153,4 @@ def test_continue_in_pytorch_script_runs(tmp_path):
     d = ddpm.Diffusion.load(tmp_path / "gpu")          # back on the laptop
     assert d.image_shape == (3, 8, 8)
     info = json.loads((tmp_path / "gpu" / "ddpm_training.json").read_text())
-    assert info["step"] == 8
+    assert info["step"] == 8 and info["ema_updates"] == 8
