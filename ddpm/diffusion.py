@@ -342,8 +342,8 @@ class Diffusion:
         >>> d.save_pretrained("/tmp/my-ddpm")                   # doctest: +SKIP
         '/tmp/my-ddpm'
         """
-        from .pretrained import resolve_pretrained
-        return cls.load(resolve_pretrained(pretrained_model_name_or_path, "Diffusion", kwargs))
+        from .pretrained import _resolve_pretrained
+        return cls.load(_resolve_pretrained(pretrained_model_name_or_path, "Diffusion", kwargs))
 
     def save_pretrained(self, save_directory, *, safe_serialization: bool = True,
                         variant: str | None = None, push_to_hub: bool = False) -> str:
@@ -359,8 +359,8 @@ class Diffusion:
         >>> ddpm.Diffusion(ddpm.UNet(seed=0)).save_pretrained("/tmp/untrained")
         '/tmp/untrained'
         """
-        from .pretrained import save_dtype
-        return self.save(save_directory, dtype=save_dtype(
+        from .pretrained import _save_dtype
+        return self.save(save_directory, dtype=_save_dtype(
             "Diffusion.save_pretrained", safe_serialization, variant, push_to_hub))
 
     def __repr__(self):

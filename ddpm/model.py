@@ -457,8 +457,8 @@ class UNet:
         >>> net.config["sample_size"]
         28
         """
-        from .pretrained import resolve_pretrained
-        path = resolve_pretrained(pretrained_model_name_or_path, "UNet", kwargs)
+        from .pretrained import _resolve_pretrained
+        path = _resolve_pretrained(pretrained_model_name_or_path, "UNet", kwargs)
         if subfolder is not None:
             if not isinstance(subfolder, str):
                 raise TypeError(f"UNet.from_pretrained(): subfolder must be a str, "
@@ -480,8 +480,8 @@ class UNet:
         >>> ddpm.UNet(seed=0).save_pretrained("/tmp/unet")
         '/tmp/unet'
         """
-        from .pretrained import save_dtype
-        return self.save(save_directory, dtype=save_dtype(
+        from .pretrained import _save_dtype
+        return self.save(save_directory, dtype=_save_dtype(
             "UNet.save_pretrained", safe_serialization, variant, push_to_hub))
 
     def to_diffusers(self):

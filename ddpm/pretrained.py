@@ -17,8 +17,7 @@ from .model import UNet
 from .sampling import sample_diffusion
 from .visuals import OUTPUT_TYPES, convert_output
 
-__all__ = ["sample", "load_pretrained", "pretrained_models", "pretrained_path", "training_info",
-           "resolve_pretrained"]
+__all__ = ["sample", "load_pretrained", "pretrained_models", "pretrained_path", "training_info"]
 
 _WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
@@ -58,7 +57,7 @@ def load_pretrained(name: str = "fashion-mnist"):
     return Diffusion.load(pretrained_path(name))
 
 
-def resolve_pretrained(name_or_path, cls_name: str, kwargs: dict) -> str:
+def _resolve_pretrained(name_or_path, cls_name: str, kwargs: dict) -> str:
     """The local folder ``from_pretrained(name_or_path, **kwargs)`` reads, as diffusers
     resolves it but offline: an existing folder first, then a shipped model's name."""
     F = f"{cls_name}.from_pretrained"
@@ -83,7 +82,7 @@ def resolve_pretrained(name_or_path, cls_name: str, kwargs: dict) -> str:
                   f"pass the folder")
 
 
-def save_dtype(func: str, safe_serialization, variant, push_to_hub) -> str:
+def _save_dtype(func: str, safe_serialization, variant, push_to_hub) -> str:
     """The dtype save() takes for save_pretrained's (safe_serialization, variant, push_to_hub)."""
     if push_to_hub:
         raise ValueError(f"{func}(): push_to_hub is not supported (ddpm works offline); "

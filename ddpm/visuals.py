@@ -229,7 +229,12 @@ def to_numpy(images, value_range=(0, 1)) -> np.ndarray:
     x = np.asarray(images)
     if x.ndim != 4:
         raise ValueError(f"to_numpy(): images must be (N, C, H, W), got {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"to_numpy(): images must be floats, got dtype {x.dtype}")
     lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"to_numpy(): value_range must be (low, high) with high > low, "
+                         f"got {value_range!r}")
     x = np.clip((x.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)
 
@@ -252,8 +257,18 @@ def to_pil(images, value_range=(0, 1)) -> list:
     return [Image.fromarray(a[..., 0] if a.shape[2] == 1 else a) for a in u8]
 
 
-def convert_output(images, output_type, func: str, value_range=(0, 1)):
-    """images unchanged (output_type None), or :func:`to_numpy` / :func:`to_pil` of them."""
+def convert_output(images, output_type, func: str = "convert_output", value_range=(0, 1)):
+    """images unchanged (output_type None), or :func:`to_numpy` / :func:`to_pil` of them.
+
+    ``func`` names the caller in error messages; ``value_range`` is the images' range,
+    which must be (0, 1) for "np" and "pil" (diffusers' output range).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> convert_output(np.zeros((1, 1, 4, 4), np.float32), "np").shape
+    (1, 4, 4, 1)
+    """
     if output_type is None:
         return images
     if output_type not in OUTPUT_TYPES:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 
 import numpy as np
@@ -76,7 +75,7 @@ def load_run(folder, accelerator=None, dataloader=None):
                    model_cls=UNet2DModel, model_config=unet.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"],
                             weight_decay=s["weight_decay"])
-    warm, lr = info["lr_warmup_steps"], s["lr"]
+    warm = info["lr_warmup_steps"]
     # ddpm's warm-up: step k (1-based) uses lr * min(1, k / warm); epoch e is step e + 1
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: min(1.0, (e + 1) / warm) if warm else 1.0)

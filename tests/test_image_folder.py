@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 
 import ddpm
 from ddpm import datasets
-from conftest import REPO, run_in_subprocess
+from conftest import run_in_subprocess
 
 
 def grid(u8):
