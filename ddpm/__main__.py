@@ -230,8 +230,9 @@ def _sample(args) -> int:
             return 1
         kw["return_trajectory"] = max(1, -(-steps // 50))     # at most about 50 frames
     try:
-        out = ddpm.sample(args.n, model=model, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                          timestep_spacing=args.spacing, progress=not args.no_progress, **kw)
+        out = ddpm.sample(args.n, model=model, steps=args.steps, sampler=args.sampler,
+                          seed=args.seed, timestep_spacing=args.spacing,
+                          progress=not args.no_progress, **kw)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
