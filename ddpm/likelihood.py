@@ -183,7 +183,7 @@ def _progress(progress, total):
         return progress, lambda: None
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # tqdm is an optional extra: no bar without it
+    except ImportError:  # tqdm is a dependency; a stripped install runs barless
         return None, lambda: None
     bar = tqdm(total=total, desc="nll", unit="t", dynamic_ncols=True)
     return (lambda done, n: bar.update(done - bar.n)), bar.close

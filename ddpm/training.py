@@ -40,7 +40,7 @@ def _progress_bar(total, enabled, desc):
         return None
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the notebooks/test extras
+    except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
