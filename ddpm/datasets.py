@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fashion_mnist", "mnist", "image_folder", "IMAGE_EXTENSIONS", "read_idx", "find_dataset",
+__all__ = ["fashion_mnist", "mnist", "image_folder", "load_image", "IMAGE_EXTENSIONS", "read_idx", "find_dataset",
            "FASHION_MNIST_CLASSES", "MNIST_CLASSES",
            "tshirt", "checkerboard", "circle", "gaussian_mixture", "two_moons"]
 
@@ -292,6 +292,29 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise OSError(f"image_folder(): cannot read {path}: {exc}") from exc
+
+
+def load_image(path, *, image_size: int, channels: int) -> np.ndarray:
+    """One PNG/JPEG file as float32 (channels, image_size, image_size) in [-1, 1]: centre crop
+    and bicubic resize, grayscale or RGB, as :func:`image_folder` reads each file (the CLI's
+    ``inpaint`` and ``img2img`` read their images with it).
+
+    >>> x = load_image("photo.png", image_size=28, channels=1)      # doctest: +SKIP
+    """
+    F = "load_image"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{F}(): path must be a file path, got {type(path).__name__}")
+    for name, v in (("image_size", image_size), ("channels", channels)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{F}(): {name} must be an int, got {type(v).__name__}")
+    if not 4 <= image_size <= 1024 or channels not in (1, 3):
+        raise ValueError(f"{F}(): image_size must be in 4..1024 and channels 1 or 3")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{F}(): no file {p}")
+    a = _read_image(p, int(image_size), int(channels))
+    x = (a[None] if channels == 1 else a.transpose(2, 0, 1)).astype(np.float32)
+    return x / np.float32(127.5) - np.float32(1.0)
 
 
 def image_folder(path, *, image_size: int = 32, channels: int = 3, limit: int | None = None):

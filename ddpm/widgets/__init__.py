@@ -1,6 +1,6 @@
 """Interactive lesson widgets (lessons 6-2-1, 6-2-2, 6-2-4 and 6-2-6).
 
-Four small ipywidgets apps, each built in one line and shown by putting it
+Five small ipywidgets apps, each built in one line and shown by putting it
 last in a notebook cell:
 
 >>> from ddpm import widgets                                   # doctest: +SKIP
@@ -8,6 +8,7 @@ last in a notebook cell:
 >>> widgets.AlphaBarCurve()         # alpha_bar curve, live readouts, linear/cosine toggle
 >>> widgets.Playground("circle")    # 80-step forward then (oracle) reverse, step/play/pause
 >>> widgets.TrajectoryPlayer()      # a REAL reverse run of the shipped model: x_t, eps_hat, x0_hat
+>>> widgets.Inpainter()             # cover a rectangle of a real image, let the model fill it in
 
 Every widget returns an object with ``.widget`` (the ipywidgets container, for
 embedding in your own layout) and ``_ipython_display_``.  Pictures are drawn
@@ -28,9 +29,10 @@ regime sentences, the frame player); every name is importable from here.
 from ._common import (LESSON_TS, REGIME_THRESHOLDS_DB, REVERSE_REGIME_THRESHOLDS_DB, regime,
                       reverse_regime)
 from .alpha_bar_curve import AlphaBarCurve
+from .inpainter import Inpainter
 from .noise_slider import NoiseSlider
 from .playground import Playground
 from .trajectory_player import TrajectoryPlayer
 
-__all__ = ["NoiseSlider", "AlphaBarCurve", "Playground", "TrajectoryPlayer", "regime",
+__all__ = ["NoiseSlider", "AlphaBarCurve", "Playground", "TrajectoryPlayer", "Inpainter", "regime",
            "reverse_regime", "REGIME_THRESHOLDS_DB", "REVERSE_REGIME_THRESHOLDS_DB", "LESSON_TS"]
