@@ -223,7 +223,7 @@ class Diffusion:
     # ------------------------------------------------------------ likelihood
     def nll(self, x0, *, batch_size: int = 64, t_samples: int | None = None, seed: int = 0,
             variance: str = "fixed_small", clip_x0: bool = False, quantize: bool = False,
-            progress=False):
+            progress=False, labels=None):
         """The negative log-likelihood bound of images x0 in bits/dim (Ho et al. 2020, eq. 5).
 
         ``-log p(x_0) <= L_T + sum_{t=2}^T L_{t-1} + L_0`` with, in the lessons' notation,
@@ -268,6 +268,9 @@ class Diffusion:
             Snap off-grid x0 to the nearest of the 256 levels.
         progress : bool or callable
             tqdm bar, or ``progress(done, total)`` counted in network passes.
+        labels : class labels, optional
+            Class-conditional models: the images' classes (-log p(x_0 | class)); None
+            uses the null label (the model's unconditional half).
 
         Returns
         -------
@@ -282,7 +285,8 @@ class Diffusion:
         >>> r.bits_per_dim, r.stderr                             # doctest: +SKIP
         """
         return _nll(self, x0, batch_size=batch_size, t_samples=t_samples, seed=seed,
-                   variance=variance, clip_x0=clip_x0, quantize=quantize, progress=progress)
+                   variance=variance, clip_x0=clip_x0, quantize=quantize, progress=progress,
+                   labels=labels)
 
     # ----------------------------------------------------------------- files
     def save(self, path, *, dtype: str = "float32") -> str:
