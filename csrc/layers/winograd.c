@@ -19,24 +19,23 @@
 
 #define WINO_LANES 8                   /* scratch lanes: at most this many threads (a laptop
                                         * has 4-8 cores; each lane costs ~2 MB) */
-/* One lane's transformed tiles + products.  Forward: 512 KB, half an L2
- * (measured better than 2-8 MB).  Backward: 2 MB, because its weight-gradient
- * GEMMs (OC x C, summed over the chunk's tiles) are A B^T products whose
- * per-call cost OpenBLAS amortises only over long sums: 32 x 32 x 126 ran
- * at 60 GF/s, x 504 at 86 GF/s; the backward measured ~8% faster. */
-#define WINO_BUDGET_FWD (1u << 17)
-#define WINO_BUDGET_BWD (1u << 19)
 #define WINO_SUM_BLOCK 4096            /* floats per block of the weight-gradient partial sum */
 
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
  * samples): a function of the shapes alone, and small enough that every
  * lane gets work on small inputs. */
 static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size_t budget) {
-    size_t per_row = (size_t)k->a * k->a * (C + OC) * wino_tiles(W, k->m);
+    const int tw = wino_tiles(W, k->m);
+    size_t per_row = (size_t)k->a * k->a * (C + OC) * tw;
     size_t rows = (size_t)B * wino_tiles(H, k->m);
     size_t nr = budget / per_row;
     size_t even = (rows + WINO_LANES - 1) / WINO_LANES;
     if (nr > even) nr = even;
+    /* whole SIMD panels for the GEMMs' N where that fits: T = nr tw a
+     * multiple of align */
+    size_t step = (size_t)k->align;
+    for (int t = tw; step > 1 && t % 2 == 0; t /= 2) step /= 2;
+    if (nr >= step) nr -= nr % step;
     if (nr < 1) nr = 1;
     return (int)nr;
 }
@@ -49,8 +48,8 @@ static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size
 static size_t wino_layout(const WinoKind* kw, const WinoKind* kx, int B, int C, int H, int W,
                           int OC, size_t* off_du, size_t* off_lane, size_t* lane) {
     const size_t aw = (size_t)kw->a * kw->a, ax = (size_t)kx->a * kx->a;
-    size_t Tw = (size_t)wino_rows(kw, B, C, H, W, OC, WINO_BUDGET_BWD) * wino_tiles(W, kw->m);
-    size_t Tx = (size_t)wino_rows(kx, B, C, H, W, OC, WINO_BUDGET_BWD) * wino_tiles(W, kx->m);
+    size_t Tw = (size_t)wino_rows(kw, B, C, H, W, OC, kw->budget_bwd) * wino_tiles(W, kw->m);
+    size_t Tx = (size_t)wino_rows(kx, B, C, H, W, OC, kx->budget_bwd) * wino_tiles(W, kx->m);
     size_t lw = aw * (C + OC) * Tw, lx = ax * (C + OC) * Tx;
     *off_du = (aw > ax ? aw : ax) * OC * C;
     *off_lane = *off_du + WINO_LANES * aw * OC * C;
@@ -136,7 +135,7 @@ void wino_forward(const WinoKind* k, float* out, float* scratch, const float* in
     size_t off_du, off_lane, lane;
     wino_layout(k, k, B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
-    const int nr = wino_rows(k, B, C, H, W, OC, WINO_BUDGET_FWD);
+    const int nr = wino_rows(k, B, C, H, W, OC, k->budget_fwd);
     const int rows = B * wino_tiles(H, k->m), nchunks = (rows + nr - 1) / nr;
     const size_t aa = (size_t)k->a * k->a;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
@@ -146,8 +145,7 @@ DDPM_PARALLEL(nt)
     {
 DDPM_OMP_FOR
         for (int oc = 0; oc < OC; oc++)
-            for (int c = 0; c < C; c++)
-                k->weight(U + (size_t)oc * C + c, xs, weight + ((size_t)oc * C + c) * 9, 3, 1);
+            k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + aa * C * nr * wino_tiles(W, k->m);
 DDPM_OMP_FOR_DYNAMIC
@@ -172,10 +170,10 @@ void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* d
     const size_t aw = (size_t)kw->a * kw->a, ax = (size_t)kx->a * kx->a;
     float* Ur = scratch;                 /* (ax, C, OC): rotated, transposed weights */
     float* dU = scratch + off_du;        /* (WINO_LANES, aw, OC, C) */
-    const int nr = wino_rows(kw, B, C, H, W, OC, WINO_BUDGET_BWD);
+    const int nr = wino_rows(kw, B, C, H, W, OC, kw->budget_bwd);
     const int rows = B * wino_tiles(H, kw->m), nchunks = (rows + nr - 1) / nr;
     const int np = nchunks < WINO_LANES ? nchunks : WINO_LANES;   /* partials in use */
-    const int nrx = wino_rows(kx, B, C, H, W, OC, WINO_BUDGET_BWD);
+    const int nrx = wino_rows(kx, B, C, H, W, OC, kx->budget_bwd);
     const int rowsx = B * wino_tiles(H, kx->m), nchx = (rowsx + nrx - 1) / nrx;
     const int fused = kx == kw;
     const size_t xs = (size_t)OC * C;
@@ -186,9 +184,8 @@ DDPM_PARALLEL(nt)
         if (dinp) {
 DDPM_OMP_FOR
             for (int c = 0; c < C; c++)
-                for (int oc = 0; oc < OC; oc++)
-                    kx->weight(Ur + (size_t)c * OC + oc, xs,
-                               weight + ((size_t)oc * C + c) * 9 + 8, -3, -1);
+                kx->weight(Ur + (size_t)c * OC, xs, weight + (size_t)c * 9 + 8, OC,
+                           (size_t)C * 9, -3, -1);
         }
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + aw * C * nr * wino_tiles(W, kw->m);
@@ -231,8 +228,6 @@ DDPM_OMP_FOR
         }
 DDPM_OMP_FOR
         for (int oc = 0; oc < OC; oc++)
-            for (int c = 0; c < C; c++)
-                kw->weight_adjoint(dweight + ((size_t)oc * C + c) * 9, dU + (size_t)oc * C + c,
-                                   xs);
+            kw->weight_adjoint(dweight + (size_t)oc * C * 9, dU + (size_t)oc * C, xs, C);
     }
 }

@@ -43,12 +43,19 @@ typedef struct {
     int m, a;              /* output tile m x m, transformed tile a x a, a = m + 2 */
     int cross_planes;      /* segments may run across samples (else: within one plane) */
     int seg_tiles;         /* at most this many tiles per segment */
-    /* u[xi xs] (a*a values) = G g G^T of one g (3, 3) read with strides
-     * (sh, sw): (3, 1) as stored, (-3, -1) from g's last element for the
-     * 180-degree rotation the input gradient convolves with */
-    void (*weight)(float* u, size_t xs, const float* g, int sh, int sw);
-    /* dg (3, 3) += G^T du G, du[xi xs] (a*a values) */
-    void (*weight_adjoint)(float* dg, const float* du, size_t xs);
+    size_t budget_fwd;     /* floats of V and M per chunk: forward, */
+    size_t budget_bwd;     /* backward (see winograd.c) */
+    int align;             /* chunks of a multiple of this many tiles where the budget allows */
+    /* u[xi xs + i] (a*a values each) = G g_i G^T for the n filters
+     * g_i = g + i gstep (3, 3) read with strides (sh, sw): (3, 1) as stored,
+     * (-3, -1) from the last element for the 180-degree rotation the input
+     * gradient convolves with.  Row by row: u's a*a streams each written in
+     * order (a filter's values are xs apart; one filter at a time touched a
+     * new page per store) */
+    void (*weight)(float* u, size_t xs, const float* g, int n, size_t gstep, int sh, int sw);
+    /* dg_i (3, 3) += G^T du_i G for dg_i = dg + 9 i, du_i[xi xs] = du[xi xs + i],
+     * i = 0..n-1 */
+    void (*weight_adjoint)(float* dg, const float* du, size_t xs, int n);
     /* V[xi xs + k] = B^T d B for the tiles of rows [r, r + n) of x (B, H, W) */
     void (*input)(float* V, size_t xs, const float* x, int H, int W, int r, int n);
     /* rows of y (B, H, W) covered by tile rows [r, r + n) = (base + start) +
