@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from . import _core
+from . import editing
 from ._checks import as_float32_batch, as_seed, as_timesteps
 from ._io import VERSION, atomic_write, read_json_object, write_text
 from .likelihood import nll as _nll
@@ -30,7 +32,7 @@ from .schedule import NoiseSchedule
 
 __all__ = ["Diffusion", "OBJECTIVES"]
 
-OBJECTIVES = ("eps", "x0", "v")
+OBJECTIVES = tuple(_core.OBJECTIVES)          # ("eps", "x0", "v"), in the engine's order
 _PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 _BETA_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "sigmoid": "sigmoid",
                   "cosine": "squaredcos_cap_v2"}
@@ -88,76 +90,85 @@ class Diffusion:
         return (c["in_channels"], c["sample_size"], c["sample_size"])
 
     # ----------------------------------------------------------- predictions
-    def model_output(self, x_t, t) -> np.ndarray:
+    def model_output(self, x_t, t, class_labels=None) -> np.ndarray:
         """The raw network output at lesson time t (1..T)."""
         x_t = as_float32_batch(x_t, "x_t", "model_output")
         tt = as_timesteps(t, x_t.shape[0], self.T, "model_output")
-        return self.model(x_t, self.schedule.model_timestep(tt))
+        return self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
 
-    def _coefs(self, tt, ndim):
-        shape = (-1,) + (1,) * (ndim - 1)
-        a = self.schedule.sqrt_alpha_bars[tt].reshape(shape)
-        b = self.schedule.sqrt_one_minus_alpha_bars[tt].reshape(shape)
-        return a, b
+    def _coefs(self, tt):
+        """float32 (a, b) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) per image, rounded
+        as the samplers round them (float32 alpha_bar, then sqrt)."""
+        ab = self.schedule.alpha_bars[tt].astype(np.float32)
+        return (np.ascontiguousarray(np.sqrt(ab), dtype=np.float32),
+                np.ascontiguousarray(np.sqrt(np.float32(1) - ab), dtype=np.float32))
 
-    def predict_eps_and_x0(self, x_t, t):
-        """(eps_hat, x0_hat) at lesson time t, whatever the objective."""
+    def predict_eps_and_x0(self, x_t, t, class_labels=None):
+        """(eps_hat, x0_hat) at lesson time t, whatever the objective.
+
+        The conversion is the engine's (the samplers use the same code), in
+        float32: eps: x0 = (x_t - b eps)/a; x0: eps = (x_t - a x0)/b;
+        v: x0 = a x_t - b v, eps = a v + b x_t (a = sqrt(alpha_bar_t),
+        b = sqrt(1 - alpha_bar_t)).
+        """
         x_t = as_float32_batch(x_t, "x_t", "predict")
         tt = as_timesteps(t, x_t.shape[0], self.T, "predict")
-        out = self.model(x_t, self.schedule.model_timestep(tt)).astype(np.float64)
-        a, b = self._coefs(tt, x_t.ndim)
-        x = x_t.astype(np.float64)
-        if self.objective == "eps":
-            eps = out
-            x0 = (x - b * eps) / a
-        elif self.objective == "x0":
-            x0 = out
-            eps = (x - a * x0) / b
-        else:  # v = a eps - b x0
-            x0 = a * x - b * out
-            eps = b * x + a * out
-        return eps.astype(np.float32), x0.astype(np.float32)
+        out = self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+        a, b = self._coefs(tt)
+        eps = np.empty_like(x_t)
+        x0 = np.empty_like(x_t)
+        _core.objective_predict(eps, x0, x_t, out, a, b, _core.OBJECTIVES.index(self.objective),
+                                False)
+        return eps, x0
 
-    def predict_eps(self, x_t, t) -> np.ndarray:
+    def predict_eps(self, x_t, t, class_labels=None) -> np.ndarray:
         """eps_hat(x_t, t): the noise the model believes is in x_t."""
-        return self.predict_eps_and_x0(x_t, t)[0]
+        return self.predict_eps_and_x0(x_t, t, class_labels)[0]
 
-    def predict_x0(self, x_t, t) -> np.ndarray:
+    def predict_x0(self, x_t, t, class_labels=None) -> np.ndarray:
         """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t): the one-shot guess.
 
         The error of eps_hat is amplified by sqrt((1 - alpha_bar)/alpha_bar):
         fine at small t, hopeless near T (lesson 6-2-3).
         """
-        return self.predict_eps_and_x0(x_t, t)[1]
+        return self.predict_eps_and_x0(x_t, t, class_labels)[1]
 
     def target(self, x0, eps, t) -> np.ndarray:
-        """What the network should output for (x0, eps, t) under this objective."""
+        """What the network should output for (x0, eps, t) under this objective
+        (the engine's training target: eps, x0, or sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0)."""
         x0 = as_float32_batch(x0, "x0", "target")
         eps = as_float32_batch(eps, "eps", "target")
+        if eps.shape != x0.shape:
+            raise ValueError(f"target(): eps must have x0's shape {x0.shape}, got {eps.shape}")
         tt = as_timesteps(t, x0.shape[0], self.T, "target")
-        if self.objective == "eps":
-            return eps.copy()
-        if self.objective == "x0":
-            return x0.copy()
-        a, b = self._coefs(tt, x0.ndim)
-        return (a * eps - b * x0).astype(np.float32)
+        a, b = self._coefs(tt)
+        out = np.empty_like(x0)
+        _core.objective_targets(out, x0, eps, a, b, _core.OBJECTIVES.index(self.objective))
+        return out
 
     # ------------------------------------------------------------------ loss
-    def loss(self, x0, t=None, *, noise=None, seed=None) -> float:
+    def loss(self, x0, t=None, *, noise=None, seed=None, class_labels=None) -> float:
         """The training loss on a batch, forward only: MSE(model(x_t, t), target).
 
-        t defaults to one uniform draw in 1..T per image (from ``seed``), as
-        each training step does; eps is drawn from ``seed`` unless ``noise`` is
-        given.
+        t and eps are drawn as the first step of a :class:`ddpm.Trainer` with this
+        ``seed`` draws them (the engine's counter RNG: one t uniform in 1..T per
+        image, eps ~ N(0, I)), unless given; so ``d.loss(x, seed=s)`` is the loss
+        that step computes before it updates anything (unweighted, no label dropout).
         """
         x0 = as_float32_batch(x0, "x0", "loss")
         seed = as_seed(seed, "loss")
+        B = x0.shape[0]
         if t is None:
-            t = np.random.default_rng(seed).integers(1, self.T + 1, x0.shape[0])
-        tt = as_timesteps(t, x0.shape[0], self.T, "loss")
-        x_t, eps = self.schedule.q_sample(x0, tt, noise=noise, seed=seed)
-        out = self.model(x_t, self.schedule.model_timestep(tt))
-        return float(np.mean((out.astype(np.float64) - self.target(x0, eps, tt)) ** 2))
+            t = np.empty(B, np.int64)
+            _core.train_draw_timesteps(t, seed, 1, self.T)
+        tt = as_timesteps(t, B, self.T, "loss")
+        if noise is None:
+            noise = np.empty_like(x0)
+            _core.train_draw_noise(noise, seed, 1)
+        x_t, eps = self.schedule.q_sample(x0, tt, noise=noise)
+        out = self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+        diff = out.astype(np.float64) - self.target(x0, eps, tt)
+        return float(np.mean(np.mean(diff.reshape(B, -1) ** 2, axis=1)))
 
     # -------------------------------------------------------------- sampling
     def sample(self, n: int, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
@@ -176,6 +187,22 @@ class Diffusion:
         """
         return sample_diffusion(self, n, steps=steps, sampler=sampler, eta=eta, seed=seed,
                                 **options)
+
+    def img2img(self, x0, strength: float = 0.6, **options):
+        """SDEdit: noise x0 (in [-1, 1]) to t = strength * T and denoise it again
+        (:func:`ddpm.editing.img2img` has every option).
+
+        >>> edited = d.img2img(x0[:8], strength=0.5, seed=0)   # doctest: +SKIP
+        """
+        return editing.img2img(self, x0, strength, **options)
+
+    def inpaint(self, x0, mask, **options):
+        """RePaint: keep x0 where mask is 1, generate where it is 0
+        (:func:`ddpm.editing.inpaint` has every option).
+
+        >>> filled = d.inpaint(x0[:4], mask, steps=50, seed=0)   # doctest: +SKIP
+        """
+        return editing.inpaint(self, x0, mask, **options)
 
     # ------------------------------------------------------------ likelihood
     def nll(self, x0, *, batch_size: int = 64, t_samples: int | None = None, seed: int = 0,

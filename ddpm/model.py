@@ -63,13 +63,17 @@ _FIXED = {
     "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
     "downsample_padding": 1, "downsample_type": "conv", "upsample_type": "conv",
     "act_fn": "silu", "resnet_time_scale_shift": "default", "class_embed_type": None,
-    "num_class_embeds": None, "dropout": 0.0,
+    "dropout": 0.0,
 }
+# ddpm's own config keys (diffusers ignores unknown keys when it loads our folders):
+# class_names lists the names of classes 0..K-2 of a class-conditional model (K-1 is the
+# reserved null label, "no class", which classifier-free guidance uses).
+EXTRA_KEYS = {"class_names": None}
 _DOWN = {"DownBlock2D": 0, "AttnDownBlock2D": 1}
 # diffusers' module registration order, which its state_dict follows; the C
 # layout differs (q, k, v weights sit side by side for one GEMM)
 _ORDER = {name: i for i, name in enumerate((
-    "conv_in", "time_embedding", "down_blocks", "up_blocks", "mid_block", "conv_norm_out",
+    "conv_in", "time_embedding", "class_embedding", "down_blocks", "up_blocks", "mid_block", "conv_norm_out",
     "conv_out", "attentions", "resnets", "downsamplers", "upsamplers", "linear_1", "linear_2",
     "group_norm", "to_q", "to_k", "to_v", "to_out", "norm1", "conv1", "time_emb_proj", "norm2",
     "conv2", "conv_shortcut", "conv", "weight", "bias"))}
@@ -84,7 +88,7 @@ def _normalise_config(config: dict) -> dict:
     """Validate a full config dict (every key present); returns a clean copy."""
     F = "UNet"
     cfg = {}
-    unknown = sorted(set(config) - set(DIFFUSERS_DEFAULTS))
+    unknown = sorted(set(config) - set(DIFFUSERS_DEFAULTS) - set(EXTRA_KEYS))
     if unknown:
         raise ValueError(f"{F}(): unknown config key(s) {unknown}")
     for key, want in _FIXED.items():
@@ -154,6 +158,25 @@ def _normalise_config(config: dict) -> dict:
             raise ValueError(f"{F}(): num_train_timesteps must be a positive int or None")
         nts = int(nts)
     cfg["num_train_timesteps"] = nts
+    K = config["num_class_embeds"]
+    if K is not None:
+        if isinstance(K, bool) or not isinstance(K, numbers.Integral) or not 2 <= K <= 1_000_000:
+            raise ValueError(f"{F}(): num_class_embeds must be None or an int in 2..1000000 "
+                             f"(the classes and one null label), got {K!r}")
+        K = int(K)
+    cfg["num_class_embeds"] = K
+    names = config.get("class_names")
+    if names is not None:
+        if K is None:
+            raise ValueError(f"{F}(): class_names given without num_class_embeds")
+        if (isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple))
+                or len(names) != K - 1 or not all(isinstance(n, str) and n for n in names)):
+            raise ValueError(f"{F}(): class_names must be {K - 1} non-empty strings (one per "
+                             f"class; label {K - 1} is the null label)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{F}(): class_names must be distinct")
+        names = tuple(str(n) for n in names)
+    cfg["class_names"] = names
     if cfg["sample_size"] % (2 ** (L - 1)):
         raise ValueError(f"{F}(): sample_size={cfg['sample_size']} must be divisible by "
                          f"2**(levels - 1) = {2 ** (L - 1)}")
@@ -171,7 +194,9 @@ class UNet:
         ``down_block_types`` (``DownBlock2D``/``AttnDownBlock2D``),
         ``up_block_types`` (``UpBlock2D``/``AttnUpBlock2D``), ``norm_num_groups``,
         ``norm_eps``, ``attention_head_dim``, ``add_attention``, ``dropout`` (0 only),
-        ``num_train_timesteps``.  Keys you leave out take the small 28x28
+        ``num_train_timesteps``, ``num_class_embeds`` (K: classes 0..K-2 plus the null
+        label K-1, an embedding added to the time embedding as diffusers does) and
+        ddpm's ``class_names`` (K-1 names).  Keys you leave out take the small 28x28
         grayscale default :data:`SMALL_CONFIG` (3.9M parameters).  Other
         UNet2DModel keys are accepted at their default value and refused
         otherwise, with the key named.
@@ -199,6 +224,7 @@ class UNet:
 
     def __init__(self, *, seed: int = 0, **config):
         full = dict(DIFFUSERS_DEFAULTS)
+        full.update(EXTRA_KEYS)
         full.update(SMALL_CONFIG)
         full.update(config)
         self._build(_normalise_config(full))
@@ -213,7 +239,8 @@ class UNet:
         self._handle = _core.unet_create(
             cfg["sample_size"], cfg["in_channels"], cfg["out_channels"],
             cfg["block_out_channels"], cfg["layers_per_block"], down, up,
-            cfg["add_attention"], cfg["norm_num_groups"], cfg["norm_eps"], hd)
+            cfg["add_attention"], cfg["norm_num_groups"], cfg["norm_eps"], hd,
+            cfg["num_class_embeds"] or 0)
         info = _core.unet_info(self._handle)
         self.num_parameters = int(info["num_parameters"])
         self._flops_per_image = float(info["flops_per_image"])
@@ -222,7 +249,7 @@ class UNet:
                                key=lambda e: _diffusers_order(e[0]))
         self.params = np.zeros(self.num_parameters, dtype=np.float32)
         self.grads = np.zeros(self.num_parameters, dtype=np.float32)
-        self._last_batch = None
+        self._generation = None       # the number of this object's last forward
 
     def reset_parameters(self, seed: int = 0) -> None:
         """Re-initialise every parameter as PyTorch does by default."""
@@ -234,7 +261,9 @@ class UNet:
         for name, shape, off, size in self._tensors:
             base, kind = name.rsplit(".", 1)
             view = self.params[off:off + size]
-            if base in fan_in:
+            if base == "class_embedding":   # nn.Embedding: N(0, 1)
+                view[:] = rng.standard_normal(size).astype(np.float32)
+            elif base in fan_in:
                 bound = 1.0 / math.sqrt(fan_in[base])
                 view[:] = rng.uniform(-bound, bound, size).astype(np.float32)
             elif kind == "weight":      # normalisation scale
@@ -319,23 +348,97 @@ class UNet:
                              f"got {x.shape}")
         return x
 
-    def forward(self, x, t) -> np.ndarray:
+    @property
+    def num_class_embeds(self):
+        """K for a class-conditional model (classes 0..K-2 and the null label K-1), else None."""
+        return self.config["num_class_embeds"]
+
+    @property
+    def class_names(self):
+        """The names of classes 0..K-2 (from the config), or None."""
+        return self.config["class_names"]
+
+    def class_index(self, labels, n: int, func: str = "UNet") -> np.ndarray:
+        """labels as an int64 array (n,) of class indices in 0..K-1 (K-1: the null label).
+
+        ``labels`` is an index or class name (for all n images) or a sequence of n
+        of them; names resolve through :attr:`class_names` (case-insensitive).
+        """
+        K = self.num_class_embeds
+        if K is None:
+            raise ValueError(f"{func}(): labels were given but the model is unconditional")
+        def key(name):          # "T-shirt/top" answers to "t-shirt", "tshirt", "top", ...
+            return "".join(ch for ch in name.lower() if ch.isalnum())
+
+        names = {}
+        for i, name in enumerate(self.class_names or ()):
+            for alias in [name] + (name.split("/") if "/" in name else []):
+                names.setdefault(key(alias), i)
+
+        def one(v):
+            if isinstance(v, str):
+                i = names.get(key(v))
+                if i is None:
+                    known = ", ".join(self.class_names) if self.class_names else "none"
+                    raise ValueError(f"{func}(): unknown class name {v!r} (classes: {known})")
+                return i
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{func}(): labels must be ints or class names, got {v!r}")
+            if not 0 <= int(v) < K:
+                raise ValueError(f"{func}(): labels must be in 0..{K - 1} ({K - 1} is the null "
+                                 f"label), got {int(v)}")
+            return int(v)
+
+        if isinstance(labels, (str, numbers.Integral)) or (
+                isinstance(labels, np.ndarray) and labels.ndim == 0):
+            return np.full(n, one(labels.item() if isinstance(labels, np.ndarray) else labels),
+                           np.int64)
+        if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            arr = labels.reshape(-1)
+            if arr.shape != (n,):
+                raise ValueError(f"{func}(): labels must have one entry per image ({n}), "
+                                 f"got shape {labels.shape}")
+            if arr.size and (arr.min() < 0 or arr.max() >= K):
+                raise ValueError(f"{func}(): labels must be in 0..{K - 1}, got "
+                                 f"{int(arr.min())}..{int(arr.max())}")
+            return np.ascontiguousarray(arr, dtype=np.int64)
+        try:
+            seq = list(labels)
+        except TypeError:
+            raise TypeError(f"{func}(): labels must be an int, a class name or a sequence of "
+                            f"them, got {type(labels).__name__}") from None
+        if len(seq) != n:
+            raise ValueError(f"{func}(): labels must have one entry per image ({n}), got "
+                             f"{len(seq)}")
+        return np.array([one(v.item() if isinstance(v, np.generic) else v) for v in seq],
+                        dtype=np.int64)
+
+    def forward(self, x, t, class_labels=None) -> np.ndarray:
         """eps_theta(x, t): the network's output for images x at time t.
 
         Parameters
         ----------
         x : array (N, in_channels, S, S), float
         t : int/float or array (N,): diffusers' 0-based time (lesson t - 1)
+        class_labels : labels, optional
+            A class-conditional model needs one class per image (indices, names,
+            or K-1 for the null label), as diffusers' ``class_labels``.
 
         Returns
         -------
         ndarray float32 (N, out_channels, S, S)
         """
-        x = self._check_images(x, "x", self.config["in_channels"], "UNet.forward")
+        F = "UNet.forward"
+        x = self._check_images(x, "x", self.config["in_channels"], F)
         tt = self._as_time(t, x.shape[0])
+        labels = None
+        if class_labels is not None:
+            labels = self.class_index(class_labels, x.shape[0], F)
+        elif self.num_class_embeds is not None:
+            raise ValueError(f"{F}(): this model is class-conditional: pass class_labels "
+                             f"(one per image; {self.num_class_embeds - 1} is the null label)")
         out = np.empty((x.shape[0], self.config["out_channels"]) + x.shape[2:], np.float32)
-        _core.unet_forward(self._handle, self.params, x, tt, out)
-        self._last_batch = x.shape[0]
+        self._generation = _core.unet_forward(self._handle, self.params, x, tt, out, labels)
         return out
 
     __call__ = forward
@@ -347,14 +450,13 @@ class UNet:
         first) and returns d loss / d x, shaped like the forward's input.
         """
         F = "UNet.backward"
-        if self._last_batch is None:
+        if self._generation is None:
             raise RuntimeError(f"{F}(): call forward first")
         g = self._check_images(grad_out, "grad_out", self.config["out_channels"], F)
-        if g.shape[0] != self._last_batch:
-            raise ValueError(f"{F}(): grad_out has batch {g.shape[0]}, the last forward "
-                             f"had {self._last_batch}")
         dx = np.empty((g.shape[0], self.config["in_channels"]) + g.shape[2:], np.float32)
-        _core.unet_backward(self._handle, self.params, self.grads, g, dx)
+        # the engine checks that its workspace still holds this object's last forward
+        # (not a sampler's, another copy's or a later one) on the same batch
+        _core.unet_backward(self._handle, self.params, self.grads, g, dx, self._generation)
         return dx
 
     def profile(self, enable: bool = True) -> dict:
@@ -376,8 +478,10 @@ class UNet:
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         cfg = {"_class_name": "UNet2DModel", "_ddpm_version": VERSION}
-        for k in sorted(DIFFUSERS_DEFAULTS):
+        for k in sorted(DIFFUSERS_DEFAULTS) + sorted(EXTRA_KEYS):
             v = self.config[k]
+            if k in EXTRA_KEYS and v is None:
+                continue
             cfg[k] = list(v) if isinstance(v, tuple) else v
         with np.errstate(over="ignore"):       # overflow is checked (and refused) just below
             tensors = {name: np.ascontiguousarray(arr, dtype=dtype)
@@ -396,6 +500,7 @@ class UNet:
         """A freshly initialised UNet from a diffusers-style config dict
         (missing keys take diffusers' defaults; ``_``-prefixed keys are ignored)."""
         full = dict(DIFFUSERS_DEFAULTS)
+        full.update(EXTRA_KEYS)
         full.update({k: v for k, v in config.items() if not k.startswith("_")})
         self = cls.__new__(cls)
         self._build(_normalise_config(full))
@@ -447,7 +552,8 @@ class UNet:
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("to_diffusers() needs diffusers and torch: "
                               "pip install torch==2.13.0 'ddpm[reference]'") from exc
-        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()
+               if k not in EXTRA_KEYS}
         m = UNet2DModel(**cfg)
         m.load_state_dict({name: torch.from_numpy(arr.copy()) for name, arr in self.named_parameters()})
         return m.eval()

@@ -67,18 +67,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._checks import as_diffusion, as_float32_batch, as_int, as_seed
+from ._checks import as_diffusion, as_float, as_float32_batch, as_int, as_seed
 
 __all__ = ["sample_diffusion", "sampling_timesteps", "Trajectory", "SAMPLERS",
-           "SPACINGS", "VARIANCES"]
+           "SPACINGS", "VARIANCES", "class_labels"]
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "dpm++")              # what sample() runs; inpaint() runs "repaint"
 SPACINGS = ("linspace", "leading", "trailing")
-VARIANCES = ("fixed_small", "fixed_large", "zero")
+VARIANCES = tuple(_core.SAMPLE_VARIANCES)         # ("fixed_small", "fixed_large", "zero")
 DEFAULT_STEPS = {"ddim": 50, "dpm++": 20}          # "ddpm": T
-_SAMPLER_ID = {"ddpm": 0, "ddim": 1, "dpm++": 2}
-_OBJECTIVE_ID = {"eps": 0, "x0": 1, "v": 2}
-_VARIANCE_ID = {"fixed_small": 0, "fixed_large": 1, "zero": 2}
+# the engine's enums, by name (the C core owns the numbering)
+_SAMPLER_ID = {name: i for i, name in enumerate(_core.SAMPLERS)}
+_OBJECTIVE_ID = {name: i for i, name in enumerate(_core.OBJECTIVES)}
+_VARIANCE_ID = {name: i for i, name in enumerate(_core.SAMPLE_VARIANCES)}
 
 
 @dataclass
@@ -227,12 +228,146 @@ def _capture_steps(spec, ts, F):
     return np.array(idx, dtype=np.int64), t
 
 
+def class_labels(diffusion, labels, n: int, seed: int, func: str = "sample"):
+    """The (n,) int64 labels a sampler hands a conditional model, and its null label.
+
+    ``labels``: None (the null label: unconditional sampling), ``"random"`` (uniform
+    over the model's classes, drawn from ``seed``), a class index or name, or a
+    sequence of n of them (names resolve through the model's ``class_names``).
+    Returns ``(None, 0)`` for an unconditional model, which takes no labels.
+    """
+    model = diffusion.model
+    K = model.num_class_embeds
+    if K is None:
+        if labels is not None:
+            raise ValueError(f"{func}(): labels were given but this model is unconditional "
+                             f"(it has no class embedding; train one with labels=...)")
+        return None, 0
+    null = K - 1
+    if labels is None:
+        return np.full(n, null, np.int64), null
+    if isinstance(labels, str) and labels == "random":
+        u = np.empty(n, np.uint32)
+        _core.rng_uint32(u, seed, _core.STREAM_SAMPLE_LABELS, 0)
+        return ((u.astype(np.uint64) * np.uint64(null)) >> np.uint64(32)).astype(np.int64), null
+    return model.class_index(labels, n, func), null
+
+
+@dataclass
+class _Run:
+    """What every reverse run shares, checked once (sample, img2img, inpaint)."""
+    clip: bool
+    thresh_ratio: float
+    thresh_max: float
+    seed: int
+    value_range: tuple
+    progress: object
+    progress_every: int | None
+    labels: np.ndarray | None
+    null_label: int
+    guidance_scale: float
+    guidance_rescale: float
+
+
+def _run_options(diffusion, n, sampler, *, clip_x0, dynamic_threshold, value_range, seed,
+                 progress, progress_every, labels, guidance_scale, guidance_rescale, F):
+    as_diffusion(diffusion, F)
+    cfg = diffusion.model.config
+    if cfg["in_channels"] != cfg["out_channels"]:
+        raise ValueError(f"{F}(): the model must output as many channels as it takes "
+                         f"(in_channels={cfg['in_channels']}, out_channels={cfg['out_channels']})")
+    if clip_x0 is not None and not isinstance(clip_x0, (bool, np.bool_)):
+        raise TypeError(f"{F}(): clip_x0 must be True, False or None")
+    thresh_ratio, thresh_max = 0.0, float("inf")
+    if dynamic_threshold is not None:
+        if clip_x0:
+            raise ValueError(f"{F}(): dynamic_threshold replaces clip_x0; pass one of them")
+        pair = dynamic_threshold if isinstance(dynamic_threshold, (tuple, list)) else (
+            dynamic_threshold,)
+        if len(pair) not in (1, 2) or any(isinstance(v, (bool, np.bool_)) or
+                                          not isinstance(v, numbers.Real) for v in pair):
+            raise TypeError(f"{F}(): dynamic_threshold must be a ratio or (ratio, max_value)")
+        thresh_ratio = float(pair[0])
+        if not 0.0 < thresh_ratio <= 1.0:
+            raise ValueError(f"{F}(): the dynamic_threshold ratio must be in (0, 1], "
+                             f"got {thresh_ratio}")
+        if len(pair) == 2:
+            thresh_max = float(pair[1])
+            if not thresh_max >= 1.0:
+                raise ValueError(f"{F}(): the dynamic_threshold max_value must be >= 1, "
+                                 f"got {thresh_max}")
+        clip = False
+    else:
+        clip = bool(clip_x0) if clip_x0 is not None else sampler != "dpm++"
+    if value_range is None or tuple(value_range) not in ((0, 1), (-1, 1)):
+        raise ValueError(f"{F}(): value_range must be (0, 1) or (-1, 1), got {value_range!r}")
+    seed = as_seed(seed, F)
+    if progress_every is not None:
+        progress_every = as_int(progress_every, "progress_every", F, lo=1, hi=1 << 30)
+    if not (isinstance(progress, (bool, np.bool_)) or progress is None or callable(progress)):
+        raise TypeError(f"{F}(): progress must be True, False or a callable(step, steps)")
+    w = as_float(guidance_scale, "guidance_scale", F)
+    phi = as_float(guidance_rescale, "guidance_rescale", F)
+    if not 0.0 <= phi <= 1.0:
+        raise ValueError(f"{F}(): guidance_rescale must be in [0, 1], got {phi}")
+    lab, null = class_labels(diffusion, labels, n, seed, F)
+    if lab is None and (w != 1.0 or phi != 0.0):
+        raise ValueError(f"{F}(): guidance_scale/guidance_rescale need a class-conditional model")
+    if labels is None:          # every label is the null label: guidance changes nothing
+        w, phi = 1.0, 0.0
+    return _Run(clip, thresh_ratio, thresh_max, seed, tuple(value_range), progress,
+                progress_every, lab, null, w, phi)
+
+
+def _check_noise(x, name, shape, F):
+    if x is None:
+        return None
+    x = as_float32_batch(x, name, F)
+    if x.shape != shape:
+        raise ValueError(f"{F}(): {name} must have shape {shape}, got {x.shape}")
+    return x
+
+
+def _run(diffusion, shape, sampler, run, ts, prevs, *, eta=0.0, variance="fixed_small",
+         x_T=None, noise=None, capture=None, cap_t=None, init=None, known=None, mask=None,
+         betas=None, undo_noise=None, n_model_steps=None):
+    """One C call: the reverse loop over (ts, prevs); returns images[, Trajectory]."""
+    ab = np.ascontiguousarray(diffusion.schedule.alpha_bars, dtype=np.float64)
+    cap_x = cap_eps = cap_x0 = None
+    if capture is not None:
+        cap_x = np.empty((len(capture),) + shape, np.float32)
+        cap_eps = np.empty_like(cap_x)
+        cap_x0 = np.empty_like(cap_x)
+    K = len(ts)
+    every = run.progress_every if run.progress_every is not None else max(1, K // 100)
+    hook, close = _progress_hook(run.progress, K)
+    out = np.empty(shape, np.float32)
+    try:
+        _core.sample(out, diffusion.model._handle, diffusion.model.params, ab, ts, prevs,
+                     sampler=_SAMPLER_ID[sampler], objective=_OBJECTIVE_ID[diffusion.objective],
+                     variance=_VARIANCE_ID[variance], eta=eta, clip_x0=run.clip,
+                     thresh_ratio=run.thresh_ratio, thresh_max=run.thresh_max, seed=run.seed,
+                     x_T=x_T, noise=noise, capture=capture, cap_x=cap_x, cap_eps=cap_eps,
+                     cap_x0=cap_x0, hook=hook, hook_every=every, labels=run.labels,
+                     null_label=run.null_label, guidance_scale=run.guidance_scale,
+                     guidance_rescale=run.guidance_rescale, init=init, known=known, mask=mask,
+                     betas=betas, undo_noise=undo_noise)
+    finally:
+        close()
+    if run.value_range == (0, 1):
+        out = np.clip(out * np.float32(0.5) + np.float32(0.5), 0.0, 1.0).astype(np.float32)
+    if capture is None:
+        return out
+    return out, Trajectory(cap_t, cap_x, cap_eps, cap_x0)
+
+
 def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str = "ddpm",
                      eta: float = 0.0, seed: int | None = None, *, variance: str | None = None,
                      timestep_spacing: str = "trailing", clip_x0: bool | None = None,
                      dynamic_threshold=None, x_T=None, noise=None, return_trajectory=None,
                      value_range=(0, 1), progress=True, progress_every: int | None = None,
-                     ddim_prev: str = "next"):
+                     ddim_prev: str = "next", labels=None, guidance_scale: float = 1.0,
+                     guidance_rescale: float = 0.0):
     """Generate n images from a :class:`ddpm.Diffusion` (``Diffusion.sample`` calls this).
 
     Parameters
@@ -277,6 +412,16 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     ddim_prev : {"next", "diffusers"}
         See :func:`sampling_timesteps`; "diffusers" reproduces DDIMScheduler's
         ``t - T // steps`` rule.
+    labels : None, "random", int, str or sequence, optional
+        Class-conditional models only: the class of each image (an index, a
+        name from the model's ``class_names``, or n of them); ``"random"`` draws
+        them from ``seed``; None samples the null label (unconditional).
+    guidance_scale : float
+        Classifier-free guidance w (diffusers' convention): the model output is
+        ``out(null) + w (out(labels) - out(null))``, one network call on a
+        batch of 2n per step.  1 (default): the labels alone; 0: unconditional.
+    guidance_rescale : float
+        phi in [0, 1] of Lin et al. 2023 (diffusers' ``guidance_rescale``).
 
     Returns
     -------
@@ -288,7 +433,7 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     ------
     ValueError, TypeError
         Bad arguments (named), NaN/Inf in x_T or noise, a model whose output
-        channels differ from its input channels.
+        channels differ from its input channels, labels for an unconditional model.
     KeyboardInterrupt
         Ctrl-C, within one step.
 
@@ -312,93 +457,41 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
         raise ValueError(f"{F}(): steps must be <= T = {T}, got {steps}")
     timestep_spacing = _choice(timestep_spacing, "timestep_spacing", SPACINGS, F)
     ddim_prev = _choice(ddim_prev, "ddim_prev", ("next", "diffusers"), F)
-    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
-        raise TypeError(f"{F}(): eta must be a number, got {type(eta).__name__}")
-    eta = float(eta)
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"{F}(): eta must be in [0, 1], got {eta}")
-    if eta != 0.0 and sampler != "ddim":
-        raise ValueError(f"{F}(): eta applies to sampler='ddim' only (got sampler={sampler!r})")
+    eta = _eta(eta, sampler, ("ddim",), F)
     if variance is None:
         variance = "fixed_small"
     elif sampler != "ddpm":
         raise ValueError(f"{F}(): variance applies to sampler='ddpm' only")
     variance = _choice(variance, "variance", VARIANCES, F)
-    if clip_x0 is not None and not isinstance(clip_x0, (bool, np.bool_)):
-        raise TypeError(f"{F}(): clip_x0 must be True, False or None")
-    thresh_ratio, thresh_max = 0.0, float("inf")
-    if dynamic_threshold is not None:
-        if clip_x0:
-            raise ValueError(f"{F}(): dynamic_threshold replaces clip_x0; pass one of them")
-        pair = dynamic_threshold if isinstance(dynamic_threshold, (tuple, list)) else (
-            dynamic_threshold,)
-        if len(pair) not in (1, 2) or any(isinstance(v, (bool, np.bool_)) or
-                                          not isinstance(v, numbers.Real) for v in pair):
-            raise TypeError(f"{F}(): dynamic_threshold must be a ratio or (ratio, max_value)")
-        thresh_ratio = float(pair[0])
-        if not 0.0 < thresh_ratio <= 1.0:
-            raise ValueError(f"{F}(): the dynamic_threshold ratio must be in (0, 1], "
-                             f"got {thresh_ratio}")
-        if len(pair) == 2:
-            thresh_max = float(pair[1])
-            if not thresh_max >= 1.0:
-                raise ValueError(f"{F}(): the dynamic_threshold max_value must be >= 1, "
-                                 f"got {thresh_max}")
-        clip = False
-    else:
-        clip = bool(clip_x0) if clip_x0 is not None else sampler != "dpm++"
-    if value_range is None or tuple(value_range) not in ((0, 1), (-1, 1)):
-        raise ValueError(f"{F}(): value_range must be (0, 1) or (-1, 1), got {value_range!r}")
-    seed = as_seed(seed, F)
-
-    model = diffusion.model
-    cfg = model.config
-    if cfg["in_channels"] != cfg["out_channels"]:
-        raise ValueError(f"{F}(): the model must output as many channels as it takes "
-                         f"(in_channels={cfg['in_channels']}, out_channels={cfg['out_channels']})")
+    run = _run_options(diffusion, n, sampler, clip_x0=clip_x0,
+                       dynamic_threshold=dynamic_threshold, value_range=value_range, seed=seed,
+                       progress=progress, progress_every=progress_every, labels=labels,
+                       guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, F=F)
     shape = (n,) + diffusion.image_shape
     ts, prevs = sampling_timesteps(T, steps, sampler, timestep_spacing, ddim_prev)
-    ab = np.ascontiguousarray(diffusion.schedule.alpha_bars, dtype=np.float64)
+    _check_eps_at_zero_snr(diffusion, ts, F)
+    x_T = _check_noise(x_T, "x_T", shape, F)
+    noise = _check_noise(noise, "noise", (steps,) + shape, F)
+    capture = cap_t = None
+    if return_trajectory is not None:
+        capture, cap_t = _capture_steps(return_trajectory, ts, F)
+    return _run(diffusion, shape, sampler, run, ts, prevs, eta=eta, variance=variance, x_T=x_T,
+                noise=noise, capture=capture, cap_t=cap_t)
+
+
+def _eta(eta, sampler, allowed, F):
+    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"{F}(): eta must be a number, got {type(eta).__name__}")
+    eta = float(eta)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"{F}(): eta must be in [0, 1], got {eta}")
+    if eta != 0.0 and sampler not in allowed:
+        raise ValueError(f"{F}(): eta applies to sampler='ddim' only (got sampler={sampler!r})")
+    return eta
+
+
+def _check_eps_at_zero_snr(diffusion, ts, F):
+    ab = diffusion.schedule.alpha_bars
     if diffusion.objective == "eps" and np.any(ab[ts] == 0.0):
         raise ValueError(f"{F}(): alpha_bar_t = 0 at a visited t (zero terminal SNR): an eps "
                          f"model cannot predict x_0 there; use a v or x0 objective")
-
-    if x_T is not None:
-        x_T = as_float32_batch(x_T, "x_T", F)
-        if x_T.shape != shape:
-            raise ValueError(f"{F}(): x_T must have shape {shape}, got {x_T.shape}")
-    if noise is not None:
-        noise = as_float32_batch(noise, "noise", F)
-        if noise.shape != (steps,) + shape:
-            raise ValueError(f"{F}(): noise must have shape (steps,) + {shape} = "
-                             f"{(steps,) + shape}, got {noise.shape}")
-
-    capture = cap_t = cap_x = cap_eps = cap_x0 = None
-    if return_trajectory is not None:
-        capture, cap_t = _capture_steps(return_trajectory, ts, F)
-        cap_x = np.empty((len(capture),) + shape, np.float32)
-        cap_eps = np.empty_like(cap_x)
-        cap_x0 = np.empty_like(cap_x)
-
-    if progress_every is None:
-        progress_every = max(1, steps // 100)
-    progress_every = as_int(progress_every, "progress_every", F, lo=1)
-    if not (isinstance(progress, (bool, np.bool_)) or progress is None or callable(progress)):
-        raise TypeError(f"{F}(): progress must be True, False or a callable(step, steps)")
-    hook, close = _progress_hook(progress, steps)
-
-    out = np.empty(shape, np.float32)
-    try:
-        _core.sample(out, model._handle, model.params, ab, ts, prevs,
-                     sampler=_SAMPLER_ID[sampler], objective=_OBJECTIVE_ID[diffusion.objective],
-                     variance=_VARIANCE_ID[variance], eta=eta, clip_x0=clip,
-                     thresh_ratio=thresh_ratio, thresh_max=thresh_max, seed=seed, x_T=x_T,
-                     noise=noise, capture=capture, cap_x=cap_x, cap_eps=cap_eps, cap_x0=cap_x0,
-                     hook=hook, hook_every=progress_every)
-    finally:
-        close()
-    if tuple(value_range) == (0, 1):
-        out = np.clip(out * np.float32(0.5) + np.float32(0.5), 0.0, 1.0).astype(np.float32)
-    if return_trajectory is None:
-        return out
-    return out, Trajectory(cap_t, cap_x, cap_eps, cap_x0)

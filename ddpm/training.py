@@ -71,6 +71,22 @@ class Trainer:
         (default), else L2 added to the gradient (Adam).
     betas, eps : Adam's moment decays and epsilon.
     warmup_steps : int
+        Linear warm-up of the learning rate from 0 over this many steps.
+    lr_schedule : {"constant", "cosine"}
+        After warm-up: constant, or cosine decay to 0 at ``total_steps``
+        (diffusers' ``get_scheduler("cosine")``).
+    total_steps : int, optional
+        The length of the run, needed by the cosine schedule.
+    labels : array of int (N,), optional
+        The class of each image, for a class-conditional model (``UNet(...,
+        num_class_embeds=K)``: classes 0..K-2, K-1 is the reserved null label).
+    p_uncond : float
+        With labels: the chance each label is replaced by the null label in a
+        step (drawn from the engine's counter RNG), which trains the
+        unconditional model classifier-free guidance needs.
+    flip : bool
+        Flip each training image left-right with probability 1/2 (drawn from
+        ``seed`` and the step, so resuming stays bit-identical).
     min_snr_gamma : float or None
         Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE.
     progress : bool
@@ -99,6 +115,8 @@ class Trainer:
                  seed: int = 0, ema_decay: float | None = 0.9999, grad_clip: float | None = 1.0,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = True,
                  betas=(0.9, 0.999), eps: float = 1e-8, warmup_steps: int = 0,
+                 lr_schedule: str = "constant", total_steps: int | None = None,
+                 labels=None, p_uncond: float = 0.1, flip: bool = False,
                  min_snr_gamma: float | None = None, progress: bool = True,
                  sample_every: int | None = None, sample_dir=None, sample_fn=None):
         F = "Trainer"
@@ -123,7 +141,33 @@ class Trainer:
         b1, b2 = betas
         self.betas = (self._unit(b1, "betas[0]", open_top=True), self._unit(b2, "betas[1]", open_top=True))
         self.eps = self._pos_float(eps, "eps")
-        self.warmup_steps = as_int(warmup_steps, "warmup_steps", F, lo=0)
+        self.warmup_steps = as_int(warmup_steps, "warmup_steps", F, lo=0, hi=1 << 40)
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"{F}(): lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
+        self.total_steps = None if total_steps is None else as_int(total_steps, "total_steps", F,
+                                                                     lo=1, hi=1 << 40)
+        if lr_schedule == "cosine" and self.total_steps is None:
+            raise ValueError(f"{F}(): lr_schedule='cosine' needs total_steps (the run's length)")
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"{F}(): flip must be True or False, got {flip!r}")
+        self.flip = bool(flip)
+        K = diffusion.model.num_class_embeds
+        if labels is None:
+            self.labels = None
+        else:
+            if K is None:
+                raise ValueError(f"{F}(): labels were given but the model is unconditional; "
+                                 f"build it with UNet(..., num_class_embeds=classes + 1)")
+            lab = np.asarray(labels)
+            if lab.dtype.kind not in "iu" or lab.shape != (len(data),):
+                raise ValueError(f"{F}(): labels must be integers, one per image ({len(data)}), "
+                                 f"got dtype {lab.dtype} and shape {lab.shape}")
+            if lab.size and (lab.min() < 0 or lab.max() > K - 2):
+                raise ValueError(f"{F}(): labels must be in 0..{K - 2} (label {K - 1} is the "
+                                 f"reserved null label), got {int(lab.min())}..{int(lab.max())}")
+            self.labels = np.ascontiguousarray(lab, dtype=np.int64)
+        self.p_uncond = self._unit(p_uncond, "p_uncond")
         self.min_snr_gamma = None if min_snr_gamma is None else self._pos_float(min_snr_gamma, "min_snr_gamma")
         self.progress = bool(progress)
         self.sample_every = None if sample_every is None else as_int(sample_every, "sample_every", F, lo=1)
@@ -171,9 +215,13 @@ class Trainer:
         return self.step / self.steps_per_epoch
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of (1-based) step: linear warm-up, then constant."""
+        """Learning rate of (1-based) step: linear warm-up, then constant or cosine decay."""
         if self.warmup_steps and step <= self.warmup_steps:
             return self.lr * step / self.warmup_steps
+        if self.lr_schedule == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr
 
     def _batch_indices(self, step: int) -> np.ndarray:
@@ -189,31 +237,65 @@ class Trainer:
             shape = (B,) + self.diffusion.image_shape
             self._buffers = {k: np.empty(shape, np.float32) for k in ("x0", "xt", "eps", "out", "dout")}
             self._buffers["t"] = np.empty(B, np.int64)
+            self._buffers["labels"] = np.empty(B, np.int64)
+            self._buffers["used_labels"] = np.empty(B, np.int64)
             self._buffers["sample_loss"] = np.empty(B, np.float32)
         return self._buffers
 
-    def _config(self, step, given_t=False, given_eps=False):
+    def _config(self, step, given_t=False, given_eps=False, given_drop=False):
         adam = (self.lr_at(step), self.betas[0], self.betas[1], self.eps, self.weight_decay,
                 self.decoupled_weight_decay)
+        K = self.diffusion.model.num_class_embeds
         return (OBJECTIVES.index(self.diffusion.objective),
                 float(self.min_snr_gamma or 0.0), float(self.grad_clip or 0.0), adam,
                 -1.0 if self.ema_decay is None else self.ema_decay, self.ema_updates, step,
-                self.seed, given_t, given_eps)
+                self.seed, given_t, given_eps, self.p_uncond, -1 if K is None else K - 1,
+                given_drop)
+
+    def _flip(self, x0, step):
+        """Each image mirrored left-right with probability 1/2, from (seed, step)."""
+        flip = np.random.default_rng([self.seed, 0x7F11B, step]).random(x0.shape[0]) < 0.5
+        x0[flip] = x0[flip][..., ::-1]
+        return x0
 
     # ------------------------------------------------------------------- steps
-    def train_step(self, x0=None, *, t=None, noise=None) -> float:
-        """One optimizer step (in C) on the next batch, or on ``x0`` if given.
+    def train_step(self, x0=None, *, t=None, noise=None, labels=None,
+                   drop=None) -> float:
+        """One optimizer step (in C) on the next batch, or on ``x0`` (and ``labels``) if given.
 
-        ``t`` (lesson time, one per image) and ``noise`` replace the seeded
-        draws (for checking the step against a reference).  Returns the loss.
+        ``t`` (lesson time, one per image), ``noise`` and ``drop`` (booleans: which
+        labels become the null label) replace the seeded draws, for checking the
+        step against a reference.  Returns the loss.
         """
         step = self.step + 1
+        F = "train_step"
+        K = self.diffusion.model.num_class_embeds
         if x0 is None:
-            x0 = self.data[self._batch_indices(self.step)]
+            idx = self._batch_indices(self.step)
+            x0 = self.data[idx]
+            if self.flip:
+                x0 = self._flip(x0, step)
+            if self.labels is not None:
+                labels = self.labels[idx]
         else:
-            x0 = as_float32_batch(x0, "x0", "train_step")
-        buf = self._ensure_buffers(x0.shape[0])
+            x0 = as_float32_batch(x0, "x0", F)
+            if x0.shape[1:] != self.diffusion.image_shape:
+                raise ValueError(f"{F}(): x0 must have shape (B,) + {self.diffusion.image_shape}")
+        B = x0.shape[0]
+        if labels is not None:
+            labels = self.diffusion.model.class_index(labels, B, F)
+        elif K is not None:
+            raise ValueError(f"{F}(): a class-conditional model needs labels (one per image)")
+        buf = self._ensure_buffers(B)
         buf["x0"][...] = x0
+        given_drop = drop is not None
+        if labels is not None:
+            buf["labels"][...] = labels
+            if given_drop:
+                d = np.asarray(drop, dtype=bool).reshape(-1)
+                if d.shape != (B,):
+                    raise ValueError(f"{F}(): drop must hold one bool per image ({B})")
+                buf["labels"][d] = K - 1
         given_t = t is not None
         given_eps = noise is not None
         if given_t:
@@ -227,7 +309,9 @@ class Trainer:
                 model._handle, model.params, model.grads, self.m, self.v, self.ema,
                 buf["x0"], buf["xt"], buf["eps"], buf["out"], buf["dout"], buf["t"],
                 buf["sample_loss"], s.sqrt_alpha_bars, s.sqrt_one_minus_alpha_bars,
-                self._config(step, given_t, given_eps))
+                self._config(step, given_t, given_eps, given_drop),
+                buf["labels"] if labels is not None else None,
+                buf["used_labels"] if labels is not None else None)
         except FloatingPointError as exc:
             raise FloatingPointError(f"training stopped at step {step}: {exc}. The model, "
                                      f"optimizer and EMA are as they were after step {self.step}; "
@@ -247,7 +331,6 @@ class Trainer:
             n = h["bucket_count"][k] + 1
             h["bucket_loss"][k] += (float(lb) - h["bucket_loss"][k]) / n
             h["bucket_count"][k] = n
-        model._last_batch = None      # the workspace now holds the training batch
         return loss
 
     def fit(self, epochs: float | None = None, steps: int | None = None):
@@ -301,7 +384,9 @@ class Trainer:
             self.sample_fn(self, self.step)
             return
         d = self.ema_diffusion()
-        images = d.sample(16, sampler="ddim", steps=50, seed=self.seed, progress=False)
+        labels = "random" if d.model.num_class_embeds is not None else None
+        images = d.sample(16, sampler="ddim", steps=50, seed=self.seed, progress=False,
+                          labels=labels)
         os.makedirs(self.sample_dir, exist_ok=True)
         save_grid(images, os.path.join(self.sample_dir, f"step_{self.step:06d}.png"), nrow=4, scale=2)
 
@@ -318,6 +403,8 @@ class Trainer:
                 "weight_decay": self.weight_decay,
                 "decoupled_weight_decay": self.decoupled_weight_decay,
                 "betas": list(self.betas), "eps": self.eps, "warmup_steps": self.warmup_steps,
+                "lr_schedule": self.lr_schedule, "total_steps": self.total_steps,
+                "p_uncond": self.p_uncond, "flip": self.flip,
                 "min_snr_gamma": self.min_snr_gamma}
 
     def save(self, path) -> str:
@@ -351,8 +438,9 @@ class Trainer:
         return path
 
     @classmethod
-    def resume(cls, path, data, **overrides) -> "Trainer":
-        """A Trainer restored from :meth:`save`'s file, ready to ``fit`` on ``data``.
+    def resume(cls, path, data, labels=None, **overrides) -> "Trainer":
+        """A Trainer restored from :meth:`save`'s file, ready to ``fit`` on ``data``
+        (and ``labels``, for a class-conditional model: the same as the first run's).
 
         ``overrides`` may change settings that do not affect the stored state
         (e.g. ``progress``, ``sample_every``, ``sample_dir``).
@@ -363,7 +451,8 @@ class Trainer:
                 if k in overrides}
         if overrides:
             raise ValueError(f"Trainer.resume(): cannot override {sorted(overrides)}")
-        tr = cls(Diffusion(model, schedule, objective=ck["objective"]), data, **settings, **keep)
+        tr = cls(Diffusion(model, schedule, objective=ck["objective"]), data, labels=labels,
+                 **settings, **keep)
         tr.m[:] = tensors["adam_m"]
         tr.v[:] = tensors["adam_v"]
         if tr.ema is not None:

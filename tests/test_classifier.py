@@ -305,19 +305,19 @@ def test_classifier_logits_and_gradients_vs_torch(rng, config, B):
     lt, ft = fwd(xt)
     K, D = net.config["num_classes"], net.feature_dim
     logits, feats = np.zeros((B, K), F32), np.zeros((B, D), F32)
-    _core.classifier_forward(net._handle, p, x, logits, feats)
+    gen = _core.classifier_forward(net._handle, p, x, logits, feats)
     assert_rel("logits vs torch", logits, lt.detach().numpy(), 1e-3)
     assert_rel("features vs torch", feats, ft.detach().numpy(), 1e-3)
     dl = rng.standard_normal((B, K)).astype(F32)
     (lt * torch.tensor(dl, dtype=torch.float64)).sum().backward()
     grads = np.zeros_like(p)
     dx = np.zeros_like(x)
-    _core.classifier_backward(net._handle, p, grads, dl, dx)
+    _core.classifier_backward(net._handle, p, grads, dl, dx, gen)
     for n, s, o, z in net.tensors:
         assert_rel(f"d {n} vs torch", grads[o:o + z], T[n].grad.numpy().ravel(), 1e-3)
     assert_rel("dx vs torch", dx, xt.grad.numpy(), 1e-3)
     # backward accumulates: a second call doubles the gradients
-    _core.classifier_backward(net._handle, p, grads, dl, None)
+    _core.classifier_backward(net._handle, p, grads, dl, None, gen)
     for n, s, o, z in net.tensors:
         assert_rel(f"2 x d {n}", grads[o:o + z], 2 * T[n].grad.numpy().ravel(), 1e-3)
 
@@ -331,13 +331,13 @@ def test_classifier_gradient_matches_finite_differences_of_our_forward(rng):
 
     def f(pp):
         out = np.zeros((3, 10), F32)
-        _core.classifier_forward(net._handle, pp.astype(F32), x, out, None)
+        gen = _core.classifier_forward(net._handle, pp.astype(F32), x, out, None)
         return float(np.sum(w * out))
 
     f(p)
     g = np.zeros(net.num_parameters, F32)
-    _core.classifier_forward(net._handle, p.astype(F32), x, np.zeros((3, 10), F32), None)
-    _core.classifier_backward(net._handle, p.astype(F32), g, w.astype(F32), None)
+    gen = _core.classifier_forward(net._handle, p.astype(F32), x, np.zeros((3, 10), F32), None)
+    _core.classifier_backward(net._handle, p.astype(F32), g, w.astype(F32), None, gen)
     h = 1e-2
     picks = []
     for n, s, o, z in net.tensors:
@@ -361,12 +361,12 @@ def test_train_step_equals_its_pieces_and_torch_adamw(rng):
     p, g = p0.copy(), np.zeros_like(p0)
     m, v = np.zeros_like(p0), np.zeros_like(p0)
     logits = np.zeros((B, K), F32)
-    _core.classifier_forward(net._handle, p, x, logits, None)
+    gen = _core.classifier_forward(net._handle, p, x, logits, None)
     probs = np.zeros((B, K), F32)
     loss_ref, correct_ref = _core.softmax_ce_forward(probs, logits, y)
     dl = np.zeros((B, K), F32)
     _core.softmax_ce_backward(dl, probs, y, 1.0)
-    _core.classifier_backward(net._handle, p, g, dl, None)
+    _core.classifier_backward(net._handle, p, g, dl, None, gen)
     _core.adam_step(p, m, v, g, 1, adam, 1.0)
     # the fused step
     p2, g2, m2, v2 = p0.copy(), np.full_like(p0, 7.0), np.zeros_like(p0), np.zeros_like(p0)
@@ -397,9 +397,9 @@ def test_bit_identical_at_1_and_2_threads(rng, threads):
         threads(n)
         net = metrics.FeatureNet(seed=4)
         logits, feats = np.zeros((16, 10), F32), np.zeros((16, 128), F32)
-        _core.classifier_forward(net._handle, net.params, x, logits, feats)
+        gen = _core.classifier_forward(net._handle, net.params, x, logits, feats)
         g, dx = np.zeros_like(net.params), np.zeros_like(x)
-        _core.classifier_backward(net._handle, net.params, g, logits, dx)
+        _core.classifier_backward(net._handle, net.params, g, logits, dx, gen)
         losses = [net.train_step(x, y, lr=1e-3)[0] for _ in range(2)]
         results.append((logits, feats, g, dx, net.params.copy(), losses))
     for name, a, b in zip(("logits", "features", "grads", "dx", "params after 2 steps", "losses"),
@@ -413,16 +413,16 @@ def test_backward_does_not_depend_on_the_previous_call(rng):
     # call's numbers (a larger batch, huge gradients) must not leak
     used, fresh = metrics.FeatureNet(SMALL, seed=7), metrics.FeatureNet(SMALL, seed=7)
     big = rng.uniform(-1, 1, (9, 1, 12, 12)).astype(F32)
-    _core.classifier_forward(used._handle, used.params, big, np.zeros((9, 10), F32), None)
+    gen = _core.classifier_forward(used._handle, used.params, big, np.zeros((9, 10), F32), None)
     _core.classifier_backward(used._handle, used.params, np.zeros_like(used.params),
-                              np.full((9, 10), 1e3, F32), np.zeros_like(big))
+                              np.full((9, 10), 1e3, F32), np.zeros_like(big), gen)
     x = rng.uniform(-1, 1, (4, 1, 12, 12)).astype(F32)
     dl = rng.standard_normal((4, 10)).astype(F32)
     out = []
     for net in (used, fresh):
         logits, g, dx = np.zeros((4, 10), F32), np.zeros_like(net.params), np.zeros_like(x)
-        _core.classifier_forward(net._handle, net.params, x, logits, None)
-        _core.classifier_backward(net._handle, net.params, g, dl, dx)
+        gen = _core.classifier_forward(net._handle, net.params, x, logits, None)
+        _core.classifier_backward(net._handle, net.params, g, dl, dx, gen)
         step = net.train_step(x, np.arange(4), lr=1e-3)
         out.append((logits, g, dx, net.params.copy(), np.array(step)))
     for name, a, b in zip(("logits", "grads", "dx", "params after a step", "step"), *out):
@@ -472,7 +472,7 @@ def test_bad_input_raises_cleanly():
             except exc:
                 return
             raise AssertionError(f"{f.__name__}{a!r:.80} did not raise {exc.__name__}")
-        expect(RuntimeError, _core.classifier_backward, h, p, np.zeros_like(p), lg, None)  # no forward yet
+        expect(RuntimeError, _core.classifier_backward, h, p, np.zeros_like(p), lg, None, 0)  # no forward yet
         expect(TypeError, _core.classifier_forward, h, p, x.astype(np.float64), lg, None)
         expect(ValueError, _core.classifier_forward, h, p, np.zeros((2, 1, 28, 28), np.float32), lg, None)
         expect(ValueError, _core.classifier_forward, h, p, x, np.zeros((3, 10), np.float32), None)
@@ -482,10 +482,11 @@ def test_bad_input_raises_cleanly():
         xn = x.copy(); xn[1, 0, 5, 5] = np.inf
         expect(ValueError, _core.classifier_forward, h, p, xn, lg, None)
         expect(TypeError, _core.classifier_forward, "not a handle", p, x, lg, None)
-        _core.classifier_forward(h, p, x, lg, None)
-        expect(RuntimeError, _core.classifier_backward, h, p, np.zeros_like(p), np.zeros((3, 10), np.float32), None)
+        gen = _core.classifier_forward(h, p, x, lg, None)
+        expect(ValueError, _core.classifier_backward, h, p, np.zeros_like(p), np.zeros((3, 10), np.float32), None, gen)  # another batch
+        expect(RuntimeError, _core.classifier_backward, h, p, np.zeros_like(p), lg, None, gen - 1)  # an older forward
         ro = np.zeros_like(p); ro.setflags(write=False)
-        expect(ValueError, _core.classifier_backward, h, p, ro, lg, None)
+        expect(ValueError, _core.classifier_backward, h, p, ro, lg, None, gen)
         g, m, v = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
         expect(ValueError, _core.classifier_train_step, h, p, g, m, v, x, np.array([0, 10]), 1, adam, 0.0)
         expect(ValueError, _core.classifier_train_step, h, p, g, m, v, x, np.array([0, -1]), 1, adam, 0.0)

@@ -22,6 +22,7 @@ enum ddpm_status {
     DDPM_ERR_NOMEM = 3,       /* an allocation failed                         */
     DDPM_ERR_INTERRUPTED = 4, /* the caller's stop hook asked us to stop      */
     DDPM_ERR_TIMESTEP = 5,    /* a timestep t outside 1..T                    */
+    DDPM_ERR_STALE = 6,       /* a backward whose forward is no longer held   */
 };
 
 /* ---- BLAS through one macro: the symbol prefix lives here and nowhere else.

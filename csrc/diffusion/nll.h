@@ -51,7 +51,8 @@
 
 #include "diffusion/sample.h"   /* sample_denoise_fn, sample_stop_fn */
 
-enum nll_variance { NLL_FIXED_SMALL = 0, NLL_FIXED_LARGE = 1 };
+enum nll_variance { NLL_FIXED_SMALL = 0, NLL_FIXED_LARGE = 1, NLL_VARIANCE_COUNT = 2 };
+#define NLL_VARIANCE_NAMES {"fixed_small", "fixed_large"}
 
 typedef struct {
     int objective;              /* enum ddpm_objective (objective.h) */

@@ -247,6 +247,7 @@ static int forward(Classifier* n, const float* params, const float* x, int B, in
     const ClassifierConfig* c = &n->cfg;
     const size_t HW = (size_t)c->image_size * c->image_size;
     n->rt.have_forward = 0;
+    n->rt.generation++;           /* whatever the workspace held is gone */
     if (!ddpm_all_finite(x, (size_t)B * c->in_channels * HW)) return DDPM_ERR_NONFINITE;
     int st = rt_reserve(&n->rt, B, for_training);
     if (st) return st;
@@ -334,10 +335,13 @@ static int begin_backward(Classifier* n, const float* params, float* grads, int 
     return DDPM_OK;
 }
 
+uint64_t classifier_generation(const Classifier* n) { return n->rt.generation; }
+
 int classifier_backward(Classifier* n, const float* params, float* grads, const float* dlogits,
-                        float* dx, int B) {
+                        float* dx, int B, uint64_t generation) {
     NetRuntime* rt = &n->rt;
-    if (!rt->have_forward || B < 1 || B != rt->B) return DDPM_ERR_VALUE;
+    if (!rt->have_forward || generation != rt->generation) return DDPM_ERR_STALE;
+    if (B < 1 || B != rt->B) return DDPM_ERR_VALUE;
     const int K = n->head.K;
     if (!ddpm_all_finite(dlogits, (size_t)B * K)) return DDPM_ERR_NONFINITE;
     int st = begin_backward(n, params, grads, B);

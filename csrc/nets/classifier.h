@@ -71,11 +71,15 @@ int classifier_reserve(Classifier* net, int B, int for_training);
 int classifier_forward(Classifier* net, const float* params, const float* x, float* logits,
                        float* features, int B);
 
-/* After classifier_forward on a batch of B: grads (P,) += dL/dparams and
- * dx (B, Cin, S, S) = dL/dx when dx != NULL, for dlogits (B, K) = dL/dlogits.
- * DDPM_ERR_VALUE when the last forward was not on B images. */
+/* The number of the last forward (each forward starts a new one). */
+uint64_t classifier_generation(const Classifier* net);
+
+/* After classifier_forward number `generation` on a batch of B: grads (P,)
+ * += dL/dparams and dx (B, Cin, S, S) = dL/dx when dx != NULL, for dlogits
+ * (B, K) = dL/dlogits.  DDPM_ERR_STALE when another forward ran since,
+ * DDPM_ERR_VALUE when that forward was not on B images. */
 int classifier_backward(Classifier* net, const float* params, float* grads,
-                        const float* dlogits, float* dx, int B);
+                        const float* dlogits, float* dx, int B, uint64_t generation);
 
 /* One training step: logits, mean softmax cross-entropy against labels (B,)
  * in 0..K-1, grads (zeroed, then filled), optional clipping, Adam(W) on

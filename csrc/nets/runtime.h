@@ -93,6 +93,7 @@ typedef struct {
     float* scratch;            /* groupnorm backward scratch (scratch_floats) */
     size_t col_floats, scratch_floats;
     int have_forward;          /* acts hold a forward pass at batch B */
+    uint64_t generation;       /* number of the forward acts hold (counts every forward) */
     /* profiling */
     int profiling;
     double prof[RT_PROF_KINDS];   /* seconds per op kind */

@@ -27,9 +27,11 @@
 #include "layers/groupnorm.h"
 #include "layers/linear.h"
 #include "layers/timestep.h"
+#include "layers/embedding.h"
 #include "layers/attention.h"
 #include "layers/resample.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 _Static_assert(UNET_PROF_N <= RT_PROF_KINDS, "the runtime keeps the U-Net's profile kinds");
@@ -44,6 +46,8 @@ static void time_forward(UNet* n, TimeEmbedding* e, const float* t) {
     linear_forward(a->h, a->proj, w->linear_1_w, w->linear_1_b, B, C0, TE);
     silu_forward(a->h_act, a->h, (size_t)B * TE);
     linear_forward(a->emb, a->h_act, w->linear_2_w, w->linear_2_b, B, TE, TE);
+    if (e->K)   /* emb + class_embedding(labels), as UNet2DModel adds them */
+        embedding_add_forward(a->emb, w->class_embedding_w, n->labels, B, TE);
     silu_forward(a->emb_act, a->emb, (size_t)B * TE);
 }
 
@@ -160,16 +164,33 @@ int unet_reserve(UNet* n, int B, int for_training) {
     return rt_reserve(&n->rt, B, for_training);
 }
 
-int unet_forward(UNet* n, const float* params, const float* x, const float* t, float* out,
-                 int B) {
+static int keep_labels(UNet* n, const int64_t* labels, int B) {
+    if (!n->time.K) return labels ? DDPM_ERR_VALUE : DDPM_OK;
+    if (!labels) return DDPM_ERR_VALUE;
+    if (n->labels_cap < B) {      /* sized with the workspace: only when B grows */
+        int64_t* p = realloc(n->labels, sizeof(int64_t) * (size_t)B);
+        if (!p) return DDPM_ERR_NOMEM;
+        n->labels = p;
+        n->labels_cap = B;
+    }
+    memcpy(n->labels, labels, sizeof(int64_t) * (size_t)B);
+    return DDPM_OK;
+}
+
+uint64_t unet_generation(const UNet* n) { return n->rt.generation; }
+
+int unet_forward(UNet* n, const float* params, const float* x, const float* t,
+                 const int64_t* labels, float* out, int B) {
     const UNetConfig* cfg = &n->cfg;
     NetRuntime* rt = &n->rt;
     const size_t HW = (size_t)cfg->sample_size * cfg->sample_size;
     if (!ddpm_all_finite(x, (size_t)B * cfg->in_channels * HW) || !ddpm_all_finite(t, (size_t)B))
         return DDPM_ERR_NONFINITE;
     int st = unet_reserve(n, B, 0);
+    if (!st) st = keep_labels(n, labels, B);
     if (st) return st;
     rt->have_forward = 0;
+    rt->generation++;             /* whatever the workspace held is gone */
     rt_bind_acts(rt, B);
     rt_bind_params(rt, params, NULL);
     PROF(rt, UNET_PROF_TIME, time_forward(n, &n->time, t));
@@ -201,6 +222,8 @@ static void time_backward(UNet* n, TimeEmbedding* e) {
     linear_backward(READY(da->h_act), g->linear_2_w, g->linear_2_b, da->emb, a->h_act,
                     w->linear_2_w, B, TE, TE);
     silu_backward(READY(da->h), da->h_act, a->h, (size_t)B * TE);
+    if (e->K)   /* the class rows: a scatter-add in a fixed order */
+        embedding_add_backward(g->class_embedding_w, da->emb, n->labels, B, TE);
     /* t is not differentiable: no gradient for proj */
     linear_backward(NULL, g->linear_1_w, g->linear_1_b, da->h, a->proj, w->linear_1_w, B, C0, TE);
 }
@@ -349,11 +372,12 @@ static void up_backward(UNet* n, UpBlock* u) {
     }
 }
 
-int unet_backward(UNet* n, const float* params, float* grads, const float* dout, float* dx) {
+int unet_backward(UNet* n, const float* params, float* grads, const float* dout, float* dx,
+                  int B, uint64_t generation) {
     const UNetConfig* cfg = &n->cfg;
     NetRuntime* rt = &n->rt;
-    const int B = rt->B;
-    if (B < 1 || !rt->acts || !rt->have_forward) return DDPM_ERR_VALUE;  /* needs a forward */
+    if (!rt->acts || !rt->have_forward || generation != rt->generation) return DDPM_ERR_STALE;
+    if (B < 1 || B != rt->B) return DDPM_ERR_VALUE;   /* the forward's batch, no other */
     int st = unet_reserve(n, B, 1);
     if (st) return st;
     const size_t HW = (size_t)cfg->sample_size * cfg->sample_size;

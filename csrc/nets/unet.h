@@ -18,6 +18,7 @@
 #define DDPM_UNET_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "core/common.h"   /* ParamTensor */
 
 #define UNET_MAX_LEVELS 6
@@ -36,6 +37,8 @@ typedef struct {
     int norm_groups;
     float norm_eps;
     int head_dim;                    /* attention_head_dim; 0 = one head per block */
+    int num_class_embeds;            /* K: class-conditional (diffusers' class_embed_type None,
+                                        an embedding table added to the time embedding); 0 = none */
 } UNetConfig;
 
 typedef struct UNet UNet;   /* defined in unet_blocks.h */
@@ -55,15 +58,27 @@ double unet_flops_per_image(const UNet* net);
 /* Sizes the workspace for batch B (a no-op when B is unchanged). */
 int unet_reserve(UNet* net, int B, int for_training);
 
-/* out (B, Cout, S, S) = eps_theta(x (B, Cin, S, S), t (B,)).  params
- * (num_parameters,).  Keeps the activations for unet_backward.
- * DDPM_ERR_NONFINITE for NaN/Inf in x or t; DDPM_ERR_NOMEM. */
-int unet_forward(UNet* net, const float* params, const float* x, const float* t, float* out,
-                 int B);
+/* out (B, Cout, S, S) = eps_theta(x (B, Cin, S, S), t (B,), labels (B,)).
+ * params (num_parameters,).  labels: class indices in 0..K-1 for a
+ * conditional network (the caller checks the range: they index the table),
+ * NULL otherwise.  Keeps the activations for unet_backward and starts a new
+ * generation (unet_generation).  DDPM_ERR_NONFINITE for NaN/Inf in x or t;
+ * DDPM_ERR_VALUE for labels missing (conditional) or given (unconditional);
+ * DDPM_ERR_NOMEM. */
+int unet_forward(UNet* net, const float* params, const float* x, const float* t,
+                 const int64_t* labels, float* out, int B);
 
-/* After unet_forward: grads (num_parameters,) += d loss / d params, and
- * dx (B, Cin, S, S) = d loss / d x when dx != NULL; dout (B, Cout, S, S). */
-int unet_backward(UNet* net, const float* params, float* grads, const float* dout, float* dx);
+/* The number of the last forward (0 before any): a caller that keeps it can
+ * tell whether the activations in the workspace are still its own. */
+uint64_t unet_generation(const UNet* net);
+
+/* After unet_forward number `generation` on B images: grads (num_parameters,)
+ * += d loss / d params, and dx (B, Cin, S, S) = d loss / d x when dx != NULL;
+ * dout (B, Cout, S, S).  DDPM_ERR_STALE when the workspace does not hold that
+ * forward (another forward ran since, on any batch), DDPM_ERR_VALUE when B is
+ * not its batch: a backward never reads activations that are not its own. */
+int unet_backward(UNet* net, const float* params, float* grads, const float* dout, float* dx,
+                  int B, uint64_t generation);
 
 /* Optional per-op-kind timing, for benchmarks/bench_unet.py's profile. */
 enum unet_prof_kind {

@@ -134,18 +134,19 @@ typedef struct {
     float* linear_1_b;        /* (TE,) */
     float* linear_2_w;        /* (TE, TE) */
     float* linear_2_b;        /* (TE,) */
+    float* class_embedding_w; /* (K, TE) class-conditional networks, else NULL */
 } TimeParams;
 
 typedef struct {
     float* proj;              /* (B, C0) sinusoidal embedding of t (time_proj) */
     float* h;                 /* (B, TE) linear_1(proj) */
     float* h_act;             /* (B, TE) silu(h) */
-    float* emb;               /* (B, TE) linear_2(h_act): the time embedding */
+    float* emb;               /* (B, TE) linear_2(h_act) (+ class_embedding[label]) */
     float* emb_act;           /* (B, TE) silu(emb): what every ResNet block projects */
 } TimeActs;
 
 typedef struct {
-    int C0, TE;
+    int C0, TE, K;            /* K classes (0: unconditional) */
     TimeParams w, g;
     TimeActs a, da;
 } TimeEmbedding;
@@ -199,6 +200,8 @@ struct UNet {
     NetRuntime rt;            /* size table, workspace, gradient bookkeeping, profile */
     float* x;                 /* (Cin, B, S, S) the input, channel-major */
     float* dx;                /* its gradient */
+    int64_t* labels;          /* (B,) the last forward's class labels (conditional only) */
+    int labels_cap;
     TimeEmbedding time;
     ConvLayer conv_in;
     DownBlock down[UNET_MAX_LEVELS];

@@ -131,15 +131,17 @@ static float** concat_layout(UNet* n, SkipConcat* b, float** h, int C, float** s
     return &b->a.out;
 }
 
-static void time_layout(UNet* n, TimeEmbedding* b, int C0) {
+static void time_layout(UNet* n, TimeEmbedding* b, int C0, int K) {
     NetRuntime* rt = &n->rt;
     const char* p = "time_embedding";
     const int TE = 4 * C0;
-    b->C0 = C0; b->TE = TE;
+    b->C0 = C0; b->TE = TE; b->K = K;
     RT_PARAM(rt, b, linear_1_w, p, ".linear_1.weight", RT_DIMS2(TE, C0));
     RT_PARAM(rt, b, linear_1_b, p, ".linear_1.bias", RT_DIMS1(TE));
     RT_PARAM(rt, b, linear_2_w, p, ".linear_2.weight", RT_DIMS2(TE, TE));
     RT_PARAM(rt, b, linear_2_b, p, ".linear_2.bias", RT_DIMS1(TE));
+    if (K > 0)   /* diffusers registers class_embedding right after time_embedding */
+        RT_PARAM(rt, b, class_embedding_w, "class_embedding", ".weight", RT_DIMS2(K, TE));
     RT_ACT(rt, b, proj, C0);
     RT_ACT(rt, b, h, TE);
     RT_ACT(rt, b, h_act, TE);
@@ -187,6 +189,8 @@ static const char* check_config(const UNetConfig* cfg) {
     if (cfg->sample_size < 1 || cfg->sample_size % (1 << (L - 1)))
         return "sample_size must be divisible by 2**(levels - 1)";
     if (cfg->block_out[0] < 2) return "block_out_channels[0] must be >= 2 (time embedding)";
+    if (cfg->num_class_embeds < 0 || cfg->num_class_embeds > 1000000)
+        return "num_class_embeds must be in 0..1000000";
     return NULL;
 }
 
@@ -207,7 +211,7 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
     /* diffusers' order: conv_in, time_embedding, down, mid, up, conv_norm_out, conv_out */
     rt_act(rt, &n->x, &n->dx, (size_t)cfg->in_channels * S * S);
     float** h = conv_layout(n, &n->conv_in, "conv_in", &n->x, cfg->in_channels, C0, S, 1);
-    time_layout(n, &n->time, C0);
+    time_layout(n, &n->time, C0, cfg->num_class_embeds);
 
     /* the down path's outputs, which the up path concatenates in reverse */
     float** skip[MAX_SKIPS];
@@ -281,6 +285,7 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
 void unet_free(UNet* n) {
     if (!n) return;
     rt_free(&n->rt);
+    free(n->labels);
     free(n);
 }
 

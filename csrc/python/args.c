@@ -169,8 +169,40 @@ int check_hook(PyObject* hook, int every, const char* F) {
     return 0;
 }
 
+int labels_arg(PyObject* obj, const char* F, const char* name, size_t n, int64_t K,
+               const int64_t** out) {
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    if (K <= 0) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s given, but the network is unconditional "
+                     "(num_class_embeds is None)", F, name);
+        return -1;
+    }
+    PyArrayObject* a = check_array(obj, F, name, NPY_INT64, 0);
+    if (!a) return -1;
+    if (PyArray_NDIM(a) != 1 || (size_t)PyArray_DIM(a, 0) != n) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must have shape (%zu,), one per image", F, name,
+                     n);
+        return -1;
+    }
+    const int64_t* l = PyArray_DATA(a);
+    for (size_t i = 0; i < n; i++)
+        if (l[i] < 0 || l[i] >= K) {
+            PyErr_Format(PyExc_ValueError, "%s(): %s must be in 0..%lld (num_class_embeds - 1), "
+                         "got %lld", F, name, (long long)(K - 1), (long long)l[i]);
+            return -1;
+        }
+    *out = l;
+    return 0;
+}
+
 PyObject* raise_status(int st, const char* F, const char* what) {
     switch (st) {
+    case DDPM_ERR_STALE:
+        PyErr_Format(PyExc_RuntimeError, "%s(): the activations this backward needs are gone "
+                     "(another forward ran since, or none ran): call forward on this batch "
+                     "right before backward", F);
+        break;
     case DDPM_ERR_NONFINITE:
         PyErr_Format(PyExc_ValueError, "%s(): %s contains NaN or Inf", F, what);
         break;

@@ -92,6 +92,12 @@ float* f32_arg(PyObject* obj, const char* F, const char* name, size_t count, int
 int image_arg(PyObject* obj, const char* F, const char* name, int C, int S, int writeable,
               int B_expected, int* B_out, float** data);
 
+/* Class labels for a network with K embeddings: an int64 array of shape (n,)
+ * with every value in 0..K-1 (they index the embedding table).  None gives
+ * NULL.  K == 0 (an unconditional network) refuses any labels.  0 or -1. */
+int labels_arg(PyObject* obj, const char* F, const char* name, size_t n, int64_t K,
+               const int64_t** out);
+
 /* Every one of the n lesson times t[i] in 1..T (they index (T+1,) tables):
  * 0, or -1 with "F(): name must be in 1..T = 1..<T>, got <t>". */
 int check_timesteps(const int64_t* t, size_t n, int T, const char* F, const char* name);
@@ -111,7 +117,8 @@ int check_hook(PyObject* hook, int every, const char* F);
 
 /* Sets the Python exception for a nonzero status of the numeric core and
  * returns NULL: NaN/Inf -> ValueError "<what> contains NaN or Inf", a bad
- * timestep -> ValueError, no memory -> MemoryError, interrupted ->
+ * timestep -> ValueError, no memory -> MemoryError, a backward whose forward
+ * is gone -> RuntimeError, interrupted ->
  * KeyboardInterrupt (or the hook's exception, already set), anything else ->
  * ValueError "invalid <what>". */
 PyObject* raise_status(int st, const char* F, const char* what);
@@ -236,6 +243,13 @@ DECLARE_ENTRY(ema_update);
 DECLARE_ENTRY(ema_decay_at);
 DECLARE_ENTRY(train_step);
 DECLARE_ENTRY(classifier_train_step);
+DECLARE_ENTRY(train_draw_timesteps);
+DECLARE_ENTRY(train_draw_noise);
+DECLARE_ENTRY(train_drop_labels);
+/* py_objective.c */
+DECLARE_ENTRY(objective_predict);
+DECLARE_ENTRY(objective_targets);
+DECLARE_ENTRY(net_timestep);
 /* py_sample.c, py_nll.c */
 DECLARE_ENTRY_KW(sample);
 DECLARE_ENTRY_KW(nll);

@@ -11,6 +11,7 @@
 
 #include "core/rng.h"
 #include "diffusion/schedule.h"
+#include "diffusion/nll.h"
 
 #define METHOD(name, flags) {#name, (PyCFunction)(void (*)(void))py_##name, flags, name##_doc}
 
@@ -44,6 +45,13 @@ static PyMethodDef core_methods[] = {
     METHOD(ema_update, METH_VARARGS),
     METHOD(ema_decay_at, METH_VARARGS),
     METHOD(train_step, METH_VARARGS),
+    METHOD(train_draw_timesteps, METH_VARARGS),
+    METHOD(train_draw_noise, METH_VARARGS),
+    METHOD(train_drop_labels, METH_VARARGS),
+    /* the time convention and the eps/x0/v algebra (py_objective.c) */
+    METHOD(objective_predict, METH_VARARGS),
+    METHOD(objective_targets, METH_VARARGS),
+    METHOD(net_timestep, METH_O),
     METHOD(classifier_train_step, METH_VARARGS),
     /* sampling and the likelihood bound (py_sample.c, py_nll.c) */
     METHOD(sample, METH_VARARGS | METH_KEYWORDS),
@@ -60,6 +68,19 @@ static int add_u64(PyObject* m, const char* name, uint64_t v) {
         Py_DECREF(o);
         return -1;
     }
+    return 0;
+}
+
+/* A tuple of n names as module constant `name` (the C enums' names, in order). */
+static int add_names(PyObject* m, const char* name, const char* const* names, int n) {
+    PyObject* tup = PyTuple_New(n);
+    if (!tup) return -1;
+    for (int i = 0; i < n; i++) {
+        PyObject* s = PyUnicode_FromString(names[i]);
+        if (!s) { Py_DECREF(tup); return -1; }
+        PyTuple_SET_ITEM(tup, i, s);
+    }
+    if (PyModule_AddObject(m, name, tup) < 0) { Py_DECREF(tup); return -1; }
     return 0;
 }
 
@@ -80,7 +101,17 @@ static int core_exec(PyObject* m) {
     if (PyModule_AddObject(m, "TABLE_NAMES", tup) < 0) { Py_DECREF(tup); return -1; }
     if (PyModule_AddIntConstant(m, "MAX_TIMESTEPS", MAX_TIMESTEPS) < 0) return -1;
     if (add_u64(m, "STREAM_USER", DDPM_STREAM_USER) < 0 ||
-        add_u64(m, "STREAM_NLL_EPS", DDPM_STREAM_NLL_EPS) < 0)
+        add_u64(m, "STREAM_NLL_EPS", DDPM_STREAM_NLL_EPS) < 0 ||
+        add_u64(m, "STREAM_SAMPLE_LABELS", DDPM_STREAM_SAMPLE_LABELS) < 0)
+        return -1;
+    static const char* const objectives[OBJ_COUNT] = OBJECTIVE_NAMES;
+    static const char* const samplers[SAMPLER_COUNT] = SAMPLER_NAMES;
+    static const char* const variances[SAMPLE_VARIANCE_COUNT] = SAMPLE_VARIANCE_NAMES;
+    static const char* const nll_variances[NLL_VARIANCE_COUNT] = NLL_VARIANCE_NAMES;
+    if (add_names(m, "OBJECTIVES", objectives, OBJ_COUNT) < 0 ||
+        add_names(m, "SAMPLERS", samplers, SAMPLER_COUNT) < 0 ||
+        add_names(m, "SAMPLE_VARIANCES", variances, SAMPLE_VARIANCE_COUNT) < 0 ||
+        add_names(m, "NLL_VARIANCES", nll_variances, NLL_VARIANCE_COUNT) < 0)
         return -1;
     return 0;
 }

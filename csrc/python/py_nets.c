@@ -91,9 +91,11 @@ static const ParamTensor* classifier_tensor_at(const void* net, int i) {
 
 BINDING_DOC(unet_create,
 "unet_create(sample_size, in_channels, out_channels, block_out_channels, layers_per_block,\n"
-"            down_attn, up_attn, mid_attn, norm_num_groups, norm_eps, attention_head_dim)\n"
+"            down_attn, up_attn, mid_attn, norm_num_groups, norm_eps, attention_head_dim,\n"
+"            num_class_embeds=0)\n"
 "--\n\n"
-"Build the C network; returns a handle. down_attn/up_attn: one 0/1 per level.");
+"Build the C network; returns a handle. down_attn/up_attn: one 0/1 per level;\n"
+"num_class_embeds K > 0 adds a class embedding (K, 4 * block_out_channels[0]).");
 PyObject* py_unet_create(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "unet_create";
@@ -101,9 +103,10 @@ PyObject* py_unet_create(PyObject* self, PyObject* args) {
     memset(&cfg, 0, sizeof cfg);
     PyObject *boc, *da, *ua;
     int mid;
-    if (!PyArg_ParseTuple(args, "iiiOiOOpifi", &cfg.sample_size, &cfg.in_channels,
+    if (!PyArg_ParseTuple(args, "iiiOiOOpifi|i", &cfg.sample_size, &cfg.in_channels,
                           &cfg.out_channels, &boc, &cfg.layers_per_block, &da, &ua, &mid,
-                          &cfg.norm_groups, &cfg.norm_eps, &cfg.head_dim))
+                          &cfg.norm_groups, &cfg.norm_eps, &cfg.head_dim,
+                          &cfg.num_class_embeds))
         return NULL;
     cfg.mid_attn = mid;
     int L = int_seq(boc, cfg.block_out, UNET_MAX_LEVELS, F, "block_out_channels");
@@ -132,9 +135,10 @@ PyObject* py_unet_info(PyObject* self, PyObject* cap) {
     if (!h) return NULL;
     PyObject* lst = tensor_list(h->net, unet_num_tensors(h->net), unet_tensor_at);
     if (!lst) return NULL;
-    return Py_BuildValue("{s:n,s:d,s:N}",
+    return Py_BuildValue("{s:n,s:d,s:N,s:i}",
                          "num_parameters", (Py_ssize_t)unet_num_parameters(h->net),
-                         "flops_per_image", unet_flops_per_image(h->net), "tensors", lst);
+                         "flops_per_image", unet_flops_per_image(h->net), "tensors", lst,
+                         "num_class_embeds", unet_config(h->net)->num_class_embeds);
 }
 
 BINDING_DOC(unet_profile,
@@ -166,13 +170,15 @@ PyObject* py_unet_profile(PyObject* self, PyObject* args) {
 }
 
 BINDING_DOC(unet_forward,
-"unet_forward(handle, params, x, t, out)\n--\n\n"
-"out (B,Cout,S,S) = eps_theta(x (B,Cin,S,S), t (B,) float32 network time).");
+"unet_forward(handle, params, x, t, out, labels=None) -> generation\n--\n\n"
+"out (B,Cout,S,S) = eps_theta(x (B,Cin,S,S), t (B,) float32 network time, labels (B,)\n"
+"int64 for a class-conditional network).  Returns the forward's number, which\n"
+"unet_backward needs.");
 PyObject* py_unet_forward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "unet_forward";
-    PyObject *cap, *po, *xo, *to, *oo;
-    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &xo, &to, &oo)) return NULL;
+    PyObject *cap, *po, *xo, *to, *oo, *lo = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOO|O", &cap, &po, &xo, &to, &oo, &lo)) return NULL;
     NetHandle* h = handle_get(cap, &UNET_HANDLE, F);
     if (!h) return NULL;
     const UNetConfig* c = unet_config(h->net);
@@ -183,24 +189,35 @@ PyObject* py_unet_forward(PyObject* self, PyObject* args) {
         image_arg(oo, F, "out", c->out_channels, c->sample_size, 1, B, &B2, &out))
         return NULL;
     F32(t, to, "t", (size_t)B, 0, 0);
+    const int64_t* labels;
+    if (labels_arg(lo, F, "class_labels", (size_t)B, c->num_class_embeds, &labels)) return NULL;
+    if (c->num_class_embeds > 0 && !labels) {
+        PyErr_Format(PyExc_ValueError, "%s(): this network is class-conditional: pass "
+                     "class_labels (one per image)", F);
+        return NULL;
+    }
     int st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    st = unet_forward(h->net, params, x, t, out, B);
+    st = unet_forward(h->net, params, x, t, labels, out, B);
     Py_END_ALLOW_THREADS
     h->busy = 0;
     if (st) return raise_status(st, F, "x or t");
-    Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(unet_generation(h->net));
 }
 
 BINDING_DOC(unet_backward,
-"unet_backward(handle, params, grads, dout, dx)\n--\n\n"
-"After unet_forward: grads += dL/dparams; dx (or None) = dL/dx.");
+"unet_backward(handle, params, grads, dout, dx, generation)\n--\n\n"
+"After unet_forward number `generation` on the same batch: grads += dL/dparams;\n"
+"dx (or None) = dL/dx.  Refused (ValueError) when the workspace no longer holds\n"
+"that forward or dout's batch is not its batch.");
 PyObject* py_unet_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "unet_backward";
-    PyObject *cap, *po, *go, *doo, *dxo;
-    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &go, &doo, &dxo)) return NULL;
+    PyObject *cap, *po, *go, *doo, *dxo, *geno;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &cap, &po, &go, &doo, &dxo, &geno)) return NULL;
+    uint64_t gen;
+    if (parse_uint(geno, F, "generation", 64, &gen)) return NULL;
     NetHandle* h = handle_get(cap, &UNET_HANDLE, F);
     if (!h) return NULL;
     const UNetConfig* c = unet_config(h->net);
@@ -216,11 +233,12 @@ PyObject* py_unet_backward(PyObject* self, PyObject* args) {
     int st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    st = unet_backward(h->net, params, grads, dout, dx);
+    st = unet_backward(h->net, params, grads, dout, dx, B, gen);
     Py_END_ALLOW_THREADS
     h->busy = 0;
     if (st == DDPM_ERR_VALUE) {
-        PyErr_Format(PyExc_RuntimeError, "%s(): call forward on this batch first", F);
+        PyErr_Format(PyExc_ValueError, "%s(): grad_out holds %d images but the forward it "
+                     "belongs to had another batch", F, B);
         return NULL;
     }
     if (st) return raise_status(st, F, "grad_out");
@@ -292,8 +310,9 @@ static int rows_arg(PyObject* obj, const char* F, const char* name, int B, int c
 }
 
 BINDING_DOC(classifier_forward,
-"classifier_forward(handle, params, x, logits, features)\n--\n\n"
-"logits (B,K) and features (B,D) (either may be None) of x (B,Cin,S,S) float32.");
+"classifier_forward(handle, params, x, logits, features) -> generation\n--\n\n"
+"logits (B,K) and features (B,D) (either may be None) of x (B,Cin,S,S) float32.\n"
+"Returns the forward's number, which classifier_backward needs.");
 PyObject* py_classifier_forward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "classifier_forward";
@@ -316,18 +335,20 @@ PyObject* py_classifier_forward(PyObject* self, PyObject* args) {
     Py_END_ALLOW_THREADS
     h->busy = 0;
     if (st) return raise_status(st, F, "x");
-    Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(classifier_generation(h->net));
 }
 
 BINDING_DOC(classifier_backward,
-"classifier_backward(handle, params, grads, dlogits, dx)\n--\n\n"
-"After classifier_forward: grads += dL/dparams for dlogits (B,K) = dL/dlogits;\n"
-"dx (B,Cin,S,S) (or None) = dL/dx.");
+"classifier_backward(handle, params, grads, dlogits, dx, generation)\n--\n\n"
+"After classifier_forward number `generation` on the same batch: grads += dL/dparams\n"
+"for dlogits (B,K) = dL/dlogits; dx (B,Cin,S,S) (or None) = dL/dx.");
 PyObject* py_classifier_backward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "classifier_backward";
-    PyObject *cap, *po, *go, *dlo, *dxo;
-    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &po, &go, &dlo, &dxo)) return NULL;
+    PyObject *cap, *po, *go, *dlo, *dxo, *geno;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &cap, &po, &go, &dlo, &dxo, &geno)) return NULL;
+    uint64_t gen;
+    if (parse_uint(geno, F, "generation", 64, &gen)) return NULL;
     NetHandle* h = handle_get(cap, &CLASSIFIER_HANDLE, F);
     if (!h) return NULL;
     const ClassifierConfig* c = classifier_config(h->net);
@@ -351,12 +372,12 @@ PyObject* py_classifier_backward(PyObject* self, PyObject* args) {
     int st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    st = classifier_backward(h->net, params, grads, dlogits, dx, B);
+    st = classifier_backward(h->net, params, grads, dlogits, dx, B, gen);
     Py_END_ALLOW_THREADS
     h->busy = 0;
     if (st == DDPM_ERR_VALUE) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "%s(): call classifier_forward on this batch (of %d images) first", F, B);
+        PyErr_Format(PyExc_ValueError, "%s(): dlogits holds %d images but the forward it "
+                     "belongs to had another batch", F, B);
         return NULL;
     }
     if (st) return raise_status(st, F, "dlogits");

@@ -20,23 +20,23 @@
 /* nll()'s arguments as Python gave them. */
 typedef struct {
     PyObject *terms, *prior, *x0, *model, *params, *betas, *ts;
-    PyObject *seed, *first_image, *noise, *hook;
+    PyObject *seed, *first_image, *noise, *hook, *labels;
     int objective, variance, clip_x0, hook_every;
 } NllArgs;
 
 static int nll_parse(PyObject* args, PyObject* kwargs, NllArgs* a) {
     static char* kwlist[] = {"terms", "prior", "x0", "model", "params", "betas", "ts",
                              "objective", "variance", "clip_x0", "seed", "first_image", "noise",
-                             "hook", "hook_every", NULL};
+                             "hook", "hook_every", "labels", NULL};
     memset(a, 0, sizeof *a);
-    a->noise = a->hook = Py_None;
+    a->noise = a->hook = a->labels = Py_None;
     a->objective = -1;
     a->hook_every = 1;
     return PyArg_ParseTupleAndKeywords(
-               args, kwargs, "OOOOOOO|$iipOOOOi:nll", kwlist, &a->terms, &a->prior, &a->x0,
+               args, kwargs, "OOOOOOO|$iipOOOOiO:nll", kwlist, &a->terms, &a->prior, &a->x0,
                &a->model, &a->params, &a->betas, &a->ts, &a->objective, &a->variance,
                &a->clip_x0, &a->seed, &a->first_image, &a->noise, &a->hook,
-               &a->hook_every) ? 0 : -1;
+               &a->hook_every, &a->labels) ? 0 : -1;
 }
 
 /* The arrays and codes of a into *spec, the outputs, *d, *N and *D: 0, or -1
@@ -118,6 +118,13 @@ static int nll_spec(const NllArgs* a, const char* F, NllSpec* spec, PyArrayObjec
         return -1;
     }
     if (check_hook(a->hook, a->hook_every, F)) return -1;
+    const int64_t Kc = d->h ? unet_config(d->h->net)->num_class_embeds : 0;
+    if (labels_arg(a->labels, F, "labels", (size_t)*N, Kc, &spec->labels)) return -1;
+    if (Kc > 0 && !spec->labels) {
+        PyErr_Format(PyExc_ValueError, "%s(): this network is class-conditional: pass labels",
+                     F);
+        return -1;
+    }
     spec->objective = a->objective;
     spec->variance = a->variance;
     spec->clip_x0 = a->clip_x0;

@@ -25,9 +25,8 @@
 /* The U-Net as sample.c's denoiser: ctx is the Denoiser. */
 static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
                         const int64_t* labels, int N) {
-    (void)labels;
     const Denoiser* d = ctx;
-    return unet_forward(d->h->net, d->params, x, t, out, N);
+    return unet_forward(d->h->net, d->params, x, t, labels, out, N);
 }
 
 int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) {
@@ -135,28 +134,36 @@ void loop_end(Denoiser* d, LoopStop* stop) {
 typedef struct {
     PyObject *out, *model, *params, *alpha_bars, *ts, *prevs;
     PyObject *seed, *x_T, *noise, *capture, *cap_x, *cap_eps, *cap_x0, *hook;
+    PyObject *labels, *init, *known, *mask, *betas, *undo_noise;
     int sampler, objective, variance, clip_x0, hook_every;
-    double eta, thresh_ratio, thresh_max;
+    long long null_label;
+    double eta, thresh_ratio, thresh_max, guidance_scale, guidance_rescale;
 } SampleArgs;
 
 static int sample_parse(PyObject* args, PyObject* kwargs, SampleArgs* a) {
     static char* kwlist[] = {"out", "model", "params", "alpha_bars", "ts", "prevs",
                              "sampler", "objective", "variance", "eta", "clip_x0",
                              "thresh_ratio", "thresh_max", "seed", "x_T", "noise", "capture",
-                             "cap_x", "cap_eps", "cap_x0", "hook", "hook_every", NULL};
+                             "cap_x", "cap_eps", "cap_x0", "hook", "hook_every", "labels",
+                             "null_label", "guidance_scale", "guidance_rescale", "init", "known",
+                             "mask", "betas", "undo_noise", NULL};
     memset(a, 0, sizeof *a);
     a->x_T = a->noise = a->capture = Py_None;
     a->cap_x = a->cap_eps = a->cap_x0 = a->hook = Py_None;
+    a->labels = a->init = a->known = a->mask = a->betas = a->undo_noise = Py_None;
+    a->guidance_scale = 1.0;
     a->sampler = a->objective = -1;
     a->clip_x0 = 1;
     a->hook_every = 1;
     a->thresh_max = INFINITY;
     return PyArg_ParseTupleAndKeywords(
-               args, kwargs, "OOOOOO|$iiidpddOOOOOOOOi:sample", kwlist, &a->out, &a->model,
-               &a->params, &a->alpha_bars, &a->ts, &a->prevs, &a->sampler, &a->objective,
-               &a->variance, &a->eta, &a->clip_x0, &a->thresh_ratio, &a->thresh_max, &a->seed,
-               &a->x_T, &a->noise, &a->capture, &a->cap_x, &a->cap_eps, &a->cap_x0, &a->hook,
-               &a->hook_every) ? 0 : -1;
+               args, kwargs, "OOOOOO|$iiidpddOOOOOOOOiOLddOOOOO:sample", kwlist, &a->out,
+               &a->model, &a->params, &a->alpha_bars, &a->ts, &a->prevs, &a->sampler,
+               &a->objective, &a->variance, &a->eta, &a->clip_x0, &a->thresh_ratio,
+               &a->thresh_max, &a->seed, &a->x_T, &a->noise, &a->capture, &a->cap_x,
+               &a->cap_eps, &a->cap_x0, &a->hook, &a->hook_every, &a->labels, &a->null_label,
+               &a->guidance_scale, &a->guidance_rescale, &a->init, &a->known, &a->mask,
+               &a->betas, &a->undo_noise) ? 0 : -1;
 }
 
 /* An optional float32 array shaped like `like` (lead < 0) or (lead,) + like's
@@ -215,6 +222,29 @@ static int sample_capture(const SampleArgs* a, PyArrayObject* out, npy_intp K, c
     return 0;
 }
 
+/* Class labels (N,) for a conditional U-Net, the null label and the guidance
+ * scale into spec->guide; the Gaussian denoiser takes no labels.  0 or -1. */
+static int sample_guidance(const SampleArgs* a, PyArrayObject* out, const char* F,
+                           const Denoiser* d, SampleSpec* spec) {
+    const int64_t K = d->h ? unet_config(d->h->net)->num_class_embeds : 0;
+    const npy_intp N = PyArray_NDIM(out) ? PyArray_DIM(out, 0) : 0;
+    if (labels_arg(a->labels, F, "labels", (size_t)N, K, &spec->guide.labels)) return -1;
+    if (K > 0 && !spec->guide.labels) {
+        PyErr_Format(PyExc_ValueError, "%s(): this network is class-conditional: pass labels "
+                     "(the null label %lld for unconditional samples)", F, (long long)(K - 1));
+        return -1;
+    }
+    if (K > 0 && (a->null_label < 0 || a->null_label >= K)) {
+        PyErr_Format(PyExc_ValueError, "%s(): null_label must be in 0..%lld", F,
+                     (long long)(K - 1));
+        return -1;
+    }
+    spec->guide.null_label = a->null_label;
+    spec->guide.scale = a->guidance_scale;
+    spec->guide.rescale = a->guidance_rescale;
+    return 0;
+}
+
 /* The arrays and codes of a into *spec, *out, *d, *N and *D: 0, or -1 with an
  * error.  Value ranges that cannot reach outside an array (eta, thresholds,
  * the schedule's values) are ddpm.sample's to check. */
@@ -258,9 +288,9 @@ static int sample_spec(const SampleArgs* a, const char* F, SampleSpec* spec, PyA
     spec->prevs = (const int64_t*)PyArray_DATA(prevs);
 
     /* codes and indices: which formula runs, which table entries are read */
-    if (a->sampler < SAMPLER_DDPM || a->sampler > SAMPLER_DPMPP_2M) {
-        PyErr_Format(PyExc_ValueError, "%s(): sampler must be 0 (DDPM), 1 (DDIM) or 2 "
-                     "(DPM-Solver++), got %d", F, a->sampler);
+    if (a->sampler < 0 || a->sampler >= SAMPLER_COUNT) {
+        PyErr_Format(PyExc_ValueError, "%s(): sampler must be 0 (DDPM), 1 (DDIM), 2 "
+                     "(DPM-Solver++) or 3 (RePaint), got %d", F, a->sampler);
         return -1;
     }
     if (a->objective < OBJ_EPS || a->objective > OBJ_V) {
@@ -273,14 +303,40 @@ static int sample_spec(const SampleArgs* a, const char* F, SampleSpec* spec, PyA
                      a->variance);
         return -1;
     }
+    const int repaint = a->sampler == SAMPLER_REPAINT;
+    size_t undo_steps = 0;
     for (int k = 0; k < spec->K; k++) {
         const int64_t t = spec->ts[k], p = spec->prevs[k];
-        if (t < 1 || t > spec->T || p < 0 || p >= t) {
+        /* a RePaint jump back up reads betas[t .. p - 1] */
+        const int up_ok = repaint && p > t && p <= (int64_t)spec->T + 1;
+        if (t < 1 || t > spec->T || p < 0 || (p >= t && !up_ok)) {
             PyErr_Format(PyExc_ValueError, "%s(): need 1 <= ts[k] <= T = %d and 0 <= prevs[k] < "
                          "ts[k]; step %d has ts %lld, prevs %lld", F, spec->T, k, (long long)t,
                          (long long)p);
             return -1;
         }
+        if (p > t) undo_steps += (size_t)(p - t);
+    }
+    if (sample_guidance(a, *out, F, d, spec)) return -1;
+    spec->init = array_like(a->init, F, "init", *out, -1, 0, &ok);
+    if (!ok) return -1;
+    spec->known = array_like(a->known, F, "known", *out, -1, 0, &ok);
+    if (!ok) return -1;
+    spec->mask = array_like(a->mask, F, "mask", *out, -1, 0, &ok);
+    if (!ok) return -1;
+    spec->undo_noise = array_like(a->undo_noise, F, "undo_noise", *out,
+                                  (npy_intp)undo_steps, 0, &ok);
+    if (!ok) return -1;
+    if (repaint || undo_steps) {
+        PyArrayObject* be = a->betas == Py_None ? NULL
+                          : check_array(a->betas, F, "betas", NPY_FLOAT64, 0);
+        if (!be || PyArray_SIZE(be) != spec->T + 1 || !spec->known || !spec->mask) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "%s(): RePaint needs known, mask (like out) and "
+                             "betas (T+1,)", F);
+            return -1;
+        }
+        spec->betas = PyArray_DATA(be);
     }
     if (a->seed && parse_seed(a->seed, F, &spec->seed)) return -1;
     if (check_hook(a->hook, a->hook_every, F)) return -1;

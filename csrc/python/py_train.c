@@ -136,15 +136,18 @@ PyObject* py_ema_decay_at(PyObject* self, PyObject* args) {
 /* ------------------------------------------------------------------------ */
 
 /* config = (objective, min_snr_gamma, grad_clip, adam, ema_decay, ema_updates, step, seed,
- * given_t, given_eps) into *tc.  The value ranges of min_snr_gamma, grad_clip, adam and
- * ema_decay are ddpm.Trainer's to check. */
+ * given_t, given_eps[, p_uncond, null_label, given_drop]) into *tc.  The value ranges of
+ * min_snr_gamma, grad_clip, adam, ema_decay and p_uncond are ddpm.Trainer's to check. */
 static int parse_train_config(PyObject* co, const char* F, TrainConfig* tc) {
     memset(tc, 0, sizeof *tc);
     PyObject *adam_o, *seed_o;
-    if (!PyArg_ParseTuple(co, "iddOflkOpp", &tc->objective, &tc->min_snr_gamma,
+    long long null_label = -1;
+    if (!PyArg_ParseTuple(co, "iddOflkOpp|dLp", &tc->objective, &tc->min_snr_gamma,
                           &tc->grad_clip, &adam_o, &tc->ema_decay, &tc->ema_updates, &tc->step,
-                          &seed_o, &tc->given_t, &tc->given_eps))
+                          &seed_o, &tc->given_t, &tc->given_eps, &tc->p_uncond, &null_label,
+                          &tc->given_drop))
         return -1;
+    tc->null_label = null_label;
     if (parse_adam(adam_o, F, &tc->adam) || parse_seed(seed_o, F, &tc->seed) ||
         check_step(tc->step, F))
         return -1;
@@ -158,17 +161,18 @@ static int parse_train_config(PyObject* co, const char* F, TrainConfig* tc) {
 
 BINDING_DOC(train_step,
 "train_step(handle, params, grads, m, v, ema, x0, xt, eps, out, dout, t, sample_loss,\n"
-"           sqrt_ab, sqrt_1mab, config) -> (loss, grad_norm)\n--\n\n"
+"           sqrt_ab, sqrt_1mab, config, labels=None, used=None) -> (loss, grad_norm)\n--\n\n"
 "One fused training step (see csrc/diffusion/train.h).  config = (objective,\n"
 "min_snr_gamma, grad_clip, adam tuple, ema_decay, ema_updates, step, seed, given_t,\n"
-"given_eps).");
+"given_eps[, p_uncond, null_label, given_drop]).  labels (B,) int64 for a\n"
+"class-conditional network; used (B,) int64 receives them after label dropout.");
 PyObject* py_train_step(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "train_step";
     PyObject *cap, *po, *go, *mo, *vo, *eo, *x0o, *xto, *epso, *oo, *doo, *to, *slo, *sao, *sbo;
-    PyObject* co;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOO", &cap, &po, &go, &mo, &vo, &eo, &x0o, &xto,
-                          &epso, &oo, &doo, &to, &slo, &sao, &sbo, &co))
+    PyObject *co, *lo = Py_None, *uo = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOO|OO", &cap, &po, &go, &mo, &vo, &eo, &x0o,
+                          &xto, &epso, &oo, &doo, &to, &slo, &sao, &sbo, &co, &lo, &uo))
         return NULL;
     NetHandle* h = handle_get(cap, &UNET_HANDLE, F);
     if (!h) return NULL;
@@ -208,24 +212,110 @@ PyObject* py_train_step(PyObject* self, PyObject* args) {
     int T;
     if (check_tables(sao, "sqrt_ab", sbo, "sqrt_1mab", F, &sa, &sb, &T)) return NULL;
     if (tc.given_t && check_timesteps(t, (size_t)B, T, F, "t")) return NULL;
+    const int64_t K = c->num_class_embeds;
+    const int64_t* labels;
+    int64_t* used = NULL;
+    if (labels_arg(lo, F, "labels", (size_t)B, K, &labels)) return NULL;
+    if (K > 0) {
+        PyArrayObject* ua = labels ? check_array(uo, F, "used", NPY_INT64, 1) : NULL;
+        if (!labels || !ua || PyArray_SIZE(ua) != B) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "%s(): a class-conditional network needs labels "
+                             "and used, (B,) int64 each", F);
+            return NULL;
+        }
+        used = PyArray_DATA(ua);
+        if (tc.null_label < 0 || tc.null_label >= K) {
+            PyErr_Format(PyExc_ValueError, "%s(): null_label must be in 0..%lld", F,
+                         (long long)(K - 1));
+            return NULL;
+        }
+    }
     const size_t D = (size_t)C * S * S;
     double loss = 0.0, norm = 0.0;
     int st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    st = train_step(h->net, params, grads, m, v, ema, x0, xt, eps, out, dout, t, NULL, NULL,
-                    sample_loss,
-                    sa, sb, T, B, D, &tc, &loss, &norm);
+    st = train_step(h->net, params, grads, m, v, ema, x0, xt, eps, out, dout, t, labels, used,
+                    sample_loss, sa, sb, T, B, D, &tc, &loss, &norm);
     Py_END_ALLOW_THREADS
     h->busy = 0;
-    if (st == DDPM_ERR_NONFINITE) {
-        PyErr_Format(PyExc_FloatingPointError,
-                     "%s(): non-finite loss or gradient (loss=%g, grad norm=%g); parameters, "
-                     "moments and EMA were left unchanged", F, loss, norm);
+    if (st == DDPM_ERR_NONFINITE) {   /* PyErr_Format has no %g: format the numbers here */
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s(): non-finite loss or gradient (loss=%g, grad norm=%g); "
+                 "parameters, moments and EMA were left unchanged", F, loss, norm);
+        PyErr_SetString(PyExc_FloatingPointError, msg);
         return NULL;
     }
     if (st) return raise_status(st, F, "x0");
     return Py_BuildValue("(dd)", loss, norm);
+}
+
+BINDING_DOC(train_draw_timesteps,
+"train_draw_timesteps(t, seed, step, T)\n--\n\n"
+"t (B,) int64 = the timesteps training step `step` (1-based) draws under seed.");
+PyObject* py_train_draw_timesteps(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "train_draw_timesteps";
+    PyObject *to, *seed_o;
+    long step;
+    int T;
+    if (!PyArg_ParseTuple(args, "OOli", &to, &seed_o, &step, &T)) return NULL;
+    PyArrayObject* ta = check_array(to, F, "t", NPY_INT64, 1);
+    uint64_t seed;
+    if (!ta || parse_seed(seed_o, F, &seed) || check_step(step, F)) return NULL;
+    if (T < 1 || T > MAX_TIMESTEPS || PyArray_SIZE(ta) > MAX_BATCH) {
+        PyErr_Format(PyExc_ValueError, "%s(): T must be in 1..%d, t at most %d long", F,
+                     MAX_TIMESTEPS, MAX_BATCH);
+        return NULL;
+    }
+    train_draw_timesteps(PyArray_DATA(ta), (int)PyArray_SIZE(ta), T, seed, step);
+    Py_RETURN_NONE;
+}
+
+BINDING_DOC(train_draw_noise,
+"train_draw_noise(eps, seed, step)\n--\n\n"
+"eps (any shape) float32 = the noise training step `step` (1-based) draws under seed.");
+PyObject* py_train_draw_noise(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "train_draw_noise";
+    PyObject *eo, *seed_o;
+    long step;
+    if (!PyArg_ParseTuple(args, "OOl", &eo, &seed_o, &step)) return NULL;
+    PyArrayObject* ea = check_array(eo, F, "eps", NPY_FLOAT32, 1);
+    uint64_t seed;
+    if (!ea || parse_seed(seed_o, F, &seed) || check_step(step, F)) return NULL;
+    float* e = PyArray_DATA(ea);
+    size_t n = (size_t)PyArray_SIZE(ea);
+    Py_BEGIN_ALLOW_THREADS
+    train_draw_noise(e, n, seed, step);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+BINDING_DOC(train_drop_labels,
+"train_drop_labels(out, labels, p, null_label, seed, step)\n--\n\n"
+"out (B,) int64 = labels with each replaced by null_label as training step `step` draws.");
+PyObject* py_train_drop_labels(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "train_drop_labels";
+    PyObject *oo, *lo, *seed_o;
+    double p;
+    long long null_label;
+    long step;
+    if (!PyArg_ParseTuple(args, "OOdLOl", &oo, &lo, &p, &null_label, &seed_o, &step))
+        return NULL;
+    PyArrayObject* oa = check_array(oo, F, "out", NPY_INT64, 1);
+    PyArrayObject* la = oa ? check_array(lo, F, "labels", NPY_INT64, 0) : NULL;
+    uint64_t seed;
+    if (!la || parse_seed(seed_o, F, &seed) || check_step(step, F)) return NULL;
+    if (PyArray_SIZE(la) != PyArray_SIZE(oa) || PyArray_SIZE(oa) > MAX_BATCH) {
+        PyErr_Format(PyExc_ValueError, "%s(): out and labels must have one shape", F);
+        return NULL;
+    }
+    train_drop_labels(PyArray_DATA(oa), PyArray_DATA(la), (int)PyArray_SIZE(oa), p, null_label,
+                      seed, step);
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------ */
