@@ -34,7 +34,6 @@
 #ifndef F4_BUDGET_BWD
 #define F4_BUDGET_BWD (1u << 19)
 #endif
-#define F4_PAD (WINO_MAX_W + 8)        /* a padded row: 4 tw + 2 <= W + 5 */
 
 static int tiles4(int n) { return (n + 3) / 4; }
 
@@ -175,36 +174,9 @@ static inline __attribute__((always_inline)) void a4(F4_OUT6, F4_IN4, int nt) {
 
 /* ------------------------------------------------------------ staging */
 
-/* An empty asm that "uses" the block v: the copy loop below stays a loop
- * of 8-float moves instead of becoming one call to memcpy (GCC's loop
- * distribution), which costs more than these short rows.  No code. */
-#if defined(__GNUC__)
-#define F4_NO_MEMCPY(v) __asm__("" : "+m"(v))
-#else
-#define F4_NO_MEMCPY(v) (void)0
-#endif
-
-/* dst[0..n) = src[0..n), and dst[0..n) = 0, in blocks of 8 and 4 floats and
- * an unrolled tail: written as plain loops GCC turns them into calls to
- * memmove / memset, which cost more than these short rows. */
-static inline __attribute__((always_inline)) void copy_row(float* restrict dst,
-                                                           const float* restrict src, int n) {
-    int q = 0;
-    for (; q + 8 <= n; q += 8) {
-        float v[8];
-        memcpy(v, src + q, sizeof v);
-        F4_NO_MEMCPY(v);
-        memcpy(dst + q, v, sizeof v);
-    }
-    if (q + 4 <= n) {
-        memcpy(dst + q, src + q, 4 * sizeof(float));
-        q += 4;
-    }
-    if (q < n) dst[q] = src[q];
-    if (q + 1 < n) dst[q + 1] = src[q + 1];
-    if (q + 2 < n) dst[q + 2] = src[q + 2];
-}
-
+/* dst[0..n) = 0 in blocks of 8 and 4 floats and an unrolled tail: written
+ * as a plain loop GCC turns it into a call to memset, which costs more than
+ * these short rows. */
 static inline __attribute__((always_inline)) void zero_row(float* dst, int n) {
     int q = 0;
     for (; q + 8 <= n; q += 8) memset(dst + q, 0, 8 * sizeof(float));
@@ -217,27 +189,49 @@ static inline __attribute__((always_inline)) void zero_row(float* dst, int n) {
     if (q + 2 < n) dst[q + 2] = 0.0f;
 }
 
-/* s_q[tx] = p[4 tx + q], q = 0..3, tx = 0..tw-1: a stride-4 split, which
- * the compiler vectorises with shuffles. */
+/* s_q[t] = p[4 t + q], q = 0..3, t = 0..nt-1: a stride-4 split, which the
+ * compiler vectorises with shuffles. */
 static inline __attribute__((always_inline)) void split4(float* restrict s0, float* restrict s1,
                                                          float* restrict s2, float* restrict s3,
-                                                         const float* restrict p, int tw) {
-    for (int tx = 0; tx < tw; tx++) {
-        s0[tx] = p[4 * tx];
-        s1[tx] = p[4 * tx + 1];
-        s2[tx] = p[4 * tx + 2];
-        s3[tx] = p[4 * tx + 3];
+                                                         const float* restrict p, int nt) {
+    for (int t = 0; t < nt; t++) {
+        s0[t] = p[4 * t];
+        s1[t] = p[4 * t + 1];
+        s2[t] = p[4 * t + 2];
+        s3[t] = p[4 * t + 3];
     }
 }
 
+/* s[j F4_SEG + tx] = xr[4 tx + j - 1] (zero outside [0, W)), j = 0..5,
+ * tx = 0..tw-1: one row of the windows.  Tiles 1 .. (W - 5) / 4 lie wholly
+ * inside the row and are split straight from it; the border tiles (the
+ * first, and those reaching past W) are read element by element. */
+static inline __attribute__((always_inline)) void stage_row(float* restrict s,
+                                                            const float* restrict xr, int W,
+                                                            int tw) {
+    const int hi = W >= 5 ? (W - 5) / 4 + 1 : 1;   /* inner tiles: [1, hi) */
+    if (hi > 1) {
+        const float* p = xr + 3;                    /* p[4 (tx - 1) + j] = xr[4 tx + j - 1] */
+        split4(s + 1, s + F4_SEG + 1, s + 2 * F4_SEG + 1, s + 3 * F4_SEG + 1, p, hi - 1);
+        float* restrict s4 = s + 4 * F4_SEG + 1;
+        float* restrict s5 = s + 5 * F4_SEG + 1;
+        for (int t = 0; t < hi - 1; t++) {
+            s4[t] = p[4 * t + 4];
+            s5[t] = p[4 * t + 5];
+        }
+    }
+    for (int tx = 0; tx < tw; tx = tx == 0 && hi > 1 ? hi : tx + 1)
+        for (int j = 0; j < 6; j++) {
+            const int col = 4 * tx + j - 1;
+            s[j * F4_SEG + tx] = col >= 0 && col < W ? xr[col] : 0.0f;
+        }
+}
+
 /* S[(6 i + j) F4_SEG + k] = element (i, j) of the 6x6 window of the
- * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane:
- * the padded row pad[q] = x[h][q - 1] split by q mod 4, columns 4 and 5 of
- * a window being columns 0 and 1 of the next. */
+ * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane. */
 static inline __attribute__((always_inline)) void stage_windows(float* S, const float* x, int H,
                                                                 int W, int r, int n) {
-    const int th = tiles4(H), tw = tiles4(W), wp = 4 * tw + 2;
-    float pad[F4_PAD];
+    const int th = tiles4(H), tw = tiles4(W);
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const float* plane = x + (size_t)b * H * W;
@@ -248,15 +242,7 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
                 for (int j = 0; j < 6; j++) zero_row(s + j * F4_SEG, tw);
                 continue;
             }
-            const float* xr = plane + (size_t)h * W;
-            pad[0] = 0.0f;
-            copy_row(pad + 1, xr, W);
-            zero_row(pad + W + 1, wp - W - 1);
-            split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, pad, tw);
-            copy_row(s + 4 * F4_SEG, s + 1, tw - 1);
-            copy_row(s + 5 * F4_SEG, s + F4_SEG + 1, tw - 1);
-            s[4 * F4_SEG + tw - 1] = pad[4 * tw];
-            s[5 * F4_SEG + tw - 1] = pad[4 * tw + 1];
+            stage_row(s, plane + (size_t)h * W, W, tw);
         }
     }
 }
@@ -264,8 +250,7 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
 /* D[(4 i + j) F4_SEG + k] = dy[4 ty + i][4 tx + j] of tile k (zeros beyond). */
 static inline __attribute__((always_inline)) void stage_blocks(float* D, const float* dy, int H,
                                                                int W, int r, int n) {
-    const int th = tiles4(H), tw = tiles4(W), wp = 4 * tw;
-    float pad[F4_PAD];
+    const int th = tiles4(H), tw = tiles4(W), full = W / 4;
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const float* plane = dy + (size_t)b * H * W;
@@ -277,10 +262,53 @@ static inline __attribute__((always_inline)) void stage_blocks(float* D, const f
                 continue;
             }
             const float* yr = plane + (size_t)h * W;
-            copy_row(pad, yr, W);
-            zero_row(pad + W, wp - W);
-            split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, pad, tw);
+            split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, yr, full);
+            if (full < tw)   /* the last tile reaches past W */
+                for (int j = 0; j < 4; j++)
+                    s[j * F4_SEG + full] = 4 * full + j < W ? yr[4 * full + j] : 0.0f;
         }
+    }
+}
+
+/* One output row: y[4 tx + j] = (b[4 tx + j] + sv) + o[j F4_SEG + tx], or
+ * sv + o[..] without b, for 4 tx + j < W; inplace: b is y (its own start).
+ * Three loops, so each has streams the compiler can vectorise apart. */
+static inline __attribute__((always_inline)) void put_row(float* restrict y, const float* b,
+                                                          int inplace, const float* restrict o,
+                                                          float sv, int W) {
+    const int full = W / 4;
+    const float* restrict o0 = o;
+    const float* restrict o1 = o + F4_SEG;
+    const float* restrict o2 = o + 2 * F4_SEG;
+    const float* restrict o3 = o + 3 * F4_SEG;
+    if (inplace) {
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = (y[4 * t] + sv) + o0[t];
+            y[4 * t + 1] = (y[4 * t + 1] + sv) + o1[t];
+            y[4 * t + 2] = (y[4 * t + 2] + sv) + o2[t];
+            y[4 * t + 3] = (y[4 * t + 3] + sv) + o3[t];
+        }
+    } else if (b) {
+        const float* restrict br = b;
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = (br[4 * t] + sv) + o0[t];
+            y[4 * t + 1] = (br[4 * t + 1] + sv) + o1[t];
+            y[4 * t + 2] = (br[4 * t + 2] + sv) + o2[t];
+            y[4 * t + 3] = (br[4 * t + 3] + sv) + o3[t];
+        }
+    } else {
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = sv + o0[t];
+            y[4 * t + 1] = sv + o1[t];
+            y[4 * t + 2] = sv + o2[t];
+            y[4 * t + 3] = sv + o3[t];
+        }
+    }
+    for (int w = 4 * full; w < W; w++) {   /* the last tile's columns inside W */
+        const float v = o[(w - 4 * full) * F4_SEG + full];
+        if (inplace) y[w] = (y[w] + sv) + v;
+        else if (b) y[w] = (b[w] + sv) + v;
+        else y[w] = sv + v;
     }
 }
 
@@ -312,28 +340,14 @@ static void f4_output(float* y, const float* base, const float* restrict M, size
     /* along each row i: O[4 i + j] = (row A)_j */
     for (int i = 0; i < 4; i++)
         at6(F4_P4(O + 4 * i * F4_SEG, F4_SEG), F4_P6(T + 6 * i * F4_SEG, F4_SEG), nt);
-    float row[F4_PAD];
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const size_t plane = (size_t)b * H * W;
         const float sv = wino_start(st, b);
         for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
             const size_t at = plane + (size_t)(4 * ty + i) * W;
-            const float* o = O + (size_t)4 * i * F4_SEG + m * tw;
-            /* row[4 tx + j] = o_j[tx]: the inverse of split4, vectorised alike */
-            for (int tx = 0; tx < tw; tx++) {
-                row[4 * tx] = o[tx];
-                row[4 * tx + 1] = o[F4_SEG + tx];
-                row[4 * tx + 2] = o[2 * F4_SEG + tx];
-                row[4 * tx + 3] = o[3 * F4_SEG + tx];
-            }
-            float* yr = y + at;
-            if (base) {
-                const float* br = base + at;
-                for (int w = 0; w < W; w++) yr[w] = (br[w] + sv) + row[w];
-            } else {
-                for (int w = 0; w < W; w++) yr[w] = sv + row[w];
-            }
+            put_row(y + at, base ? base + at : NULL, base == y, O + (size_t)4 * i * F4_SEG + m * tw,
+                    sv, W);
         }
     }
 }
