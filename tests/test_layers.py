@@ -850,7 +850,8 @@ def test_upsample_vs_torch(C, B, H, W):
 # overwrite it (accumulate=False) instead of zeroing all of them first: that
 # must give exactly what adding into zeros gives, and never read the old
 # contents (NaN here).
-WRITE_CASES = [conv_case(3, 8, 12, 10, 6, 3, 1),     # Winograd
+WRITE_CASES = [conv_case(3, 8, 12, 10, 6, 3, 1),     # Winograd F(2x2)
+               conv_case(3, 8, 13, 10, 9, 3, 1),     # Winograd F(4x4)
                conv_case(2, 3, 9, 7, 5, 3, 1),       # im2col (few channels)
                conv_case(2, 6, 8, 6, 4, 3, 2),       # stride 2
                conv_case(2, 6, 5, 4, 7, 1, 1),       # 1x1
@@ -883,11 +884,13 @@ def _at_threads(n, fn):
 
 
 @pytest.mark.parametrize("B,H,C,OC,K,S", [(16, 28, 32, 32, 3, 1), (16, 28, 32, 32, 3, 2),
-                                          (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1)])
+                                          (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1),
+                                          (6, 7, 64, 128, 3, 1)])
 def test_conv2d_bitwise_identical_across_thread_counts(B, H, C, OC, K, S):
     # (16, 28, 96, 32, 1, 1): a U-Net shortcut; its weight gradient sums over
     # B*H*W = 12544 positions, cut into parts that threads share.
     # (5, 14, 32, 64, 1, 1): a forward GEMM just over matmul's split size
+    # (6, 7, 64, 128, 3, 1): Winograd F(4x4) segments across samples (4 tiles a plane)
     W = H
     case = conv_case(B, C, H, W, OC, K, S)
     p = case.p32()
