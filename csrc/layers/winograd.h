@@ -69,7 +69,7 @@ typedef struct {
 } WinoKind;
 
 extern const WinoKind wino_f2;   /* F(2x2, 3x3): adds and halvings only */
-extern const WinoKind wino_f4;   /* F(4x4, 3x3): points 0, +-1, +-2, inf */
+extern const WinoKind wino_f4;   /* F(4x4, 3x3): points 0, 1, -1, 1/2, -2, inf */
 
 static inline int wino_tiles(int n, int m) { return (n + m - 1) / m; }
 
