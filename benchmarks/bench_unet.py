@@ -139,7 +139,8 @@ def main():
             prof = net.profile(False)
             print(f"  threads {nt}: {total * 1e3:.0f} ms")
             for k, v in sorted(prof.items(), key=lambda kv: -kv[1]):
-                print(f"    {k:<42} {v * 1e3:8.0f} ms {100 * v / total:5.1f}%")
+                if v > 0:   # a forward has no backward kinds
+                    print(f"    {k:<42} {v * 1e3:8.0f} ms {100 * v / total:5.1f}%")
 
 
 if __name__ == "__main__":
