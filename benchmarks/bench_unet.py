@@ -1,15 +1,20 @@
-"""U-Net speed: ddpm's C engine against diffusers' UNet2DModel on PyTorch (eager), same weights.
+"""U-Net speed: ddpm's C engine against diffusers' UNet2DModel on PyTorch, eager and
+torch.compile'd, same weights.
 
 Not a test: prints numbers measured in this run.
 
-    python benchmarks/bench_unet.py [--reps 3] [--threads 1 2] [--quick]
+    python benchmarks/bench_unet.py [--reps 3] [--threads 1 2] [--quick] [--no-compile]
 
 For each thread count: forward at batch 64 and forward+backward at batch 128
 (the reference config: 28x28x1, block_out_channels (32, 64, 128)), images per
-second, the ratio ddpm / PyTorch, and GFLOP/s against an SGEMM peak measured in
-the same run through ddpm's own BLAS path (a 1024^3 product).  Then a per-op
-profile of one forward+backward, to show where the time goes.
-Targets (issue 3): forward+backward >= 1.3x PyTorch; >= 75% of the SGEMM peak.
+second of ddpm, PyTorch eager and the same module under torch.compile (inductor,
+CPU; its compile time is printed on its own line and left out of the per-step
+figures), the ratios ddpm / eager and ddpm / compiled, and GFLOP/s against an
+SGEMM peak measured in the same run through ddpm's own BLAS path (a 1024^3
+product).  Then a per-op profile of one forward and one forward+backward, to
+show where the time goes.
+Targets: issue 3, forward+backward >= 1.3x eager; issue 15, forward (sampling)
+>= 2x eager and >= 1.3x compiled.
 """
 import argparse
 import time
@@ -18,7 +23,7 @@ import numpy as np
 
 import ddpm
 from ddpm import _core
-from _timing import settle, timed, timed_pair
+from _timing import compile_seconds, compiled, settle, timed, timed_all
 
 
 def sgemm_peak(reps):
@@ -44,6 +49,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--quick", action="store_true", help="batch 8/16, one rep (smoke run)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     args = p.parse_args()
     try:
         import torch
@@ -59,13 +65,15 @@ def main():
     flops = net.flops(1)
     print(f"reference config: {net}")
     print(f"forward {flops / 1e6:.0f} MFLOP per image (forward+backward ~3x)\n")
-    print(f"{'threads':>7} {'what':<22} {'ddpm img/s':>11} {'torch img/s':>12} {'ratio':>6} "
-          f"{'ddpm GF/s':>10} {'peak GF/s':>10} {'% peak':>7}")
+    print(f"{'threads':>7} {'what':<22} {'ddpm img/s':>11} {'eager img/s':>12} "
+          f"{'compiled img/s':>15} {'vs eager':>9} {'vs compiled':>12} {'ddpm GF/s':>10} "
+          f"{'peak GF/s':>10} {'% peak':>7}")
+    comp = compiled(torch, ref, "UNet2DModel", not args.no_compile)
     for nt in args.threads:
         ddpm.set_num_threads(nt)
         torch.set_num_threads(nt)
         peak = sgemm_peak(max(8, reps))
-        rows = []
+        rows, notes = [], []
         for what, B in (("forward", b_fwd), ("forward+backward", b_train)):
             x = rng.standard_normal((B, 1, 28, 28)).astype(np.float32)
             t = rng.integers(0, 1000, B)
@@ -75,45 +83,64 @@ def main():
                 def ours():
                     net(x, t)
 
-                def theirs():
-                    with torch.no_grad():
-                        ref(xt, tt)
+                def step(model):
+                    def run():
+                        with torch.no_grad():
+                            model(xt, tt)
+                    return run
                 work = flops * B
             else:
                 def ours():
                     net(x, t)
                     net.backward(g)
 
-                def theirs():
-                    ref.zero_grad()
-                    ref(xt, tt).sample.backward(gt)
+                def step(model):
+                    def run():
+                        ref.zero_grad()
+                        model(xt, tt).sample.backward(gt)
+                    return run
                 work = 3 * flops * B
-            a, b = timed_pair(ours, theirs, reps)
-            rows.append((what, B, a, b, work / a / 1e9))
+            fns = [ours, step(ref)]
+            if comp is not None:
+                c = step(comp)
+                notes.append(f"torch.compile {what} B={B}, {nt} thread(s): first call (compile) "
+                             f"{compile_seconds(c):.1f} s, not in the figures")
+                fns.append(c)
+            ts = timed_all(fns, reps)
+            rows.append((what, B, ts, work / ts[0] / 1e9))
         # the peak again after the runs, and the better of the two: on a
         # shared machine a slow spell during one measurement would otherwise
         # inflate the % of peak
         peak = max(peak, sgemm_peak(max(8, reps)))
-        for what, B, a, b, gf in rows:
-            print(f"{nt:>7} {what + f' (B={B})':<22} {B / a:>11.1f} {B / b:>12.1f} {b / a:>5.2f}x "
-                  f"{gf:>10.1f} {peak:>10.1f} {100 * gf / peak:>6.0f}%")
+        for what, B, ts, gf in rows:
+            a, b = ts[0], ts[1]
+            cc = f"{B / ts[2]:>15.1f}" if len(ts) > 2 else f"{'-':>15}"
+            rc = f"{ts[2] / a:>11.2f}x" if len(ts) > 2 else f"{'-':>12}"
+            print(f"{nt:>7} {what + f' (B={B})':<22} {B / a:>11.1f} {B / b:>12.1f} {cc} "
+                  f"{b / a:>8.2f}x {rc} {gf:>10.1f} {peak:>10.1f} {100 * gf / peak:>6.0f}%")
+        for n in notes:
+            print("        " + n)
     print("(GF/s counts a direct convolution's multiply-adds, as FLOP counters do; the 3x3\n"
-          " stride-1 layers run Winograd F(2x2, 3x3), which does up to 2.25x fewer, so % peak can pass 100)")
-    print("\nwhere the time goes (one forward+backward, batch %d):" % b_train)
-    for nt in args.threads:
-        ddpm.set_num_threads(nt)
-        x = rng.standard_normal((b_train, 1, 28, 28)).astype(np.float32)
-        t = rng.integers(0, 1000, b_train)
-        net(x, t)
-        net.profile(True)
-        t0 = time.perf_counter()
-        net(x, t)
-        net.backward(x)
-        total = time.perf_counter() - t0
-        prof = net.profile(False)
-        print(f"  threads {nt}: {total * 1e3:.0f} ms")
-        for k, v in sorted(prof.items(), key=lambda kv: -kv[1]):
-            print(f"    {k:<42} {v * 1e3:8.0f} ms {100 * v / total:5.1f}%")
+          " stride-1 layers run Winograd F(4x4, 3x3), which does up to 4x fewer, so % peak can "
+          "pass 100)")
+    for what, B in (("forward", b_fwd), ("forward+backward", b_train)):
+        print(f"\nwhere the time goes (one {what}, batch {B}):")
+        for nt in args.threads:
+            ddpm.set_num_threads(nt)
+            x = rng.standard_normal((B, 1, 28, 28)).astype(np.float32)
+            t = rng.integers(0, 1000, B)
+            net(x, t)
+            net.profile(True)
+            t0 = time.perf_counter()
+            net(x, t)
+            if what != "forward":
+                net.backward(x)
+            total = time.perf_counter() - t0
+            prof = net.profile(False)
+            print(f"  threads {nt}: {total * 1e3:.0f} ms")
+            for k, v in sorted(prof.items(), key=lambda kv: -kv[1]):
+                if v > 0:   # a forward has no backward kinds
+                    print(f"    {k:<42} {v * 1e3:8.0f} ms {100 * v / total:5.1f}%")
 
 
 if __name__ == "__main__":

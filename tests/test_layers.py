@@ -850,7 +850,8 @@ def test_upsample_vs_torch(C, B, H, W):
 # overwrite it (accumulate=False) instead of zeroing all of them first: that
 # must give exactly what adding into zeros gives, and never read the old
 # contents (NaN here).
-WRITE_CASES = [conv_case(3, 8, 12, 10, 6, 3, 1),     # Winograd
+WRITE_CASES = [conv_case(3, 8, 12, 10, 6, 3, 1),     # Winograd F(2x2)
+               conv_case(3, 8, 13, 10, 9, 3, 1),     # Winograd F(4x4)
                conv_case(2, 3, 9, 7, 5, 3, 1),       # im2col (few channels)
                conv_case(2, 6, 8, 6, 4, 3, 2),       # stride 2
                conv_case(2, 6, 5, 4, 7, 1, 1),       # 1x1
@@ -883,11 +884,13 @@ def _at_threads(n, fn):
 
 
 @pytest.mark.parametrize("B,H,C,OC,K,S", [(16, 28, 32, 32, 3, 1), (16, 28, 32, 32, 3, 2),
-                                          (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1)])
+                                          (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1),
+                                          (6, 7, 64, 128, 3, 1)])
 def test_conv2d_bitwise_identical_across_thread_counts(B, H, C, OC, K, S):
     # (16, 28, 96, 32, 1, 1): a U-Net shortcut; its weight gradient sums over
     # B*H*W = 12544 positions, cut into parts that threads share.
     # (5, 14, 32, 64, 1, 1): a forward GEMM just over matmul's split size
+    # (6, 7, 64, 128, 3, 1): Winograd F(4x4) segments across samples (4 tiles a plane)
     W = H
     case = conv_case(B, C, H, W, OC, K, S)
     p = case.p32()
@@ -1111,11 +1114,19 @@ def test_bad_input_raises(layer):
 
 
 # --------------------------------------------------------------------------- Winograd path
-# 3x3 stride-1 convolutions with C >= 4 go through Winograd F(2x2, 3x3) in conv2d.c: odd
-# H/W (border tiles half outside), 1x1 and 3x1 images, no bias, chunks spanning samples.
+# 3x3 stride-1 convolutions with C >= 4 go through Winograd in conv2d.c: F(2x2, 3x3) with
+# fewer than 8 output channels, F(4x4, 3x3) from 8 on (the input gradient is a convolution
+# with OC -> C, so its tile follows C).  Odd H/W (border tiles partly outside: H, W not
+# multiples of 2 or of 4), 1x1, 3x1 and 2x6 images, no bias, chunks spanning samples.
 
 WINOGRAD_CASES = [conv_case(2, 5, 7, 5, 6, 3, 1), conv_case(1, 4, 1, 1, 3, 3, 1),
-                  conv_case(3, 8, 9, 12, 4, 3, 1, bias=False), conv_case(2, 6, 3, 1, 5, 3, 1)]
+                  conv_case(3, 8, 9, 12, 4, 3, 1, bias=False), conv_case(2, 6, 3, 1, 5, 3, 1),
+                  # F(4x4): forward, input gradient (C >= 8) and weight gradient
+                  conv_case(2, 8, 7, 5, 9, 3, 1), conv_case(1, 9, 1, 1, 8, 3, 1),
+                  conv_case(3, 12, 9, 13, 10, 3, 1, bias=False), conv_case(2, 8, 3, 1, 8, 3, 1),
+                  conv_case(4, 10, 2, 6, 12, 3, 1), conv_case(2, 16, 8, 8, 16, 3, 1),
+                  # F(4x4) forward and weight gradient, F(2x2) input gradient (C < 8)
+                  conv_case(2, 5, 6, 7, 8, 3, 1)]
 
 
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=repr)
@@ -1127,8 +1138,9 @@ def test_conv2d_winograd_odd_sizes(case):
     test_backward_accumulates(case)
 
 
-def test_conv2d_winograd_accumulate_and_threads():
-    B, C, H, W, OC, K, S = 9, 8, 13, 11, 12, 3, 1      # several chunks of tile rows
+@pytest.mark.parametrize("OC", [12, 6])                 # F(4x4) / F(2x2)
+def test_conv2d_winograd_accumulate_and_threads(OC):
+    B, C, H, W, K, S = 9, 8, 13, 11, 3, 1      # several chunks of tile rows
     case = conv_case(B, C, H, W, OC, K, S)
     p = case.p32()
     c64 = case.p64()

@@ -40,7 +40,7 @@ enum ddpm_status {
  * fallback chosen at load time (GCC/Clang on x86-64 with ifunc support).
  * No FMA in the clone list: fused multiply-add would change the bits. ---- */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(DDPM_NO_CLONES)
-#define DDPM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#define DDPM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DDPM_SIMD_CLONES
 #endif

@@ -1,0 +1,371 @@
+/*
+ * wino_f4.c - the F(4x4, 3x3) kind of winograd.h: 36 multiplies per 4x4
+ * outputs against 144 direct, and 2.25 transformed floats per input pixel
+ * against F(2x2)'s 4.  Interpolation points 0, 1, -1, 1/2, -2, inf, the set
+ * Barabasz et al. (2020) found most accurate for F(4, 3): in a float32 model
+ * of the layer (C = 128) it erred 2.7e-6 max / 1.5e-6 rms against
+ * 8.5e-6 / 2.4e-6 for Lavin's 0, +-1, +-2, inf.
+ *
+ *   B^T = [1 -3/2 -2  3/2  1  0     G = [  1      0      0      A^T = [1 1  1  1    1 0
+ *          0  -1  1/2 5/2  1  0           1/3    1/3    1/3           0 1 -1 1/2  -2 0
+ *          0   1 -5/2 1/2  1  0          -1/3    1/3   -1/3           0 1  1 1/4   4 0
+ *          0  -2  -1   2   1  0         -16/15 -8/15  -4/15           0 1 -1 1/8  -8 1]
+ *          0  1/2 -1 -1/2  1  0           1/15  -2/15  4/15
+ *          0   1 -3/2 -2  3/2 1]          0      0      1   ]
+ *
+ * B^T and A^T hold halves and small integers; G's thirds and fifteenths are
+ * not exact, so the weight transform and its adjoint run in float64 and
+ * round once.  The weight gradient is the adjoint of each step:
+ * dM = A dY A^T, dU_xi = dM_xi V_xi^T summed over tiles, dg = G^T dU G.
+ *
+ * Segments run across samples (a 7x7 plane has only 4 tiles): each tile row
+ * stages its own 6 window rows (zeros outside the plane), then the
+ * transforms run as flat unit-stride loops over the segment's tiles, one
+ * 1-D transform at a time (6 values in, 6 out: few live registers).
+ */
+#include "layers/winograd.h"
+#include "core/common.h"
+#include <string.h>
+
+#define F4_SEG 128                     /* tiles per segment */
+#ifndef F4_BUDGET_FWD
+#define F4_BUDGET_FWD (1u << 19)
+#endif
+#ifndef F4_BUDGET_BWD
+#define F4_BUDGET_BWD (1u << 19)
+#endif
+
+static int tiles4(int n) { return (n + 3) / 4; }
+
+/* ------------------------------------------------------------- weights */
+
+/* o0..o5 = G (g0, g1, g2) in float64, as named scalars (so the loop around
+ * vectorises) */
+#define F4_G(o0, o1, o2, o3, o4, o5, g0, g1, g2)                                      \
+    const double o0 = (g0), o5 = (g2);                                                \
+    const double o1 = (((g0) + (g2)) + (g1)) * (1.0 / 3);                             \
+    const double o2 = ((g1) - ((g0) + (g2))) * (1.0 / 3);                             \
+    const double o3 = -(16.0 * (g0) + 8.0 * (g1) + 4.0 * (g2)) * (1.0 / 15);          \
+    const double o4 = ((g0) - 2.0 * (g1) + 4.0 * (g2)) * (1.0 / 15)
+
+/* column j of t = G g: t0_j .. t5_j */
+#define F4_COL(j) F4_G(t0_##j, t1_##j, t2_##j, t3_##j, t4_##j, t5_##j, (double)e[j][f],   \
+                       (double)e[3 + j][f], (double)e[6 + j][f])
+/* row i of t G^T, stored at o[6 i + k][f] */
+#define F4_ROW(i)                                                                     \
+    do {                                                                              \
+        F4_G(v0, v1, v2, v3, v4, v5, t##i##_0, t##i##_1, t##i##_2);                   \
+        o[6 * (i)][f] = (float)v0;                                                    \
+        o[6 * (i) + 1][f] = (float)v1;                                                \
+        o[6 * (i) + 2][f] = (float)v2;                                                \
+        o[6 * (i) + 3][f] = (float)v3;                                                \
+        o[6 * (i) + 4][f] = (float)v4;                                                \
+        o[6 * (i) + 5][f] = (float)v5;                                                \
+    } while (0)
+
+/* u[xi * xs + f] (36 values each) = G g_f G^T for the n filters g_f =
+ * g0 + f gstep (3, 3) read with strides (sh, sw), in float64, rounded once:
+ * blocks of 64 filters, gathered element-major first and written out from
+ * a local block, so that the transform is one straight-line loop over the
+ * filters on buffers the compiler sees apart, which vectorises. */
+DDPM_SIMD_CLONES
+static void f4_weight(float* restrict u, size_t xs, const float* restrict g0, int n, size_t gstep,
+                      int sh, int sw) {
+    float e[9][64], o[36][64];   /* e[3 i + j][f] = g_f[i][j]; o[xi][f] = u_f[xi] */
+    for (int f0 = 0; f0 < n; f0 += 64) {
+        const int nb = n - f0 < 64 ? n - f0 : 64;
+        for (int f = 0; f < nb; f++)
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++)
+                    e[3 * i + j][f] = g0[(f0 + f) * gstep + i * sh + j * sw];
+        for (int f = 0; f < nb; f++) {
+            F4_COL(0);
+            F4_COL(1);
+            F4_COL(2);
+            F4_ROW(0);
+            F4_ROW(1);
+            F4_ROW(2);
+            F4_ROW(3);
+            F4_ROW(4);
+            F4_ROW(5);
+        }
+        for (int xi = 0; xi < 36; xi++) memcpy(u + xi * xs + f0, o[xi], sizeof(float) * nb);
+    }
+}
+
+/* G^T w for w = (w0, .., w5), in float64: out[i * os], i = 0..2 */
+#define F4_GT(out, os, w0, w1, w2, w3, w4, w5)                                        \
+    do {                                                                              \
+        (out)[0] = (w0) + ((w1) - (w2)) * (1.0 / 3) + ((w4) - 16.0 * (w3)) * (1.0 / 15); \
+        (out)[(os)] = ((w1) + (w2)) * (1.0 / 3) - (8.0 * (w3) + 2.0 * (w4)) * (1.0 / 15); \
+        (out)[2 * (os)] = ((w1) - (w2)) * (1.0 / 3) + 4.0 * ((w4) - (w3)) * (1.0 / 15) + (w5); \
+    } while (0)
+
+/* dg_f (3, 3) += G^T du_f G for dg_f = dg0 + 9 f, du_f[xi * xs] = du0[xi * xs + f],
+ * f = 0..n-1, in float64. */
+static void f4_weight_adjoint(float* dg0, const float* du0, size_t xs, int n) {
+    for (int f = 0; f < n; f++) {
+        const float* du = du0 + f;
+        float* dg = dg0 + 9 * f;
+        double s[3][6], v[3];
+        for (int j = 0; j < 6; j++)
+            F4_GT(&s[0][j], 6, (double)du[j * xs], (double)du[(6 + j) * xs],
+                  (double)du[(12 + j) * xs], (double)du[(18 + j) * xs],
+                  (double)du[(24 + j) * xs], (double)du[(30 + j) * xs]);
+        for (int i = 0; i < 3; i++) {
+            const double* w = s[i];
+            F4_GT(v, 1, w[0], w[1], w[2], w[3], w[4], w[5]);
+            for (int j = 0; j < 3; j++) dg[3 * i + j] += (float)v[j];
+        }
+    }
+}
+
+/* ------------------------------------------------------ the 1-D steps */
+
+/* Each 1-D step takes its streams as separate restrict pointers (one base
+ * pointer with runtime offsets kept GCC from vectorising: it cannot rule out
+ * overlaps between the streams). */
+#define F4_P4(p, s) (p), (p) + (s), (p) + 2 * (s), (p) + 3 * (s)
+#define F4_P6(p, s) F4_P4(p, s), (p) + 4 * (s), (p) + 5 * (s)
+#define F4_OUT6 float* restrict o0, float* restrict o1, float* restrict o2, \
+    float* restrict o3, float* restrict o4, float* restrict o5
+#define F4_OUT4 float* restrict o0, float* restrict o1, float* restrict o2, float* restrict o3
+#define F4_IN6 const float* restrict d0, const float* restrict d1, const float* restrict d2, \
+    const float* restrict d3, const float* restrict d4, const float* restrict d5
+#define F4_IN4 const float* restrict d0, const float* restrict d1, const float* restrict d2, \
+    const float* restrict d3
+
+/* o_i = (B^T d)_i, i = 0..5, elementwise over k = 0..nt-1 */
+static inline __attribute__((always_inline)) void bt6(F4_OUT6, F4_IN6, int nt) {
+    for (int k = 0; k < nt; k++) {
+        const float e = d3[k] - d1[k], c = d4[k] - d2[k];
+        o0[k] = ((d0[k] - d2[k]) + c) + 1.5f * e;
+        o1[k] = (d4[k] - d1[k]) + (0.5f * d2[k] + 2.5f * d3[k]);
+        o2[k] = (d4[k] + d1[k]) - (2.5f * d2[k] - 0.5f * d3[k]);
+        o3[k] = c + 2.0f * e;
+        o4[k] = c - 0.5f * e;
+        o5[k] = ((d5[k] - d3[k]) - e) + 1.5f * c;
+    }
+}
+
+/* o_i = (A^T m)_i, i = 0..3, from m = d0..d5 */
+static inline __attribute__((always_inline)) void at6(F4_OUT4, F4_IN6, int nt) {
+    for (int k = 0; k < nt; k++) {
+        const float p = d1[k] + d2[k], q = d1[k] - d2[k];
+        o0[k] = (d0[k] + p) + (d3[k] + d4[k]);
+        o1[k] = q + (0.5f * d3[k] - 2.0f * d4[k]);
+        o2[k] = p + (0.25f * d3[k] + 4.0f * d4[k]);
+        o3[k] = (q + (0.125f * d3[k] - 8.0f * d4[k])) + d5[k];
+    }
+}
+
+/* o_i = (A y)_i, i = 0..5, from y = d0..d3 (the adjoint of at6) */
+static inline __attribute__((always_inline)) void a4(F4_OUT6, F4_IN4, int nt) {
+    for (int k = 0; k < nt; k++) {
+        const float e = d0[k] + d2[k], f = d1[k] + d3[k];
+        o0[k] = d0[k];
+        o1[k] = e + f;
+        o2[k] = e - f;
+        o3[k] = (d0[k] + 0.25f * d2[k]) + 0.5f * (d1[k] + 0.25f * d3[k]);
+        o4[k] = (d0[k] + 4.0f * d2[k]) - 2.0f * (d1[k] + 4.0f * d3[k]);
+        o5[k] = d3[k];
+    }
+}
+
+/* ------------------------------------------------------------ staging */
+
+/* dst[0..n) = 0 in blocks of 8 and 4 floats and an unrolled tail: written
+ * as a plain loop GCC turns it into a call to memset, which costs more than
+ * these short rows. */
+static inline __attribute__((always_inline)) void zero_row(float* dst, int n) {
+    int q = 0;
+    for (; q + 8 <= n; q += 8) memset(dst + q, 0, 8 * sizeof(float));
+    if (q + 4 <= n) {
+        memset(dst + q, 0, 4 * sizeof(float));
+        q += 4;
+    }
+    if (q < n) dst[q] = 0.0f;
+    if (q + 1 < n) dst[q + 1] = 0.0f;
+    if (q + 2 < n) dst[q + 2] = 0.0f;
+}
+
+/* s_q[t] = p[4 t + q], q = 0..3, t = 0..nt-1: a stride-4 split, which the
+ * compiler vectorises with shuffles. */
+static inline __attribute__((always_inline)) void split4(float* restrict s0, float* restrict s1,
+                                                         float* restrict s2, float* restrict s3,
+                                                         const float* restrict p, int nt) {
+    for (int t = 0; t < nt; t++) {
+        s0[t] = p[4 * t];
+        s1[t] = p[4 * t + 1];
+        s2[t] = p[4 * t + 2];
+        s3[t] = p[4 * t + 3];
+    }
+}
+
+/* s[j F4_SEG + tx] = xr[4 tx + j - 1] (zero outside [0, W)), j = 0..5,
+ * tx = 0..tw-1: one row of the windows.  Tiles 1 .. (W - 5) / 4 lie wholly
+ * inside the row and are split straight from it; the border tiles (the
+ * first, and those reaching past W) are read element by element. */
+static inline __attribute__((always_inline)) void stage_row(float* restrict s,
+                                                            const float* restrict xr, int W,
+                                                            int tw) {
+    const int hi = W >= 5 ? (W - 5) / 4 + 1 : 1;   /* inner tiles: [1, hi) */
+    if (hi > 1) {
+        const float* p = xr + 3;                    /* p[4 (tx - 1) + j] = xr[4 tx + j - 1] */
+        split4(s + 1, s + F4_SEG + 1, s + 2 * F4_SEG + 1, s + 3 * F4_SEG + 1, p, hi - 1);
+        float* restrict s4 = s + 4 * F4_SEG + 1;
+        float* restrict s5 = s + 5 * F4_SEG + 1;
+        for (int t = 0; t < hi - 1; t++) {
+            s4[t] = p[4 * t + 4];
+            s5[t] = p[4 * t + 5];
+        }
+    }
+    for (int tx = 0; tx < tw; tx = tx == 0 && hi > 1 ? hi : tx + 1)
+        for (int j = 0; j < 6; j++) {
+            const int col = 4 * tx + j - 1;
+            s[j * F4_SEG + tx] = col >= 0 && col < W ? xr[col] : 0.0f;
+        }
+}
+
+/* S[(6 i + j) F4_SEG + k] = element (i, j) of the 6x6 window of the
+ * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane. */
+static inline __attribute__((always_inline)) void stage_windows(float* S, const float* x, int H,
+                                                                int W, int r, int n) {
+    const int th = tiles4(H), tw = tiles4(W);
+    for (int m = 0; m < n; m++) {
+        const int b = (r + m) / th, ty = (r + m) % th;
+        const float* plane = x + (size_t)b * H * W;
+        for (int i = 0; i < 6; i++) {
+            const int h = 4 * ty - 1 + i;
+            float* s = S + (size_t)6 * i * F4_SEG + m * tw;
+            if (h < 0 || h >= H) {
+                for (int j = 0; j < 6; j++) zero_row(s + j * F4_SEG, tw);
+                continue;
+            }
+            stage_row(s, plane + (size_t)h * W, W, tw);
+        }
+    }
+}
+
+/* D[(4 i + j) F4_SEG + k] = dy[4 ty + i][4 tx + j] of tile k (zeros beyond). */
+static inline __attribute__((always_inline)) void stage_blocks(float* D, const float* dy, int H,
+                                                               int W, int r, int n) {
+    const int th = tiles4(H), tw = tiles4(W), full = W / 4;
+    for (int m = 0; m < n; m++) {
+        const int b = (r + m) / th, ty = (r + m) % th;
+        const float* plane = dy + (size_t)b * H * W;
+        for (int i = 0; i < 4; i++) {
+            const int h = 4 * ty + i;
+            float* s = D + (size_t)4 * i * F4_SEG + m * tw;
+            if (h >= H) {
+                for (int j = 0; j < 4; j++) zero_row(s + j * F4_SEG, tw);
+                continue;
+            }
+            const float* yr = plane + (size_t)h * W;
+            split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, yr, full);
+            if (full < tw)   /* the last tile reaches past W */
+                for (int j = 0; j < 4; j++)
+                    s[j * F4_SEG + full] = 4 * full + j < W ? yr[4 * full + j] : 0.0f;
+        }
+    }
+}
+
+/* One output row: y[4 tx + j] = (b[4 tx + j] + sv) + o[j F4_SEG + tx], or
+ * sv + o[..] without b, for 4 tx + j < W; inplace: b is y (its own start).
+ * Three loops, so each has streams the compiler can vectorise apart. */
+static inline __attribute__((always_inline)) void put_row(float* restrict y, const float* b,
+                                                          int inplace, const float* restrict o,
+                                                          float sv, int W) {
+    const int full = W / 4;
+    const float* restrict o0 = o;
+    const float* restrict o1 = o + F4_SEG;
+    const float* restrict o2 = o + 2 * F4_SEG;
+    const float* restrict o3 = o + 3 * F4_SEG;
+    if (inplace) {
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = (y[4 * t] + sv) + o0[t];
+            y[4 * t + 1] = (y[4 * t + 1] + sv) + o1[t];
+            y[4 * t + 2] = (y[4 * t + 2] + sv) + o2[t];
+            y[4 * t + 3] = (y[4 * t + 3] + sv) + o3[t];
+        }
+    } else if (b) {
+        const float* restrict br = b;
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = (br[4 * t] + sv) + o0[t];
+            y[4 * t + 1] = (br[4 * t + 1] + sv) + o1[t];
+            y[4 * t + 2] = (br[4 * t + 2] + sv) + o2[t];
+            y[4 * t + 3] = (br[4 * t + 3] + sv) + o3[t];
+        }
+    } else {
+        for (int t = 0; t < full; t++) {
+            y[4 * t] = sv + o0[t];
+            y[4 * t + 1] = sv + o1[t];
+            y[4 * t + 2] = sv + o2[t];
+            y[4 * t + 3] = sv + o3[t];
+        }
+    }
+    for (int w = 4 * full; w < W; w++) {   /* the last tile's columns inside W */
+        const float v = o[(w - 4 * full) * F4_SEG + full];
+        if (inplace) y[w] = (y[w] + sv) + v;
+        else if (b) y[w] = (b[w] + sv) + v;
+        else y[w] = sv + v;
+    }
+}
+
+/* --------------------------------------------------------- transforms */
+
+/* V[xi * xs + k] = B^T d B for tile rows [r, r + n) of x (B, H, W). */
+DDPM_SIMD_CLONES
+static void f4_input(float* restrict V, size_t xs, const float* x, int H, int W, int r, int n) {
+    const int nt = n * tiles4(W);
+    float S[36 * F4_SEG], T[36 * F4_SEG];
+    stage_windows(S, x, H, W, r, n);
+    /* down each window column j: T[6 i' + j] = (B^T d)_i' */
+    for (int j = 0; j < 6; j++)
+        bt6(F4_P6(T + j * F4_SEG, 6 * F4_SEG), F4_P6(S + j * F4_SEG, 6 * F4_SEG), nt);
+    /* along each row i': V[6 i' + j'] = (row B)_j' */
+    for (int i = 0; i < 6; i++)
+        bt6(F4_P6(V + 6 * i * xs, xs), F4_P6(T + 6 * i * F4_SEG, F4_SEG), nt);
+}
+
+/* Rows of y (B, H, W) under tile rows [r, r + n) = (base + start) + A^T m A. */
+DDPM_SIMD_CLONES
+static void f4_output(float* y, const float* base, const float* restrict M, size_t xs,
+                      const WinoStart* st, int H, int W, int r, int n) {
+    const int th = tiles4(H), tw = tiles4(W), nt = n * tw;
+    float T[24 * F4_SEG], O[16 * F4_SEG];
+    /* down each column j: T[6 i + j] = (A^T m)_i, i = 0..3 */
+    for (int j = 0; j < 6; j++)
+        at6(F4_P4(T + j * F4_SEG, 6 * F4_SEG), F4_P6(M + j * xs, 6 * xs), nt);
+    /* along each row i: O[4 i + j] = (row A)_j */
+    for (int i = 0; i < 4; i++)
+        at6(F4_P4(O + 4 * i * F4_SEG, F4_SEG), F4_P6(T + 6 * i * F4_SEG, F4_SEG), nt);
+    for (int m = 0; m < n; m++) {
+        const int b = (r + m) / th, ty = (r + m) % th;
+        const size_t plane = (size_t)b * H * W;
+        const float sv = wino_start(st, b);
+        for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
+            const size_t at = plane + (size_t)(4 * ty + i) * W;
+            put_row(y + at, base ? base + at : NULL, base == y, O + (size_t)4 * i * F4_SEG + m * tw,
+                    sv, W);
+        }
+    }
+}
+
+/* dM[xi * xs + k] = A dy A^T of the 4x4 blocks of tile rows [r, r + n). */
+DDPM_SIMD_CLONES
+static void f4_output_adjoint(float* restrict dM, size_t xs, const float* dy, int H, int W, int r,
+                              int n) {
+    const int nt = n * tiles4(W);
+    float D[16 * F4_SEG], T[24 * F4_SEG];
+    stage_blocks(D, dy, H, W, r, n);
+    /* down each block column j: T[4 i' + j] = (A y)_i', i' = 0..5 */
+    for (int j = 0; j < 4; j++)
+        a4(F4_P6(T + j * F4_SEG, 4 * F4_SEG), F4_P4(D + j * F4_SEG, 4 * F4_SEG), nt);
+    /* along each row i': dM[6 i' + j'] = (row A^T)_j' */
+    for (int i = 0; i < 6; i++)
+        a4(F4_P6(dM + 6 * i * xs, xs), F4_P4(T + 4 * i * F4_SEG, F4_SEG), nt);
+}
+
+const WinoKind wino_f4 = {4, 6, 1, F4_SEG, F4_BUDGET_FWD, F4_BUDGET_BWD, 16,
+                          f4_weight, f4_weight_adjoint, f4_input, f4_output, f4_output_adjoint};
