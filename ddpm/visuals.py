@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from ._io import atomic_write, new_dirs
 
 __all__ = ["make_grid", "save_grid", "show", "to_uint8", "write_png"]
 
@@ -37,8 +38,15 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
     """Tile images (N, C, H, W) or (N, H, W) into one (rows*H, cols*W[, 3]) float array in [0, 1].
 
     value_range defaults to (0, 1) when every value lies in it, else (-1, 1).
+    Complex images are refused (TypeError), as are NaN and Inf (ValueError): a
+    picture of them would silently show something else.
     """
-    x = np.asarray(images, dtype=np.float64)
+    x = np.asarray(images)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"make_grid(): images must be real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("make_grid(): images contain NaN or Inf")
     if x.ndim == 2:
         x = x[None]
     if x.ndim == 3:
@@ -50,6 +58,9 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
     if value_range is None:
         value_range = (0.0, 1.0) if (x.min() >= 0.0 and x.max() <= 1.0) else (-1.0, 1.0)
     lo, hi = value_range
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"make_grid(): value_range must be (lo, hi) with lo < hi, finite, got "
+                         f"{value_range!r}")
     x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     n, c, h, w = x.shape
     cols = nrow if nrow else int(np.ceil(np.sqrt(n)))
@@ -83,17 +94,13 @@ def write_png(path, pixels: np.ndarray) -> None:
            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
     path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with new_dirs(os.path.dirname(os.path.abspath(path))):   # a failed write leaves no folder
+        atomic_write(path, lambda tmp: _write_bytes(tmp, png))
+
+
+def _write_bytes(path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def save_grid(images, path, nrow: int | None = None, padding: int = 2, value_range=None,
