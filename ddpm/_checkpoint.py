@@ -26,6 +26,8 @@ N_BUCKETS = 10
 #: The largest step count a checkpoint may hold (the engine keeps it in an int64).
 MAX_STEP = 2 ** 62
 _HISTORY_SERIES = ("step", "loss", "grad_norm", "lr")
+# settings whose default is None but which are counts when given
+_INT_OR_NONE = ("total_steps",)
 
 
 def nonfinite_message(name: str, path) -> str:
@@ -139,6 +141,8 @@ def _settings(settings, keys, damaged):
             ok = isinstance(v, list) and len(v) == len(default) and all(_real(x) for x in v)
             if ok:
                 out[key] = tuple(v)
+        elif key in _INT_OR_NONE:
+            ok = _int(v) or v is None
         else:                               # floats, and None for "off"
             ok = _real(v) or v is None
         if not ok:

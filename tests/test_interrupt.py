@@ -21,7 +21,7 @@ TINY = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,
             layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
             up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
             num_train_timesteps=50)
-C = _core.UNET_CHUNK
+C = getattr(_core, "UNET_CHUNK", 64)      # older versions: one call, no chunks
 
 
 def chunks(n):
@@ -89,7 +89,7 @@ import numpy as np, ddpm
 ddpm.set_num_threads(1)
 net = ddpm.UNet(seed=0)                          # the 28x28 default
 d = ddpm.Diffusion(net)
-C = ddpm._core.UNET_CHUNK
+C = getattr(ddpm._core, "UNET_CHUNK", 64)
 x = np.zeros((C, 1, 28, 28), np.float32)
 t0 = time.perf_counter(); net(x, 5); one = time.perf_counter() - t0      # one chunk
 K = 16

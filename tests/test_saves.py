@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import ddpm
-from ddpm import _io
 
 from conftest import REPO, assert_subprocess_ok
 
@@ -27,15 +26,11 @@ posix = pytest.mark.skipif(os.name != "posix", reason="POSIX process and file se
 KILLED_SAVE = """
 import os, signal, sys
 import numpy as np, ddpm
-import ddpm.training as training
 TINY = {tiny!r}
 d = ddpm.Diffusion(ddpm.UNet(seed=0, **TINY), ddpm.NoiseSchedule("linear", timesteps=50))
 tr = ddpm.Trainer(d, np.zeros((4, 1, 8, 8), np.float32), batch_size=2, progress=False)
-real = training.write_safetensors
-def dies(path, tensors, meta):
-    real(path, tensors, meta)                # the whole file, then the process is killed
-    os.kill(os.getpid(), signal.SIGKILL)     # before the rename
-training.write_safetensors = dies
+# the whole temporary file is written, then the process is killed before the rename
+os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 tr.save(sys.argv[1])
 """
 
@@ -54,7 +49,7 @@ def test_the_next_save_removes_the_temporary_files_of_killed_saves(tmp_path):
     # a temporary file of a live process (ours, and a sleeping child) is left alone
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = [tmp_path / f".ck.safetensors.{pid}-0000{_io.TMP_SUFFIX}"
+        live = [tmp_path / f".ck.safetensors.{pid}-0000.ddpm-tmp"
                 for pid in (os.getpid(), sleeper.pid)]
         for p in live:
             p.write_bytes(b"in progress")
@@ -143,6 +138,7 @@ def test_a_full_disk_is_an_oserror_and_leaves_nothing_behind(tmp_path):
 
 
 def test_new_dirs_keeps_folders_that_existed(tmp_path):
+    from ddpm import _io
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "keep").write_text("x")
     with pytest.raises(KeyboardInterrupt):
@@ -156,6 +152,7 @@ def test_new_dirs_keeps_folders_that_existed(tmp_path):
 
 
 def test_atomic_write_creates_its_temporary_file_beside_the_target(tmp_path):
+    from ddpm import _io
     seen = []
 
     def write(tmp):
