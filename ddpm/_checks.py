@@ -116,7 +116,11 @@ def as_int(value, name: str, func: str, lo: int | None = None, hi: int | None = 
 def as_float(value, name: str, func: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{func}(): {name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                   # an int beyond the float range
+        raise ValueError(f"{func}(): {name} must be finite, got an int of "
+                         f"{int(value).bit_length()} bits") from None
     if not np.isfinite(value):
         raise ValueError(f"{func}(): {name} must be finite, got {value}")
     return value

@@ -9,9 +9,9 @@ on what machine, so anyone can reproduce it.
 """
 from __future__ import annotations
 
-import json
 import os
 
+from ._io import read_json_object
 from .diffusion import Diffusion
 from .model import UNet
 from .sampling import sample_diffusion
@@ -61,8 +61,7 @@ def training_info(name: str = "fashion-mnist") -> dict:
     p = os.path.join(pretrained_path(name), "training.json")
     if not os.path.isfile(p):
         return {}
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_object(p, "training_info")
 
 
 def sample(n: int = 16, model=None, **kwargs):

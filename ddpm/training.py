@@ -194,7 +194,10 @@ class Trainer:
     def _number(x, name):
         if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
             raise TypeError(f"Trainer(): {name} must be a number, got {x!r}")
-        return float(x)
+        try:
+            return float(x)
+        except OverflowError:
+            raise ValueError(f"Trainer(): {name} is out of range, got {x!r}") from None
 
     @staticmethod
     def _pos_float(x, name, allow_zero=False):

@@ -6,6 +6,7 @@ matplotlib lazily (the ``notebooks`` extra).
 """
 from __future__ import annotations
 
+import numbers
 import os
 import struct
 import zlib
@@ -55,9 +56,17 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
         raise ValueError(f"make_grid(): images must be (N, 1|3, H, W) or (N, H, W), got {x.shape}")
     if x.size == 0:
         raise ValueError(f"make_grid(): no images to draw (empty batch or image), shape {x.shape}")
+    for name, v in (("nrow", nrow), ("padding", padding)):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or
+                              not isinstance(v, numbers.Integral) or not 0 <= v <= 1 << 16):
+            raise ValueError(f"make_grid(): {name} must be an int in 0..65536, got {v!r}")
     if value_range is None:
         value_range = (0.0, 1.0) if (x.min() >= 0.0 and x.max() <= 1.0) else (-1.0, 1.0)
-    lo, hi = value_range
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"make_grid(): value_range must be two numbers (lo, hi), got "
+                        f"{value_range!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"make_grid(): value_range must be (lo, hi) with lo < hi, finite, got "
                          f"{value_range!r}")
@@ -121,6 +130,9 @@ def save_grid(images, path, nrow: int | None = None, padding: int = 2, value_ran
     >>> ddpm.save_grid(np.zeros((4, 1, 28, 28)), "/tmp/grid.png")
     '/tmp/grid.png'
     """
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Integral) or \
+            not 1 <= scale <= 256:
+        raise ValueError(f"save_grid(): scale must be an int in 1..256, got {scale!r}")
     grid = make_grid(images, nrow=nrow, padding=padding, value_range=value_range)
     if scale > 1:
         grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)

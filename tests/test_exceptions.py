@@ -186,3 +186,25 @@ def test_load_state_dict_during_a_running_sample_is_refused():
     assert np.array_equal(out["images"], ref)          # the run kept its weights
     if not np.array_equal(d.model.params, params0):
         assert not d.model.params.any()                # all or nothing
+
+
+# ------------------------------------------------------------- more numbers too large
+def test_save_grid_sizes_are_checked(tmp_path):
+    x = np.zeros((2, 1, 4, 4))
+    for kw in (dict(scale=2 ** 70), dict(scale=2.5), dict(scale=0), dict(nrow=2 ** 70),
+               dict(padding=-1), dict(padding=2 ** 40)):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            ddpm.save_grid(x, tmp_path / "g.png", **kw)
+    with pytest.raises(TypeError, match="value_range"):
+        ddpm.save_grid(x, tmp_path / "g.png", value_range=("a", "b"))
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_numbers_beyond_the_float_range_are_value_errors():
+    d = tiny_diffusion()
+    with pytest.raises(ValueError, match="guidance_scale"):
+        d.sample(1, steps=1, guidance_scale=2 ** 2000, progress=False)
+    with pytest.raises(ValueError, match="beta_start"):
+        ddpm.NoiseSchedule("linear", beta_start=2 ** 2000)
+    with pytest.raises(ValueError, match="lr"):
+        tiny_trainer(lr=2 ** 2000)
