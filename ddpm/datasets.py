@@ -30,10 +30,12 @@ import numpy as np
 from . import _io
 
 __all__ = ["fashion_mnist", "mnist", "read_idx", "find_dataset", "FASHION_MNIST_CLASSES",
+           "MNIST_CLASSES",
            "tshirt", "checkerboard", "circle", "gaussian_mixture", "two_moons"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),

@@ -400,11 +400,17 @@ class UNet:
         K = self.num_class_embeds
         if K is None:
             raise ValueError(f"{func}(): labels were given but the model is unconditional")
-        names = {name.lower(): i for i, name in enumerate(self.class_names or ())}
+        def key(name):          # "T-shirt/top" answers to "t-shirt", "tshirt", "top", ...
+            return "".join(ch for ch in name.lower() if ch.isalnum())
+
+        names = {}
+        for i, name in enumerate(self.class_names or ()):
+            for alias in [name] + (name.split("/") if "/" in name else []):
+                names.setdefault(key(alias), i)
 
         def one(v):
             if isinstance(v, str):
-                i = names.get(v.lower())
+                i = names.get(key(v))
                 if i is None:
                     known = ", ".join(self.class_names) if self.class_names else "none"
                     raise ValueError(f"{func}(): unknown class name {v!r} (classes: {known})")

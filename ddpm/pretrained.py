@@ -64,7 +64,7 @@ def training_info(name: str = "fashion-mnist") -> dict:
     return read_json_object(p, "training_info")
 
 
-def sample(n: int = 16, model=None, **kwargs):
+def sample(n: int = 16, model=None, *, label=None, **kwargs):
     """Generate n images: ``ddpm.sample(16)`` (the shipped Fashion-MNIST model).
 
     Parameters
@@ -76,8 +76,12 @@ def sample(n: int = 16, model=None, **kwargs):
         diffusers' ``DDPMPipeline.save_pretrained``), or the name of a shipped
         model.  Default: the shipped ``"fashion-mnist"`` model
         (:func:`ddpm.load_pretrained`), offline.
+    label : int, str or sequence, optional
+        For a class-conditional model: the class to draw (``label="sneaker"``, an
+        index, ``"random"``, or one per image); the same as ``labels=``.
     **kwargs
-        ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed`` and
+        ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed``,
+        ``labels``, ``guidance_scale`` and
         every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
         the sampler defaults to ``"dpm++"`` with 20 steps here, with x0_hat
         clipped to [-1, 1] (``clip_x0=True``; diffusers' DPM-Solver++ does not
@@ -107,6 +111,10 @@ def sample(n: int = 16, model=None, **kwargs):
         hint = " (wrap it: ddpm.Diffusion(unet, schedule))" if isinstance(model, UNet) else ""
         raise TypeError(f"sample(): model must be a ddpm.Diffusion, a folder path or a shipped "
                         f"model name, got {type(model).__name__}{hint}")
+    if label is not None:
+        if "labels" in kwargs:
+            raise TypeError("sample(): pass label= or labels=, not both")
+        kwargs["labels"] = label
     kwargs.setdefault("sampler", "dpm++")
     if kwargs["sampler"] == "dpm++":
         kwargs.setdefault("steps", 20)
