@@ -28,6 +28,8 @@ MAX_STEP = 2 ** 62
 _HISTORY_SERIES = ("step", "loss", "grad_norm", "lr")
 # settings whose default is None but which are counts when given
 _INT_OR_NONE = ("total_steps",)
+# settings with a number as default that None turns off
+_FLOAT_OR_NONE = ("ema_decay", "grad_clip")
 
 
 def nonfinite_message(name: str, path) -> str:
@@ -143,8 +145,8 @@ def _settings(settings, keys, damaged):
                 out[key] = tuple(v)
         elif key in _INT_OR_NONE:
             ok = _int(v) or v is None
-        else:                               # floats, and None for "off"
-            ok = _real(v) or v is None
+        else:                               # floats, and None where it means "off"
+            ok = _real(v) or (v is None and (default is None or key in _FLOAT_OR_NONE))
         if not ok:
             raise damaged(f"settings {key!r} has the wrong type: {v!r}")
     return out

@@ -476,10 +476,9 @@ class Trainer:
         tensors, settings = ck["tensors"], ck["settings"]
         tr = cls(Diffusion(ck["model"], ck["schedule"], objective=ck["objective"]), data,
                  labels=labels, **settings, **keep)
-        if (tr.ema is not None) != ("ema" in tensors):
-            raise ValueError(f"Trainer.resume(): {path} {'lacks' if tr.ema is not None else 'has'}"
-                             f" an 'ema' tensor but its settings say ema_decay="
-                             f"{tr.ema_decay!r}")
+        if tr.ema is not None and "ema" not in tensors:
+            raise ValueError(f"Trainer.resume(): {path} has no 'ema' tensor but its settings "
+                             f"say ema_decay={tr.ema_decay!r}")
         tr.m[:] = tensors["adam_m"]
         tr.v[:] = tensors["adam_v"]
         if tr.ema is not None:

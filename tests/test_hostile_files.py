@@ -429,6 +429,8 @@ BAD_METADATA = [
     ("settings", '{"betas": 0.9}', "betas"),
     ("settings", '{"lr": "0.1"}', "lr"),
     ("settings", '{"decoupled_weight_decay": "false"}', "decoupled_weight_decay"),
+    ("settings", '{"p_uncond": null}', "p_uncond"),
+    ("settings", '{"total_steps": 10.5}', "total_steps"),
     ("history", "{}", "history"),
     ("history", '{"step": [1], "loss": [], "grad_norm": [], "lr": [], "bucket_loss": [],'
                 ' "bucket_count": []}', "history"),
