@@ -28,23 +28,26 @@ def chunks(n):
     return [(i, min(n, i + C)) for i in range(0, n, C)]
 
 
-@pytest.mark.parametrize("n", [C, C + 1, 2 * C + 5])
-def test_a_large_forward_and_backward_equal_their_chunks(threads, n):
+@pytest.mark.parametrize("n,K", [(C, None), (C + 1, None), (2 * C + 5, None), (C + 7, 4)])
+def test_a_large_forward_and_backward_equal_their_chunks(threads, n, K):
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
     t = rng.integers(0, 50, n)
     g = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    cfg = TINY if K is None else {**TINY, "num_class_embeds": K}
+    lab = None if K is None else rng.integers(0, K, n)
     results = []
     for nt in (1, 2):
         threads(nt)
-        net = ddpm.UNet(seed=1, **TINY)
-        y = net(x, t)
+        net = ddpm.UNet(seed=1, **cfg)
+        y = net(x, t, lab)
         dx = net.backward(g)
-        ref = ddpm.UNet(seed=1, **TINY)
-        y_ref = np.concatenate([ref(x[a:b], t[a:b]) for a, b in chunks(n)])
+        ref = ddpm.UNet(seed=1, **cfg)
+        y_ref = np.concatenate([ref(x[a:b], t[a:b], None if lab is None else lab[a:b])
+                                for a, b in chunks(n)])
         dx_ref = []
         for a, b in chunks(n):            # chunk by chunk, gradients accumulating in order
-            ref(x[a:b], t[a:b])
+            ref(x[a:b], t[a:b], None if lab is None else lab[a:b])
             dx_ref.append(ref.backward(g[a:b]))
         assert np.array_equal(y, y_ref), np.abs(y - y_ref).max()
         assert np.array_equal(dx, np.concatenate(dx_ref))
