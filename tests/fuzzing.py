@@ -316,6 +316,11 @@ def make_seeds(work: str) -> dict:
 
 
 # --------------------------------------------------------------------- the cases
+def _gz(data: bytes, level: int = 9) -> bytes:
+    """gzip with a fixed timestamp: the same case, the same bytes, on any day."""
+    return gzip.compress(data, level, mtime=0)
+
+
 def _write(path, data: bytes):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -404,20 +409,20 @@ def run_case(parser: str, i: int, seed: int, seeds: dict, work: str) -> None:
                     if os.path.exists(os.path.join(folder, old)):
                         os.unlink(os.path.join(folder, old))
                 _write(os.path.join(folder, name + (".gz" if gz else "")),
-                       gzip.compress(data, r.choice((1, 9))) if gz else data)
+                       _gz(data, r.choice((1, 9))) if gz else data)
             datasets.fashion_mnist("test", path=folder)
             return
         raw = mutate_idx(r, r.choice(seeds["idx"]))
         if gz:
             k = r.random()
             if k < 0.5:
-                data = gzip.compress(raw, r.choice((0, 1, 6, 9)))
+                data = _gz(raw, r.choice((0, 1, 6, 9)))
             elif k < 0.8:
-                data = mutate_bytes(r, gzip.compress(raw), header_bias=16)
+                data = mutate_bytes(r, _gz(raw), header_bias=16)
             else:                              # more members, zeros or garbage after
-                member = gzip.compress(bytes(r.choice((1, 1000, 1 << 16))), 9)
-                data = gzip.compress(raw) + member * r.randint(1, 200) + \
-                    r.choice((b"", b"\x00" * 8, b"garbage", gzip.compress(raw)[:10]))
+                member = _gz(bytes(r.choice((1, 1000, 1 << 16))), 9)
+                data = _gz(raw) + member * r.randint(1, 200) + \
+                    r.choice((b"", b"\x00" * 8, b"garbage", _gz(raw)[:10]))
         else:
             data = raw
         path = os.path.join(work, "case-idx" + (".gz" if gz else ""))
