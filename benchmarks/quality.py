@@ -14,6 +14,12 @@ folder) this prints
   ``ddpm.sample()`` runs it), each with its wall time and the ratio to the floor;
 * the share of each predicted class among the samples (a collapsed or
   biased model shows here first);
+* ``ddpm.sample()`` with its defaults (for the shipped model: the defaults its
+  docstring states), the row a newcomer meets;
+* for a class-conditional model: the share of samples the shipped classifier
+  puts in the ASKED class at each guidance scale of ``--guidance`` (balanced
+  labels), FID_fm at each, and FID_fm per class against a per-class floor
+  (real training images of that class against the test images of that class);
 * the RMS pixel distance from samples to their nearest training image next
   to that of held-out test images (memorisation would show as samples much
   closer to the training set than test images are);
@@ -57,6 +63,20 @@ def samples(d, n, sampler, steps, seed, batch, **options):
     return np.concatenate(out) * np.float32(2) - np.float32(1)
 
 
+def per_class_fid(images, labels, train, train_y, test, test_y, n_per, rng):
+    """[(class, FID_fm of the samples of class c vs the test images of c, floor)]: the
+    floor is n_per real training images of c against the same test images."""
+    out = []
+    for c in range(10):
+        mu_t, sig_t = metrics.feature_statistics(test[test_y == c])
+        mu, sig = metrics.feature_statistics(images[labels == c])
+        pick = rng.choice(np.flatnonzero(train_y == c), size=n_per, replace=False)
+        mu_r, sig_r = metrics.feature_statistics(train[pick])
+        out.append((c, metrics.frechet_distance(mu, sig, mu_t, sig_t),
+                    metrics.frechet_distance(mu_r, sig_r, mu_t, sig_t)))
+    return out
+
+
 def histogram_line(h):
     return "  ".join(f"{name[:7]} {100 * p:4.1f}%" for name, p in zip(datasets.FASHION_MNIST_CLASSES, h))
 
@@ -72,7 +92,11 @@ def main():
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: ddpm,ddim,dpm++,nll")
+    ap.add_argument("--skip", default="",
+                    help="comma list of parts to skip: ddpm,ddim,dpm++,dpm++clip,default,"
+                         "guidance,nll")
+    ap.add_argument("--guidance", default="0,1,2,3,5",
+                    help="conditional models: guidance scales of the sweep")
     args = ap.parse_args()
     if args.threads:
         ddpm.set_num_threads(args.threads)
@@ -81,8 +105,9 @@ def main():
     where = args.model or "the shipped fashion-mnist model"
     print(f"model: {where}; {d.model.num_parameters:,} parameters; {ddpm.get_num_threads()} threads")
 
-    train, _ = datasets.fashion_mnist("train")
-    test, _ = datasets.fashion_mnist("test")
+    train, train_y = datasets.fashion_mnist("train")
+    test, test_y = datasets.fashion_mnist("test")
+    conditional = d.model.num_class_embeds is not None
     rng = np.random.default_rng(args.seed)
     sizes = sorted({args.n, args.ddpm_n or args.n})
     floors = {}
@@ -114,6 +139,46 @@ def main():
         print(f"  nearest-training-image RMS distance: median {np.median(near):.4f} "
               f"(held-out test images: {np.median(held_out):.4f})")
 
+    if "default" not in skip:
+        chunks = [min(args.batch, args.n - k) for k in range(0, args.n, args.batch)]
+        images, secs = timed(lambda: np.concatenate(
+            [ddpm.sample(m, model=d, seed=args.seed + i, progress=False)
+             for i, m in enumerate(chunks)]) * np.float32(2) - np.float32(1))
+        fid = metrics.fid(images)
+        hist = metrics.class_histogram(images)
+        rows.append(("ddpm.sample() defaults", "-", args.n, fid, floors[args.n], secs))
+        print(f"\nddpm.sample() with its defaults, {args.n} samples: {secs:.1f} s "
+              f"({args.n / secs:.1f} img/s)")
+        print(f"  FID_fm {fid:.3f} = {fid / floors[args.n]:.2f}x the floor {floors[args.n]:.3f}")
+        print(f"  classes: {histogram_line(hist)}")
+        print(f"  every class within 8-12%: {bool(((hist >= 0.08) & (hist <= 0.12)).all())}")
+
+    if conditional and "guidance" not in skip:
+        classifier = metrics.FeatureNet.load()
+        ask = np.arange(args.n) % 10
+        print("\n| guidance w | asked class recognised | FID_fm | ratio | seconds |")
+        print("|---|---|---|---|---|")
+        best = None
+        for w in [float(v) for v in args.guidance.split(",") if v]:
+            parts = np.array_split(ask, max(1, args.n // args.batch))
+            images, secs = timed(lambda: np.concatenate(
+                [d.sample(len(a), sampler="dpm++", steps=20, clip_x0=True, labels=a,
+                          guidance_scale=w, seed=args.seed + i, progress=False,
+                          value_range=(-1, 1)) for i, a in enumerate(parts)]))
+            acc = float(np.mean(classifier.predict(images) == ask))
+            fid = metrics.fid(images)
+            print(f"| {w:g} | {100 * acc:.1f}% | {fid:.3f} | {fid / floors[args.n]:.2f}x | "
+                  f"{secs:.0f} |", flush=True)
+            if best is None or fid < best[1]:
+                best = (w, fid, images)
+        w, _, images = best
+        print(f"\nper-class FID_fm at w = {w:g} (the sweep's best FID), {args.n // 10} samples "
+              f"per class, floor = {args.n // 10} real training images of the class:")
+        for c, fid, floor in per_class_fid(images, ask, train, train_y, test, test_y,
+                                           args.n // 10, rng):
+            print(f"  {datasets.FASHION_MNIST_CLASSES[c]:12s} {fid:.3f} (floor {floor:.3f}, "
+                  f"{fid / floor:.2f}x)")
+
     if rows:
         print("\n| sampler | steps | samples | FID_fm | floor | ratio | seconds |")
         print("|---|---|---|---|---|---|---|")
@@ -125,6 +190,12 @@ def main():
         # fixed_large (beta_t) gives the tighter bound for this model, as in Ho et al.'s CIFAR-10 numbers
         res, secs = timed(lambda: d.nll(x, t_samples=args.nll_t_samples, seed=args.seed,
                                         variance="fixed_large"))
+        if conditional:
+            resc, _ = timed(lambda: d.nll(x, t_samples=args.nll_t_samples, seed=args.seed,
+                                          variance="fixed_large",
+                                          labels=test_y[:args.nll_images].astype(np.int64)))
+            print(f"\nNLL bound given the true class: {resc.bits_per_dim:.4f} +- "
+                  f"{resc.stderr:.4f} bits/dim (the line below: the null label, unconditional)")
         mode = "exact (all T)" if args.nll_t_samples is None else f"Monte Carlo, {args.nll_t_samples} t per image"
         print(f"\nNLL bound on {len(x)} test images, {mode}: {res.bits_per_dim:.4f} +- {res.stderr:.4f} bits/dim "
               f"(prior {res.prior:.2e}, decoder {res.decoder:.4f}, sum of KL terms {res.total_kl:.4f}); "

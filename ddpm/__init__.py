@@ -37,12 +37,12 @@ from .pretrained import load_pretrained, pretrained_models, sample
 from .training import Trainer
 from . import visuals
 from . import metrics
-from .visuals import make_grid, save_grid, show
+from .visuals import make_grid, save_animation, save_grid, show
 
 from ._io import VERSION as __version__
 
 __all__ = ["sample", "load_pretrained", "pretrained_models", "NoiseSchedule", "KINDS", "UNet", "Diffusion", "Trainer", "randn", "new_seed", "set_num_threads",
-           "get_num_threads", "datasets", "save_grid", "show", "make_grid"]
+           "get_num_threads", "datasets", "save_grid", "save_animation", "show", "make_grid"]
 
 
 def set_num_threads(n: int) -> None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import numbers
 
-from ._safetensors import SafetensorsFile
 from ._io import loads_json
+from ._safetensors import SafetensorsFile
+from .diffusion import OBJECTIVES
+from .model import UNet
+from .schedule import KINDS, NoiseSchedule
 
 __all__ = ["FORMAT", "N_BUCKETS", "read_checkpoint", "nonfinite_message"]
 
@@ -54,10 +57,6 @@ def read_checkpoint(path, func: str, settings_keys, extra, *, weights: str = "pa
     (float32 arrays of the names in ``extra``, plus "ema" when the file has it and
     "adam_m" is asked for).
     """
-    from .diffusion import OBJECTIVES
-    from .model import UNet
-    from .schedule import KINDS, NoiseSchedule
-
     with SafetensorsFile(path, func, what="checkpoint") as st:
         meta = st.metadata
 

@@ -24,11 +24,13 @@ import numpy as np
 from . import _core
 from . import editing
 from ._checks import as_float32_batch, as_seed, as_timesteps
+from ._registry import _resolve_pretrained, _save_dtype
 from ._io import VERSION, atomic_write, new_dirs, read_json_object, write_text
 from .likelihood import nll as _nll
 from .model import UNet
 from .sampling import sample_diffusion
 from .schedule import NoiseSchedule
+from .visuals import OUTPUT_TYPES, convert_output
 
 __all__ = ["Diffusion", "OBJECTIVES"]
 
@@ -183,10 +185,24 @@ class Diffusion:
         ``return_trajectory``, ``value_range``, ``progress``...) are documented
         in :func:`ddpm.sampling.sample_diffusion`.
 
+        ``output_type`` follows diffusers' pipelines: None (default) gives ddpm's
+        float32 (n, C, H, W); ``"np"`` float32 (n, H, W, C) in [0, 1]; ``"pil"`` a
+        list of n PIL images (mode "L" or "RGB").  With ``return_trajectory`` the
+        trajectory still comes second, in the model's space.
+
         >>> images = d.sample(16, steps=50, sampler="ddim", seed=0)  # doctest: +SKIP
+        >>> pictures = d.sample(4, output_type="pil")                # doctest: +SKIP
         """
-        return sample_diffusion(self, n, steps=steps, sampler=sampler, eta=eta, seed=seed,
-                                **options)
+        output_type = options.pop("output_type", None)
+        if output_type not in OUTPUT_TYPES:       # checked before the run, not after
+            raise ValueError(f"sample(): output_type must be None, 'np' or 'pil', "
+                             f"got {output_type!r}")
+        out = sample_diffusion(self, n, steps=steps, sampler=sampler, eta=eta, seed=seed,
+                               **options)
+        vr = options.get("value_range", (0, 1))
+        if isinstance(out, tuple):
+            return convert_output(out[0], output_type, "sample", vr), out[1]
+        return convert_output(out, output_type, "sample", vr)
 
     def img2img(self, x0, strength: float = 0.6, **options):
         """SDEdit: noise x0 (in [-1, 1]) to t = strength * T and denoise it again
@@ -207,7 +223,7 @@ class Diffusion:
     # ------------------------------------------------------------ likelihood
     def nll(self, x0, *, batch_size: int = 64, t_samples: int | None = None, seed: int = 0,
             variance: str = "fixed_small", clip_x0: bool = False, quantize: bool = False,
-            progress=False):
+            progress=False, labels=None):
         """The negative log-likelihood bound of images x0 in bits/dim (Ho et al. 2020, eq. 5).
 
         ``-log p(x_0) <= L_T + sum_{t=2}^T L_{t-1} + L_0`` with, in the lessons' notation,
@@ -252,6 +268,9 @@ class Diffusion:
             Snap off-grid x0 to the nearest of the 256 levels.
         progress : bool or callable
             tqdm bar, or ``progress(done, total)`` counted in network passes.
+        labels : class labels, optional
+            Class-conditional models: the images' classes (-log p(x_0 | class)); None
+            uses the null label (the model's unconditional half).
 
         Returns
         -------
@@ -266,7 +285,8 @@ class Diffusion:
         >>> r.bits_per_dim, r.stderr                             # doctest: +SKIP
         """
         return _nll(self, x0, batch_size=batch_size, t_samples=t_samples, seed=seed,
-                   variance=variance, clip_x0=clip_x0, quantize=quantize, progress=progress)
+                   variance=variance, clip_x0=clip_x0, quantize=quantize, progress=progress,
+                   labels=labels)
 
     # ----------------------------------------------------------------- files
     def save(self, path, *, dtype: str = "float32") -> str:
@@ -318,6 +338,45 @@ class Diffusion:
         cfg = read_json_object(cfg_path, F)
         schedule, objective = _schedule_from_config(cfg, F, cfg_path)
         return cls(model, schedule, objective=objective)
+
+    # ---------------------------------------------------- diffusers' names
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "Diffusion":
+        """diffusers' spelling of :meth:`load`: a local ``DDPMPipeline`` folder, or the name
+        of a model that ships with ddpm (``ddpm.pretrained_models()``).
+
+        As in diffusers, a local folder wins over a name.  ddpm is an offline
+        package: a Hub id such as ``"google/ddpm-cifar10-32"`` is not downloaded
+        (OSError); download it with diffusers or ``huggingface-cli`` and pass the
+        folder.  ``local_files_only`` is accepted (always true here),
+        ``use_safetensors`` must not be False (no pickle), other keywords are
+        refused by name.
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> d = ddpm.Diffusion.from_pretrained("fashion-mnist")
+        >>> d.save_pretrained("/tmp/my-ddpm")                   # doctest: +SKIP
+        '/tmp/my-ddpm'
+        """
+        return cls.load(_resolve_pretrained(pretrained_model_name_or_path, "Diffusion", kwargs))
+
+    def save_pretrained(self, save_directory, *, safe_serialization: bool = True,
+                        variant: str | None = None, push_to_hub: bool = False) -> str:
+        """diffusers' spelling of :meth:`save`: a ``DDPMPipeline`` folder (safetensors).
+
+        ``variant="fp16"`` stores float16 weights (in the standard file name, which
+        diffusers reads too); ``safe_serialization=False`` (pickle) and
+        ``push_to_hub=True`` (network) are refused.
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> ddpm.Diffusion(ddpm.UNet(seed=0)).save_pretrained("/tmp/untrained")
+        '/tmp/untrained'
+        """
+        return self.save(save_directory, dtype=_save_dtype(
+            "Diffusion.save_pretrained", safe_serialization, variant, push_to_hub))
 
     def __repr__(self):
         return f"Diffusion({self.model!r}, {self.schedule!r}, objective={self.objective!r})"

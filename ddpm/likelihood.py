@@ -86,8 +86,9 @@ from ._checks import as_diffusion, as_int, as_seed
 __all__ = ["NLLResult", "nll", "NLL_VARIANCES"]
 
 NLL_VARIANCES = ("fixed_small", "fixed_large")
-_VARIANCE_ID = {"fixed_small": 0, "fixed_large": 1}
-_OBJECTIVE_ID = {"eps": 0, "x0": 1, "v": 2}
+# the engine's enums, by name (the C core owns the numbering)
+_VARIANCE_ID = {name: i for i, name in enumerate(_core.NLL_VARIANCES)}
+_OBJECTIVE_ID = {name: i for i, name in enumerate(_core.OBJECTIVES)}
 GRID_TOLERANCE = 1e-3   # in levels: |(x + 1) 127.5 - k| allowed before x counts as off the grid
 
 
@@ -183,7 +184,7 @@ def _progress(progress, total):
         return progress, lambda: None
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # tqdm is an optional extra: no bar without it
+    except ImportError:  # tqdm is a dependency; a stripped install runs barless
         return None, lambda: None
     bar = tqdm(total=total, desc="nll", unit="t", dynamic_ncols=True)
     return (lambda done, n: bar.update(done - bar.n)), bar.close
@@ -191,7 +192,7 @@ def _progress(progress, total):
 
 def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, seed: int = 0,
         variance: str = "fixed_small", clip_x0: bool = False, quantize: bool = False,
-        progress=False, _model=None) -> NLLResult:
+        progress=False, labels=None, _model=None) -> NLLResult:
     """The DDPM negative log-likelihood bound of images x0; see the module docstring.
 
     Parameters
@@ -215,6 +216,10 @@ def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, se
         Snap off-grid values to the nearest level instead of raising.
     progress : bool or callable
         A tqdm bar (True) or ``progress(done, total)`` counted in network passes.
+    labels : class labels, optional
+        Class-conditional models: -log p(x_0 | class) for the images' classes (indices
+        or names, one per image); None: the null label, -log p(x_0) of the model's
+        unconditional half.
 
     Returns
     -------
@@ -254,6 +259,12 @@ def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, se
     # _model (private, for tests): a (mean, std) tuple runs the core's exact denoiser of
     # N(mean, std^2) data instead of the U-Net (which then only fixes the image shape)
     handle, params = (model._handle, model.params) if _model is None else (_model, None)
+    lab = None
+    if model.num_class_embeds is not None and _model is None:
+        lab = (np.full(N, model.num_class_embeds - 1, np.int64) if labels is None
+               else model.class_index(labels, N, F))
+    elif labels is not None:
+        raise ValueError(f"{F}(): labels were given but the model is unconditional")
 
     M = T if t_samples is None else t_samples + 1
     tgrid = np.empty((N, M), np.int64)
@@ -281,7 +292,8 @@ def nll(diffusion, x0, *, batch_size: int = 64, t_samples: int | None = None, se
             _core.nll(bterms, bprior, x[lo:hi], handle, params, betas, ts,
                       objective=_OBJECTIVE_ID[diffusion.objective],
                       variance=_VARIANCE_ID[variance], clip_x0=bool(clip_x0), seed=seed,
-                      first_image=lo, hook=bhook, hook_every=max(1, M // 100))
+                      first_image=lo, hook=bhook, hook_every=max(1, M // 100),
+                      labels=None if lab is None else lab[lo:hi])
             tgrid[lo:hi], terms[lo:hi], prior[lo:hi] = ts, bterms, bprior
     finally:
         close()

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _core
 from ._checks import as_float32_batch, as_int
+from ._registry import _resolve_pretrained, _save_dtype
 from ._io import VERSION, atomic_write, new_dirs, read_json_object, write_text
 from ._safetensors import SafetensorsFile, write_safetensors
 
@@ -644,6 +645,49 @@ class UNet:
         model = cls.from_config(config)
         model.load_state_dict({k: v.detach().cpu().float().numpy() for k, v in state.items()})
         return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, subfolder: str | None = None,
+                        **kwargs) -> "UNet":
+        """diffusers' ``UNet2DModel.from_pretrained`` for local folders and shipped models.
+
+        Reads ``<path>/<subfolder>/config.json`` and its safetensors, e.g.
+        ``UNet.from_pretrained("fashion-mnist", subfolder="unet")`` or a folder
+        that ``UNet2DModel.save_pretrained`` wrote.  No Hub downloads (ddpm is
+        offline: OSError naming the id); ``local_files_only`` is accepted,
+        ``use_safetensors=False`` and other keywords are refused.
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> net = ddpm.UNet.from_pretrained("fashion-mnist", subfolder="unet")
+        >>> net.config["sample_size"]
+        28
+        """
+        path = _resolve_pretrained(pretrained_model_name_or_path, "UNet", kwargs)
+        if subfolder is not None:
+            if not isinstance(subfolder, str):
+                raise TypeError(f"UNet.from_pretrained(): subfolder must be a str, "
+                                f"got {type(subfolder).__name__}")
+            path = os.path.join(path, subfolder)
+        elif not os.path.isfile(os.path.join(path, CONFIG_NAME)) and \
+                os.path.isfile(os.path.join(path, "unet", CONFIG_NAME)):
+            raise OSError(f"UNet.from_pretrained(): {path} is a pipeline folder; pass "
+                          f"subfolder='unet' (as diffusers wants)")
+        return cls.load(path)
+
+    def save_pretrained(self, save_directory, *, safe_serialization: bool = True,
+                        variant: str | None = None, push_to_hub: bool = False) -> str:
+        """diffusers' spelling of :meth:`save` (``variant="fp16"``: float16 weights).
+
+        Examples
+        --------
+        >>> import ddpm
+        >>> ddpm.UNet(seed=0).save_pretrained("/tmp/unet")
+        '/tmp/unet'
+        """
+        return self.save(save_directory, dtype=_save_dtype(
+            "UNet.save_pretrained", safe_serialization, variant, push_to_hub))
 
     def to_diffusers(self):
         """A ``diffusers.UNet2DModel`` (float32, CPU) with these weights."""

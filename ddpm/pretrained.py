@@ -12,39 +12,13 @@ from __future__ import annotations
 import os
 
 from ._io import read_json_object
+from ._registry import _MODELS, pretrained_models, pretrained_path
 from .diffusion import Diffusion
 from .model import UNet
 from .sampling import sample_diffusion
+from .visuals import OUTPUT_TYPES, convert_output
 
 __all__ = ["sample", "load_pretrained", "pretrained_models", "pretrained_path", "training_info"]
-
-_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-
-# name -> (folder under ddpm/weights, one-line description)
-_MODELS = {
-    "fashion-mnist": ("fashion-mnist",
-                      "28x28 grayscale Fashion-MNIST, eps-prediction, linear schedule, T=1000"),
-}
-
-
-def pretrained_models() -> dict:
-    """{name: description} of the models this installation ships."""
-    return {name: desc for name, (_, desc) in _MODELS.items()}
-
-
-def pretrained_path(name: str = "fashion-mnist") -> str:
-    """The folder holding a shipped model (OSError if the files are missing)."""
-    if not isinstance(name, str):
-        raise TypeError(f"load_pretrained(): name must be a str, got {type(name).__name__}")
-    if name not in _MODELS:
-        raise ValueError(f"load_pretrained(): unknown model {name!r}; "
-                         f"available: {', '.join(sorted(_MODELS))}")
-    path = os.path.join(_WEIGHTS, _MODELS[name][0])
-    if not os.path.isfile(os.path.join(path, "unet", "diffusion_pytorch_model.safetensors")):
-        raise OSError(f"load_pretrained(): the {name!r} weights are missing from {path} "
-                      "(a broken install? reinstall ddpm)")
-    return path
-
 
 def load_pretrained(name: str = "fashion-mnist"):
     """The shipped :class:`ddpm.Diffusion` called ``name`` (a fresh copy each call).
@@ -81,8 +55,9 @@ def sample(n: int = 16, model=None, *, label=None, **kwargs):
         index, ``"random"``, or one per image); the same as ``labels=``.
     **kwargs
         ``steps``, ``sampler`` ("ddpm", "ddim", "dpm++"), ``eta``, ``seed``,
-        ``labels``, ``guidance_scale`` and
-        every option of :func:`sample_diffusion`.  Unlike ``Diffusion.sample``,
+        ``labels``, ``guidance_scale``, ``output_type`` (None, "np" or "pil", as on
+        :meth:`ddpm.Diffusion.sample`) and every option of :func:`sample_diffusion`.
+        Unlike ``Diffusion.sample``,
         the sampler defaults to ``"dpm++"`` with 20 steps here, with x0_hat
         clipped to [-1, 1] (``clip_x0=True``; diffusers' DPM-Solver++ does not
         clip): a first call should take seconds, not the 1000 network calls of
@@ -93,7 +68,9 @@ def sample(n: int = 16, model=None, *, label=None, **kwargs):
     Returns
     -------
     ndarray float32 (n, C, H, W) in [0, 1] (``value_range=(-1, 1)`` for the
-    model's space); with ``return_trajectory`` also a :class:`Trajectory`.
+    model's space); diffusers' layouts with ``output_type="np"`` (float32
+    (n, H, W, C) in [0, 1]) or ``"pil"`` (a list of PIL images); with
+    ``return_trajectory`` also a :class:`Trajectory`.
 
     Examples
     --------
@@ -120,4 +97,11 @@ def sample(n: int = 16, model=None, *, label=None, **kwargs):
         kwargs.setdefault("steps", 20)
         if not kwargs.get("dynamic_threshold"):
             kwargs.setdefault("clip_x0", True)
-    return sample_diffusion(model, n, **kwargs)
+    output_type = kwargs.pop("output_type", None)
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"sample(): output_type must be None, 'np' or 'pil', got {output_type!r}")
+    out = sample_diffusion(model, n, **kwargs)
+    vr = kwargs.get("value_range", (0, 1))
+    if isinstance(out, tuple):
+        return convert_output(out[0], output_type, "sample", vr), out[1]
+    return convert_output(out, output_type, "sample", vr)

@@ -182,7 +182,7 @@ def _progress_hook(progress, total):
         return progress, lambda: None
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # tqdm is in the notebooks/test extras: no bar without it
+    except ImportError:  # tqdm is a dependency; a stripped install runs barless
         return None, lambda: None
     bar = tqdm(total=total, desc="sampling", unit="step", dynamic_ncols=True)
 
@@ -404,7 +404,7 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
         (0, 1): images mapped by x/2 + 1/2 and clipped, as diffusers' pipelines
         do.  (-1, 1): the sampler's x_0 as it is, in the model's data space.
     progress : bool or callable
-        A tqdm.auto progress bar (True, when tqdm is installed), none (False), or
+        A tqdm.auto progress bar (True; terminal or notebook), none (False), or
         ``progress(step, steps)`` called from the loop.
     progress_every : int, optional
         Call the progress hook every this many steps (default: steps // 100).

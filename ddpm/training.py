@@ -40,7 +40,7 @@ def _progress_bar(total, enabled, desc):
         return None
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the notebooks/test extras
+    except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
@@ -501,6 +501,16 @@ def _settings_keys(cls) -> dict:
             "sample_fn"}
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
             if name not in skip}
+
+
+def _read_checkpoint(path, func):
+    """Every part of a checkpoint, checked as :meth:`Trainer.resume` checks it: ``model``
+    (raw params loaded), ``schedule``, ``objective``, ``settings``, ``step``,
+    ``ema_updates``, ``history`` and ``tensors`` (params, adam_m, adam_v and, if
+    stored, ema).  ddpm.export reads checkpoints through it."""
+    ck = read_checkpoint(path, func, _settings_keys(Trainer), ("adam_m", "adam_v"))
+    ck["tensors"]["params"] = ck["model"].params
+    return ck
 
 
 def checkpoint_diffusion(path, *, weights: str = "ema") -> Diffusion:

@@ -74,3 +74,13 @@ def linear():
 @pytest.fixture(scope="session")
 def cosine():
     return ddpm.NoiseSchedule("cosine")
+
+
+#: Folders of screenshots the browser test wrote (tests/test_browser.py), printed at the
+#: end of the run so CI can keep them as artifacts.
+SCREENSHOT_DIRS: list = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for d in SCREENSHOT_DIRS:
+        terminalreporter.write_line(f"browser test screenshots: {d}")

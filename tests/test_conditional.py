@@ -363,3 +363,15 @@ def test_guidance_with_the_gaussian_hook_ignores_labels(linear):
     _core.sample(a, (0.1, 0.7), None, linear.alpha_bars, ts, prevs, sampler=1, objective=0,
                  x_T=x_T)
     assert np.all(np.isfinite(a))
+
+
+def test_nll_of_a_conditional_model_takes_labels(net, rng):
+    d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+    x = np.round((images(rng, 2) + 1) * 127.5) / 127.5 - 1
+    null = d.nll(x, seed=0)
+    same = d.nll(x, seed=0, labels=[K - 1, K - 1])
+    assert np.array_equal(null.per_image, same.per_image)            # None = the null label
+    cond = d.nll(x, seed=0, labels=["circle", 2])
+    assert not np.array_equal(cond.per_image, null.per_image)
+    with pytest.raises(ValueError, match="0..4"):
+        d.nll(x, seed=0, labels=[0, 9])

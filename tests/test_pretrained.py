@@ -82,7 +82,8 @@ def test_bad_names():
 
 
 def test_missing_files_say_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "_WEIGHTS", str(tmp_path))
+    from ddpm import _registry
+    monkeypatch.setattr(_registry, "_WEIGHTS", str(tmp_path))
     with pytest.raises(OSError, match="missing"):
         ddpm.load_pretrained("fashion-mnist")
 

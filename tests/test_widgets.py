@@ -460,3 +460,54 @@ def test_reverse_regime_thresholds(snr_db):
     word = ("refining details" if snr_db > 10 else
             "a shape is emerging" if snr_db >= -10 else "hallucinating structure")
     assert word in widgets.reverse_regime(snr_db)
+
+
+# ----------------------------------------------------------------------------- Inpainter
+
+def _small_diffusion():
+    net = ddpm.UNet(seed=0, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+                    down_block_types=("DownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False)
+    return ddpm.Diffusion(net)
+
+
+def test_inpainter_keeps_the_unmasked_pixels_and_fills_the_box():
+    w = widgets.Inpainter(diffusion=_small_diffusion(), n=2, steps=6, jump_length=2,
+                          jump_n_sample=2, seed=1)
+    w.box = (5, 6, 10, 12)
+    m = w.mask
+    assert m.shape == (28, 28) and m.sum() == 28 * 28 - 10 * 12 and m[5, 6] == 0 and m[4, 6] == 1
+    assert np.all(w.masked[0][m == 0] == 0) and np.array_equal(w.masked[0][m == 1],
+                                                               w.original[0][m == 1])
+    out = w.run()
+    assert out.shape == (2, 1, 28, 28) and w.seconds > 0
+    keep = np.broadcast_to(m == 1, out.shape)
+    assert np.array_equal(out[keep], np.broadcast_to(w.original, out.shape)[keep])
+    assert not np.array_equal(out[0], out[1])              # two seeds, two completions
+    assert "completions" in w.texts["status"] and w.png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inpainter_img2img_mode_and_picking_another_test_image():
+    w = widgets.Inpainter(diffusion=_small_diffusion(), n=1, steps=5, strength=0.3)
+    first = w.original.copy()
+    w._w_index.value = 3                                     # the slider picks another image
+    assert not np.array_equal(first, w.original) and w.results is None
+    w.mode = "img2img"
+    assert np.array_equal(w.masked, w.original)              # img2img ignores the box
+    out = w.run()
+    assert out.shape == (1, 1, 28, 28)
+    with pytest.raises(ValueError, match="inpaint"):
+        w.mode = "outpaint"
+
+
+def test_inpainter_bad_arguments():
+    d = _small_diffusion()
+    with pytest.raises(TypeError, match="Diffusion"):
+        widgets.Inpainter(diffusion=d.model)
+    with pytest.raises(ValueError, match="n"):
+        widgets.Inpainter(diffusion=d, n=9)
+    with pytest.raises(ValueError, match="shape"):
+        widgets.Inpainter(np.zeros((3, 28, 28), np.float32), diffusion=d)
+    w = widgets.Inpainter(diffusion=d, n=1)
+    with pytest.raises(ValueError, match="box"):
+        w.box = (30, 0, 4, 4)

@@ -42,8 +42,6 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     const size_t P = unet_num_parameters(net);
     /* 1. t and eps */
     if (!cfg->given_t) train_draw_timesteps(t, B, T, cfg->seed, cfg->step);
-    for (int b = 0; b < B; b++)
-        if (t[b] < 1 || t[b] > T) return DDPM_ERR_TIMESTEP;
     if (!cfg->given_eps) train_draw_noise(eps, (size_t)B * D, cfg->seed, cfg->step);
     /* labels, each replaced by the null label with probability p_uncond */
     if (labels) {
@@ -52,7 +50,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
                                cfg->step);
     }
     /* 2. x_t by the closed form (checks x0 and eps for NaN/Inf) */
-    int st = q_sample(xt, eps, x0, t, sqrt_ab, sqrt_1mab, T, (size_t)B, D, 0, 1);
+    int st = q_sample(xt, eps, x0, t, sqrt_ab, sqrt_1mab, (size_t)B, D, 0, 1);
     if (st) return st;
     /* 3. the network at its time net_time(t) (dout's first B floats hold it for a moment) */
     float tf[1024];

@@ -366,8 +366,6 @@ int classifier_train_step(Classifier* n, float* params, float* grads, float* m, 
     *loss = NAN;
     *grad_norm = NAN;
     *correct = 0;
-    for (int b = 0; b < B; b++)
-        if (labels[b] < 0 || labels[b] >= K) return DDPM_ERR_VALUE;
     int st = forward(n, params, x, B, 1);
     if (st) return st;
     HeadActs* a = &n->head.a;

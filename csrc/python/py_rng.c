@@ -294,7 +294,7 @@ PyObject* py_q_sample(PyObject* self, PyObject* args) {
     if (parse_seed(seed_o, F, &seed)) return NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = q_sample(DATA(xt), DATA(eps), DATA(x0), DATA(t), sa, sb, T, N, D, seed, noise_given);
+    st = q_sample(DATA(xt), DATA(eps), DATA(x0), DATA(t), sa, sb, N, D, seed, noise_given);
     Py_END_ALLOW_THREADS
     if (st) return raise_status(st, F, noise_given ? "x0 or noise" : "x0");
     Py_RETURN_NONE;
@@ -328,7 +328,7 @@ PyObject* py_q_sample_chain(PyObject* self, PyObject* args) {
     if (parse_seed(seed_o, F, &seed)) return NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = q_sample_chain(DATA(xt), DATA(x0), DATA(t), alphas, betas, T, N, D, seed);
+    st = q_sample_chain(DATA(xt), DATA(x0), DATA(t), alphas, betas, N, D, seed);
     Py_END_ALLOW_THREADS
     if (st) return raise_status(st, F, "x0");
     Py_RETURN_NONE;
@@ -361,7 +361,7 @@ PyObject* py_q_posterior_mean(PyObject* self, PyObject* args) {
         return NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = q_posterior_mean(DATA(m), DATA(x0), DATA(xt), DATA(t), c1, c2, T, N, D);
+    st = q_posterior_mean(DATA(m), DATA(x0), DATA(xt), DATA(t), c1, c2, N, D);
     Py_END_ALLOW_THREADS
     if (st) return raise_status(st, F, "x0 or xt");
     Py_RETURN_NONE;
