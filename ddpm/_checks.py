@@ -56,24 +56,26 @@ def as_timesteps(t, n: int, T: int, func: str, name: str = "t") -> np.ndarray:
     """
     if isinstance(t, bool) or isinstance(t, np.bool_):
         raise TypeError(f"{func}(): {name} must be an int or an integer array, got a bool")
+    def out_of_range(bad):
+        return ValueError(f"{func}(): {name} must be in 1..T = 1..{T} (t = 0 is x_0 itself), "
+                          f"got {int(bad)}")
+
     if isinstance(t, numbers.Integral):
-        arr = np.full(n, int(t), dtype=np.int64)
-    else:
-        arr = np.asarray(t)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{func}(): {name} must be an int or an integer array, "
-                            f"got dtype {arr.dtype}")
-        if arr.ndim == 0:
-            arr = np.full(n, int(arr), dtype=np.int64)
-        elif arr.shape != (n,):
-            raise ValueError(f"{func}(): {name} must be a scalar or have shape ({n},), "
-                             f"got {arr.shape}")
-        arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if arr.size and (arr.min() < 1 or arr.max() > T):
-        bad = arr[(arr < 1) | (arr > T)][0]
-        raise ValueError(f"{func}(): {name} must be in 1..T = 1..{T} (t = 0 is x_0 itself), "
-                         f"got {int(bad)}")
-    return arr
+        if not 1 <= int(t) <= T:            # as a Python int: t = 2**70 is out of range,
+            raise out_of_range(t)           # not an OverflowError
+        return np.full(n, int(t), dtype=np.int64)
+    arr = np.asarray(t)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{func}(): {name} must be an int or an integer array, "
+                        f"got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        arr = arr.reshape(1).repeat(n)
+    elif arr.shape != (n,):
+        raise ValueError(f"{func}(): {name} must be a scalar or have shape ({n},), "
+                         f"got {arr.shape}")
+    if arr.size and (arr.min() < 1 or arr.max() > T):    # in the caller's dtype (uint64 too)
+        raise out_of_range(arr[(arr < 1) | (arr > T)][0])
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def as_diffusion(obj, func: str, name: str = "diffusion"):
@@ -114,7 +116,11 @@ def as_int(value, name: str, func: str, lo: int | None = None, hi: int | None = 
 def as_float(value, name: str, func: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{func}(): {name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                   # an int beyond the float range
+        raise ValueError(f"{func}(): {name} must be finite, got an int of "
+                         f"{int(value).bit_length()} bits") from None
     if not np.isfinite(value):
         raise ValueError(f"{func}(): {name} must be finite, got {value}")
     return value

@@ -29,12 +29,13 @@ import numbers
 import os
 import stat
 import struct
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import _io
 
 __all__ = ["fashion_mnist", "mnist", "image_folder", "load_image", "IMAGE_EXTENSIONS", "read_idx", "find_dataset",
            "FASHION_MNIST_CLASSES", "MNIST_CLASSES",
@@ -76,48 +77,107 @@ _SOURCES = {
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _MAX_IDX_BYTES = 1 << 31
+# deflate's best case is 1032 output bytes per input byte: a gzip stream of n bytes
+# cannot honestly hold more than about 1032 n
+_GZIP_MAX_RATIO = 1032
+_READ_CHUNK = 1 << 22
 
 
-def read_idx(path) -> np.ndarray:
+def _idx_header(f, path):
+    """(dims as Python ints, dtype, header bytes) from the start of an IDX stream."""
+    magic = f.read(4)
+    if len(magic) != 4:
+        raise OSError(f"{path}: truncated IDX file (no header)")
+    zero, code, ndim = struct.unpack(">HBB", magic)
+    if zero != 0 or code not in _DTYPES or not 1 <= ndim <= 4:
+        raise ValueError(f"{path}: not an IDX file (bad magic number 0x{magic.hex()})")
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) != 4 * ndim:
+        raise OSError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in struct.unpack(">" + "I" * ndim, dims_raw))
+    return dims, np.dtype(_DTYPES[code]), 4 + 4 * ndim
+
+
+def read_idx(path, *, max_bytes: int = _MAX_IDX_BYTES, check=None) -> np.ndarray:
     """Read one IDX file (raw or gzip) and return its array.
+
+    Sizes are computed with Python ints from the header, which is checked
+    against what the file can hold before anything is allocated: a raw file
+    must be exactly header + data long, a gzip file cannot declare more than
+    deflate's best ratio (1032:1) allows.  The data is then read in bounded
+    chunks and reading stops at the declared size, so memory follows the data
+    actually present.  Pipes, devices and folders are refused.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Refuse a header declaring more data than this (default 2 GiB).
+    check : callable, optional
+        ``check(dims, dtype)`` runs after the header is read and before the data
+        is: a loader refuses shapes it does not want there.
 
     Raises
     ------
     OSError
-        Truncated or corrupt gzip stream, or fewer bytes than the header announces.
+        Missing or non-regular file, truncated or corrupt gzip stream, or fewer
+        bytes than the header announces.
     ValueError
         Bad magic number, unknown type code, absurd dimensions, trailing data.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        head = f.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rb") as f:
-            magic = f.read(4)
-            if len(magic) != 4:
-                raise OSError(f"{path}: truncated IDX file (no header)")
-            zero, code, ndim = struct.unpack(">HBB", magic)
-            if zero != 0 or code not in _DTYPES or not 1 <= ndim <= 4:
-                raise ValueError(f"{path}: not an IDX file (bad magic number "
-                                 f"0x{magic.hex()})")
-            dims_raw = f.read(4 * ndim)
-            if len(dims_raw) != 4 * ndim:
-                raise OSError(f"{path}: truncated IDX header")
-            dims = struct.unpack(">" + "I" * ndim, dims_raw)
-            dtype = np.dtype(_DTYPES[code])
-            count = int(np.prod(dims, dtype=np.int64))
-            nbytes = count * dtype.itemsize
-            if nbytes > _MAX_IDX_BYTES:
-                raise ValueError(f"{path}: IDX dimensions {dims} are implausibly large")
-            data = f.read(nbytes)
-            if len(data) != nbytes:
-                raise OSError(f"{path}: truncated IDX data ({len(data)} of {nbytes} bytes)")
-            if f.read(1):
-                raise ValueError(f"{path}: trailing bytes after the IDX data of shape {dims}")
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise OSError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
-    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    f, size = _io.open_regular(path, "read_idx", "IDX file", max_bytes + (1 << 20))
+    with f:
+        gz = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        try:
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+            with stream:
+                dims, dtype, hdr = _idx_header(stream, path)
+                count = 1
+                for d in dims:
+                    count *= d
+                nbytes = count * dtype.itemsize
+                if nbytes > max_bytes:
+                    raise ValueError(f"{path}: IDX dimensions {dims} are implausibly large "
+                                     f"({nbytes:,} bytes; the limit is {max_bytes:,})")
+                if check is not None:
+                    check(dims, dtype)
+                if not gz and size < hdr + nbytes:
+                    raise OSError(f"{path}: truncated IDX data ({size - hdr:,} of {nbytes:,} "
+                                  f"bytes)")
+                if not gz and size > hdr + nbytes:
+                    raise ValueError(f"{path}: trailing bytes after the IDX data of shape {dims}")
+                if gz and hdr + nbytes > _GZIP_MAX_RATIO * size:
+                    raise ValueError(f"{path}: the IDX header declares {nbytes:,} bytes, more "
+                                     f"than a {size:,}-byte gzip file can hold")
+                data = _read_bounded(stream, nbytes, path)
+                if stream.read(1):
+                    raise ValueError(f"{path}: trailing bytes after the IDX data of shape {dims}")
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise OSError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+    arr = data.view(dtype).reshape(dims)
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def _read_bounded(stream, nbytes: int, path) -> np.ndarray:
+    """Exactly nbytes from stream as uint8, read in chunks of at most _READ_CHUNK bytes;
+    memory grows with the bytes that actually arrive.  OSError if the stream ends first."""
+    parts, got = [], 0
+    while got < nbytes:
+        chunk = stream.read(min(_READ_CHUNK, nbytes - got))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    if got != nbytes:
+        raise OSError(f"{path}: truncated IDX data ({got:,} of {nbytes:,} bytes)")
+    out = np.empty(nbytes, np.uint8)
+    pos = 0
+    while parts:                     # hand each chunk over and drop it: peak ~ nbytes + chunk
+        chunk = parts.pop(0)
+        out[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        pos += len(chunk)
+    return out
 
 
 def _candidates(name: str, path=None):
@@ -175,10 +235,7 @@ def _download(name: str, split: str) -> tuple:
             if digest != src["md5"][fname]:
                 last = OSError(f"checksum mismatch for {base + fname}: {digest}")
                 continue
-            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, target)
+            _io.atomic_write(target, lambda tmp: Path(tmp).write_bytes(blob))
             break
         else:
             raise OSError(f"could not download {fname}: {last}")
@@ -204,21 +261,31 @@ def _load(name: str, split: str, path, download: bool):
         raise FileNotFoundError(
             f"{name} {split} files not found in {where}{reason}.{hint} Or put the four "
             f"IDX files in a folder and pass path= or set DDPM_DATA.")
-    images = read_idx(found[0])
-    labels = read_idx(found[1])
     n_expected = _FILES[split][2]
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise ValueError(f"{found[0]}: expected uint8 images of shape (N, 28, 28), "
-                         f"got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise ValueError(f"{found[1]}: expected uint8 labels of shape (N,), got {labels.shape}")
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{name} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
-    if path is None and images.shape[0] != n_expected:
-        raise ValueError(f"{name} {split}: expected {n_expected} images, got {images.shape[0]}")
+
+    def check_labels(dims, dtype):          # the shapes are checked before the data is read
+        if len(dims) != 1 or dtype != np.uint8:
+            raise ValueError(f"{found[1]}: expected uint8 labels of shape (N,), got {dtype} "
+                             f"{dims}")
+
+    def check_images(dims, dtype):
+        if len(dims) != 3 or dims[1:] != (28, 28) or dtype != np.uint8:
+            raise ValueError(f"{found[0]}: expected uint8 images of shape (N, 28, 28), "
+                             f"got {dtype} {dims}")
+        if path is None and dims[0] != n_expected:
+            raise ValueError(f"{name} {split}: expected {n_expected} images, got {dims[0]}")
+        if dims[0] != labels.shape[0]:
+            raise ValueError(f"{name} {split}: {dims[0]} images but {labels.shape[0]} labels")
+
+    labels = read_idx(found[1], check=check_labels)
     if labels.size and labels.max() > 9:
         raise ValueError(f"{found[1]}: labels must be 0..9, found {int(labels.max())}")
-    x = images.astype(np.float32)[:, None] / np.float32(127.5) - np.float32(1.0)
+    images = read_idx(found[0], check=check_images)
+    x = np.empty((images.shape[0], 1, 28, 28), np.float32)    # in place: no float temporaries
+    x[:, 0] = images
+    del images
+    x /= np.float32(127.5)
+    x -= np.float32(1.0)
     return x, labels.copy()
 
 

@@ -25,7 +25,7 @@ from . import _core
 from . import editing
 from ._checks import as_float32_batch, as_seed, as_timesteps
 from ._registry import _resolve_pretrained, _save_dtype
-from ._io import VERSION, atomic_write, read_json_object, write_text
+from ._io import VERSION, atomic_write, new_dirs, read_json_object, write_text
 from .likelihood import nll as _nll
 from .model import UNet
 from .sampling import sample_diffusion
@@ -300,8 +300,13 @@ class Diffusion:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"Diffusion.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
-        os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
+        with new_dirs(path):         # a failed save (a full disk) leaves no folder it made
+            self._save_files(path, dtype)
+        return path
+
+    def _save_files(self, path, dtype):
         self.model.save(os.path.join(path, "unet"), dtype=dtype)
+        os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
         s = self.schedule
         sched = {"_class_name": "DDPMScheduler", "_ddpm_version": VERSION,
                  "num_train_timesteps": s.T, "prediction_type": _PREDICTION_TYPE[self.objective],
@@ -321,37 +326,17 @@ class Diffusion:
                       lambda tmp: write_text(tmp, json.dumps(sched, indent=2, sort_keys=True)))
         atomic_write(os.path.join(path, "model_index.json"),
                       lambda tmp: write_text(tmp, json.dumps(index, indent=2, sort_keys=True)))
-        return path
 
     @classmethod
     def load(cls, path) -> "Diffusion":
         """Read a folder written by :meth:`save` or by diffusers' ``DDPMPipeline.save_pretrained``
         (also: a scheduler config from DDIMScheduler or DPMSolverMultistepScheduler)."""
+        F = "Diffusion.load"
         path = os.fspath(path)
         model = UNet.load(os.path.join(path, "unet"))
-        cfg = read_json_object(os.path.join(path, "scheduler", "scheduler_config.json"),
-                               "Diffusion.load")
-        T = cfg.get("num_train_timesteps", 1000)
-        rescale = bool(cfg.get("rescale_betas_zero_snr", False))
-        pred = cfg.get("prediction_type", "epsilon")
-        objective = {v: k for k, v in _PREDICTION_TYPE.items()}.get(pred)
-        if objective is None:
-            raise ValueError(f"Diffusion.load(): prediction_type {pred!r} is not supported")
-        if cfg.get("trained_betas") is not None:
-            betas = cfg["trained_betas"]
-            if len(betas) != T:
-                raise ValueError(f"Diffusion.load(): {len(betas)} trained_betas for "
-                                 f"num_train_timesteps={T}")
-            schedule = NoiseSchedule.from_betas(betas, rescale_zero_terminal_snr=rescale)
-        else:
-            kinds = {v: k for k, v in _BETA_SCHEDULE.items()}
-            bs = cfg.get("beta_schedule", "linear")
-            if bs not in kinds:
-                raise ValueError(f"Diffusion.load(): beta_schedule {bs!r} is not supported "
-                                 f"(supported: {sorted(kinds)})")
-            kw = {} if kinds[bs] == "cosine" else {
-                "beta_start": cfg.get("beta_start", 0.0001), "beta_end": cfg.get("beta_end", 0.02)}
-            schedule = NoiseSchedule(kinds[bs], timesteps=T, rescale_zero_terminal_snr=rescale, **kw)
+        cfg_path = os.path.join(path, "scheduler", "scheduler_config.json")
+        cfg = read_json_object(cfg_path, F)
+        schedule, objective = _schedule_from_config(cfg, F, cfg_path)
         return cls(model, schedule, objective=objective)
 
     # ---------------------------------------------------- diffusers' names
@@ -395,3 +380,42 @@ class Diffusion:
 
     def __repr__(self):
         return f"Diffusion({self.model!r}, {self.schedule!r}, objective={self.objective!r})"
+
+
+def _schedule_from_config(cfg: dict, F: str, where: str):
+    """(NoiseSchedule, objective) from a diffusers scheduler config; every value is
+    checked for its type (a string "false" is not False), errors name the key and file."""
+    def get(key, default, kinds, what):
+        v = cfg.get(key, default)
+        if v is None and default is None:
+            return None
+        if not isinstance(v, kinds) or (bool not in kinds and isinstance(v, bool)):
+            raise TypeError(f"{F}(): {key} in {where} must be {what}, got {v!r}")
+        return v
+
+    T = get("num_train_timesteps", 1000, (int,), "an int")
+    if not 1 <= T <= _core.MAX_TIMESTEPS:
+        raise ValueError(f"{F}(): num_train_timesteps in {where} must be in "
+                         f"1..{_core.MAX_TIMESTEPS}, got {T}")
+    rescale = get("rescale_betas_zero_snr", False, (bool,), "true or false")
+    pred = get("prediction_type", "epsilon", (str,), "a string")
+    objective = {v: k for k, v in _PREDICTION_TYPE.items()}.get(pred)
+    if objective is None:
+        raise ValueError(f"{F}(): prediction_type {pred!r} is not supported")
+    betas = get("trained_betas", None, (list,), "a list of numbers or null")
+    if betas is not None:
+        if len(betas) != T:
+            raise ValueError(f"{F}(): {len(betas)} trained_betas for num_train_timesteps={T}")
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas):
+            raise TypeError(f"{F}(): trained_betas in {where} must be numbers")
+        return NoiseSchedule.from_betas(betas, rescale_zero_terminal_snr=rescale), objective
+    kinds = {v: k for k, v in _BETA_SCHEDULE.items()}
+    bs = get("beta_schedule", "linear", (str,), "a string")
+    if bs not in kinds:
+        raise ValueError(f"{F}(): beta_schedule {bs!r} is not supported "
+                         f"(supported: {sorted(kinds)})")
+    kw = {} if kinds[bs] == "cosine" else {
+        "beta_start": get("beta_start", 0.0001, (int, float), "a number"),
+        "beta_end": get("beta_end", 0.02, (int, float), "a number")}
+    return NoiseSchedule(kinds[bs], timesteps=T, rescale_zero_terminal_snr=rescale, **kw), \
+        objective

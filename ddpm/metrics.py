@@ -60,9 +60,12 @@ import numpy as np
 
 from . import _core
 from ._checks import as_diffusion
+from ._io import atomic_write, loads_json
+from ._safetensors import SafetensorsFile, write_safetensors
 from .datasets import fashion_mnist
 
-__all__ = ["FeatureNet", "nll", "fid", "frechet_distance", "feature_statistics", "class_histogram",
+__all__ = ["FeatureNet", "nll", "fid", "frechet_distance", "feature_statistics", "load_statistics",
+           "class_histogram",
            "nearest_train_distance", "DEFAULT_CONFIG", "CLASSIFIER_PATH", "TEST_FEATURES_PATH"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -73,6 +76,9 @@ TEST_FEATURES_PATH = WEIGHTS_DIR / "fashion-mnist-test-features.safetensors"
 DEFAULT_CONFIG = {"in_channels": 1, "image_size": 28, "widths": (32, 64, 128),
                   "depth": (2, 2, 1), "groups": 8, "norm_eps": 1e-5, "num_classes": 10,
                   "pool": "max"}
+
+# The widest feature vector a statistics file may hold.
+MAX_FEATURES = 8192
 
 # Pixels outside [-RANGE_TOL, RANGE_TOL] mean the caller passed 0..255 or some
 # other scale; a little slack allows unclipped sampler outputs.
@@ -124,6 +130,43 @@ def _check_batch_size(batch_size, func: str) -> int:
 
 
 # --------------------------------------------------------------------------- the network
+def _feature_config(config) -> dict:
+    """DEFAULT_CONFIG updated by config, every value checked for type and range."""
+    F = "FeatureNet"
+    cfg = dict(DEFAULT_CONFIG)
+    if config:
+        if not isinstance(config, dict):
+            raise TypeError(f"{F}(): config must be a dict, got {type(config).__name__}")
+        unknown = set(config) - set(cfg)
+        if unknown:
+            raise ValueError(f"{F}(): unknown config keys {sorted(map(str, unknown))}")
+        cfg.update(config)
+
+    def integer(v, name, lo, hi):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{F}(): {name} must be an int, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{F}(): {name} must be in {lo}..{hi}, got {v}")
+        return int(v)
+
+    for key, hi in (("in_channels", 64), ("image_size", 1024), ("groups", 4096),
+                    ("num_classes", 1_000_000)):
+        cfg[key] = integer(cfg[key], key, 1, hi)
+    for key, hi in (("widths", 4096), ("depth", 16)):
+        v = cfg[key]
+        if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 6:
+            raise TypeError(f"{F}(): {key} must be a list of 1 to 6 ints, got {v!r}")
+        cfg[key] = tuple(integer(w, f"{key} entries", 1, hi) for w in v)
+    eps = cfg["norm_eps"]
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or \
+            not 0 < eps < 1:
+        raise ValueError(f"{F}(): norm_eps must be a number in (0, 1), got {eps!r}")
+    cfg["norm_eps"] = float(eps)
+    if not isinstance(cfg["pool"], str) or cfg["pool"] not in ("avg", "max"):
+        raise ValueError(f"{F}(): pool must be 'avg' or 'max', got {cfg['pool']!r}")
+    return cfg
+
+
 class FeatureNet:
     """The Fashion-MNIST classifier of FID_fm: C layers, float32 parameters in one buffer.
 
@@ -148,28 +191,7 @@ class FeatureNet:
     """
 
     def __init__(self, config: dict | None = None, params=None, *, seed: int = 0):
-        cfg = dict(DEFAULT_CONFIG)
-        if config:
-            unknown = set(config) - set(cfg)
-            if unknown:
-                raise ValueError(f"FeatureNet(): unknown config keys {sorted(unknown)}")
-            cfg.update(config)
-        cfg["widths"] = tuple(int(w) for w in cfg["widths"])
-        cfg["depth"] = tuple(int(d) for d in cfg["depth"])
-        if cfg["pool"] not in ("avg", "max"):
-            raise ValueError(f"FeatureNet(): pool must be 'avg' or 'max', got {cfg['pool']!r}")
-        self.config = cfg
-        self._handle = _core.classifier_create(
-            int(cfg["in_channels"]), int(cfg["image_size"]), list(cfg["widths"]),
-            list(cfg["depth"]), int(cfg["groups"]), float(cfg["norm_eps"]),
-            int(cfg["num_classes"]), cfg["pool"] == "max")
-        info = _core.classifier_info(self._handle)
-        self.num_parameters = info["num_parameters"]
-        self.feature_dim = info["feature_dim"]
-        self.flops_per_image = info["flops_per_image"]
-        #: [(name, shape, offset, size)] of every parameter tensor
-        self.tensors = [(n, tuple(s), o, z) for n, s, o, z in info["tensors"]]
-        self.metadata: dict = {}
+        self._layout(config)
         if params is None:
             params = self._init_params(seed)
         params = np.ascontiguousarray(params, dtype=np.float32)
@@ -177,6 +199,20 @@ class FeatureNet:
             raise ValueError(f"FeatureNet(): params must have shape ({self.num_parameters},), "
                              f"got {params.shape}")
         self.params = params
+
+    def _layout(self, config):
+        """The checked config and the C network with its tensor table; no parameters yet."""
+        self.config = cfg = _feature_config(config)
+        self._handle = _core.classifier_create(
+            cfg["in_channels"], cfg["image_size"], list(cfg["widths"]), list(cfg["depth"]),
+            cfg["groups"], cfg["norm_eps"], cfg["num_classes"], cfg["pool"] == "max")
+        info = _core.classifier_info(self._handle)
+        self.num_parameters = info["num_parameters"]
+        self.feature_dim = info["feature_dim"]
+        self.flops_per_image = info["flops_per_image"]
+        #: [(name, shape, offset, size)] of every parameter tensor
+        self.tensors = [(n, tuple(s), o, z) for n, s, o, z in info["tensors"]]
+        self.metadata: dict = {}
         self._grads = self._m = self._v = None
         self.step = 0
 
@@ -202,39 +238,44 @@ class FeatureNet:
         return {n: self.params[o:o + z].reshape(s) for n, s, o, z in self.tensors}
 
     def save(self, path, metadata: dict | None = None, *, dtype=np.float32) -> None:
-        """Write the weights (float32 or float16) and config/metadata as safetensors."""
-        from safetensors.numpy import save_file
+        """Write the weights (float32 or float16) and config/metadata as safetensors
+        (atomically)."""
         meta = {"format": "ddpm-feature-net", "config": json.dumps(self.config)}
         for k, v in (metadata or {}).items():
             meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
         tensors = {n: np.ascontiguousarray(a, dtype=dtype) for n, a in self.state_dict().items()}
-        save_file(tensors, str(path), metadata=meta)
+        atomic_write(path, lambda tmp: write_safetensors(tmp, tensors, meta))
 
     @classmethod
     def load(cls, path=None) -> "FeatureNet":
-        """The network in a safetensors file (default: the shipped classifier)."""
-        from safetensors import safe_open
+        """The network in a safetensors file (default: the shipped classifier).
+
+        The header (names, shapes, float dtypes) is checked against the config in
+        the file's metadata before the parameters are allocated.  OSError: missing,
+        unreadable or not a regular file; ValueError: damaged or not a FeatureNet.
+        """
+        F = "FeatureNet.load"
         path = Path(path) if path is not None else CLASSIFIER_PATH
-        if not path.is_file():
-            raise FileNotFoundError(f"FeatureNet.load(): no weights at {path}")
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != "ddpm-feature-net" or "config" not in meta:
-            raise ValueError(f"FeatureNet.load(): {path} is not a ddpm FeatureNet file")
-        net = cls(json.loads(meta["config"]))
-        names = {n for n, *_ in net.tensors}
-        if set(state) != names:
-            raise ValueError(f"FeatureNet.load(): {path} tensors do not match the config "
-                             f"(missing {sorted(names - set(state))}, extra "
-                             f"{sorted(set(state) - names)})")
-        for n, s, o, z in net.tensors:
-            a = state[n]
-            if tuple(a.shape) != s:
-                raise ValueError(f"FeatureNet.load(): {n} has shape {a.shape}, expected {s}")
-            net.params[o:o + z] = a.astype(np.float32).ravel()
-        if not np.isfinite(net.params).all():
-            raise ValueError(f"FeatureNet.load(): {path} holds NaN/Inf weights")
+        with SafetensorsFile(path, F, what="weights file") as st:
+            meta = st.metadata
+            if meta.get("format") != "ddpm-feature-net" or "config" not in meta:
+                raise ValueError(f"{F}(): {path} is not a ddpm FeatureNet file")
+            config = loads_json(meta["config"], F, f"the config in {path}", ValueError)
+            net = cls.__new__(cls)
+            try:
+                net._layout(config)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{F}(): {path} holds a bad config: {exc}") from None
+            names = {n for n, *_ in net.tensors}
+            if set(st.tensors) != names:
+                raise ValueError(f"{F}(): {path} tensors do not match the config "
+                                 f"(missing {sorted(names - set(st.tensors))[:5]}, extra "
+                                 f"{sorted(set(st.tensors) - names)[:5]})")
+            for n, s, o, z in net.tensors:
+                st.check_float(n, s)
+            net.params = np.empty(net.num_parameters, np.float32)
+            for n, s, o, z in net.tensors:
+                st.read(n, out=net.params[o:o + z])
         net.metadata = {k: v for k, v in meta.items() if k not in ("format", "config")}
         return net
 
@@ -308,11 +349,29 @@ def _default_net() -> FeatureNet:
 
 @functools.lru_cache(maxsize=1)
 def _test_statistics():
-    from safetensors import safe_open
-    if not TEST_FEATURES_PATH.is_file():
-        raise FileNotFoundError(f"fid(): reference statistics missing at {TEST_FEATURES_PATH}")
-    with safe_open(str(TEST_FEATURES_PATH), framework="numpy") as f:
-        mu, sigma = f.get_tensor("mu"), f.get_tensor("sigma")
+    return load_statistics(TEST_FEATURES_PATH)
+
+
+def load_statistics(path):
+    """(mu (D,), sigma (D, D)), read-only float64, from a feature-statistics file
+    (safetensors with tensors ``mu`` and ``sigma``, as ``scripts/train_classifier.py``
+    writes the shipped reference).  OSError: missing, unreadable or not a regular
+    file; ValueError: other tensors, shapes, dtypes, NaN/Inf or a non-symmetric sigma.
+    """
+    F = "load_statistics"
+    with SafetensorsFile(path, F, what="feature statistics file") as st:
+        if set(st.tensors) != {"mu", "sigma"}:
+            raise ValueError(f"{F}(): {path} must hold exactly the tensors mu and sigma, got "
+                             f"{sorted(st.tensors)[:5]}")
+        mu_info = st.check_float("mu")
+        if len(mu_info.shape) != 1 or not 1 <= mu_info.shape[0] <= MAX_FEATURES:
+            raise ValueError(f"{F}(): mu in {path} must have shape (D,), 1 <= D <= "
+                             f"{MAX_FEATURES}, got {mu_info.shape}")
+        D = mu_info.shape[0]
+        st.check_float("sigma", (D, D))
+        mu = st.read("mu", dtype=np.float64)
+        sigma = st.read("sigma", dtype=np.float64)
+    mu, sigma = _check_stats(mu, sigma, F, f" in {path}")
     mu.setflags(write=False)
     sigma.setflags(write=False)
     return mu, sigma

@@ -24,7 +24,8 @@ import numpy as np
 from . import _core
 from ._checks import as_float32_batch, as_int
 from ._registry import _resolve_pretrained, _save_dtype
-from ._io import VERSION, atomic_write, read_json_object, write_text
+from ._io import VERSION, atomic_write, new_dirs, read_json_object, write_text
+from ._safetensors import SafetensorsFile, write_safetensors
 
 __all__ = ["UNet", "SMALL_CONFIG", "DIFFUSERS_DEFAULTS"]
 
@@ -85,11 +86,19 @@ def _diffusers_order(name: str):
 _UP = {"UpBlock2D": 0, "AttnUpBlock2D": 1}
 
 
+def _as_bool(config, key, F):
+    """A config flag: True or False only (a JSON string "false" is not False)."""
+    v = config[key]
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{F}(): {key} must be true or false, got {v!r}")
+    return bool(v)
+
+
 def _normalise_config(config: dict) -> dict:
     """Validate a full config dict (every key present); returns a clean copy."""
     F = "UNet"
     cfg = {}
-    unknown = sorted(set(config) - set(DIFFUSERS_DEFAULTS) - set(EXTRA_KEYS))
+    unknown = sorted(map(str, set(config) - set(DIFFUSERS_DEFAULTS) - set(EXTRA_KEYS)))
     if unknown:
         raise ValueError(f"{F}(): unknown config key(s) {unknown}")
     for key, want in _FIXED.items():
@@ -131,11 +140,13 @@ def _normalise_config(config: dict) -> dict:
     cfg["block_out_channels"] = tuple(int(c) for c in boc)
     L = len(boc)
     for key, table in (("down_block_types", _DOWN), ("up_block_types", _UP)):
+        if not isinstance(config[key], (list, tuple)):
+            raise TypeError(f"{F}(): {key} must be a list of block names, got {config[key]!r}")
         types = tuple(config[key])
         if len(types) != L:
             raise ValueError(f"{F}(): {key} needs one entry per level ({L}), got {len(types)}")
         for t in types:
-            if t not in table:
+            if not isinstance(t, str) or t not in table:
                 raise ValueError(f"{F}(): {key} entry {t!r} is not supported "
                                  f"(supported: {sorted(table)})")
         cfg[key] = types
@@ -149,14 +160,18 @@ def _normalise_config(config: dict) -> dict:
         raise ValueError(f"{F}(): norm_eps must be a number in (0, 1), got {eps!r}")
     cfg["norm_eps"] = float(eps)
     hd = config["attention_head_dim"]
-    if hd is not None and (isinstance(hd, bool) or not isinstance(hd, numbers.Integral) or hd < 1):
-        raise ValueError(f"{F}(): attention_head_dim must be a positive int or None, got {hd!r}")
+    if hd is not None and (isinstance(hd, bool) or not isinstance(hd, numbers.Integral)
+                           or not 1 <= hd <= 4096):
+        raise ValueError(f"{F}(): attention_head_dim must be an int in 1..4096 or None, "
+                         f"got {hd!r}")
     cfg["attention_head_dim"] = None if hd is None else int(hd)
-    cfg["add_attention"] = bool(config["add_attention"])
+    cfg["add_attention"] = _as_bool(config, "add_attention", F)
     nts = config["num_train_timesteps"]
     if nts is not None:
-        if isinstance(nts, bool) or not isinstance(nts, numbers.Integral) or nts < 1:
-            raise ValueError(f"{F}(): num_train_timesteps must be a positive int or None")
+        if isinstance(nts, bool) or not isinstance(nts, numbers.Integral) or \
+                not 1 <= nts <= 2 ** 31 - 1:
+            raise ValueError(f"{F}(): num_train_timesteps must be an int in 1..2**31-1 or None, "
+                             f"got {nts!r}")
         nts = int(nts)
     cfg["num_train_timesteps"] = nts
     K = config["num_class_embeds"]
@@ -233,6 +248,12 @@ class UNet:
 
     # ------------------------------------------------------------ construction
     def _build(self, cfg):
+        self._layout(cfg)
+        self._allocate()
+
+    def _layout(self, cfg):
+        """The C network and its table of named tensors; no parameter memory yet
+        (a loader checks the weights file's header against ``_tensors`` first)."""
         self.config = cfg
         down = tuple(_DOWN[t] for t in cfg["down_block_types"])
         up = tuple(_UP[t] for t in cfg["up_block_types"])
@@ -248,9 +269,12 @@ class UNet:
         self._tensors = sorted(((name, tuple(shape), off, size)
                                 for name, shape, off, size in info["tensors"]),
                                key=lambda e: _diffusers_order(e[0]))
+
+    def _allocate(self):
         self.params = np.zeros(self.num_parameters, dtype=np.float32)
         self.grads = np.zeros(self.num_parameters, dtype=np.float32)
         self._generation = None       # the number of this object's last forward
+        self._replay = None           # a chunked forward's inputs, for backward
 
     def reset_parameters(self, seed: int = 0) -> None:
         """Re-initialise every parameter as PyTorch does by default."""
@@ -288,7 +312,15 @@ class UNet:
         return dict(self.named_parameters())
 
     def load_state_dict(self, state: dict, *, strict: bool = True) -> None:
-        """Copy tensors (NumPy arrays or anything np.asarray takes) into the model."""
+        """Copy tensors (NumPy arrays or anything np.asarray takes) into the model.
+
+        All or nothing: every tensor is checked (names, shapes, floats, finite) before
+        any is copied.  RuntimeError while another thread runs this model (a sampler
+        in progress keeps the weights it started with).
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict(): state must be a dict of arrays, got "
+                            f"{type(state).__name__}")
         names = {n for n, *_ in self._tensors}
         missing = sorted(names - set(state))
         extra = sorted(set(state) - names)
@@ -305,11 +337,12 @@ class UNet:
                                  f"expected {shape}")
             if arr.dtype.kind != "f":
                 raise TypeError(f"load_state_dict(): {name} has dtype {arr.dtype}, expected floats")
-            arr = arr.astype(np.float32)
+            with np.errstate(over="ignore"):    # float64 beyond float32: Inf, refused below
+                arr = arr.astype(np.float32)
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"load_state_dict(): {name} contains NaN or Inf")
             new[off:off + size] = arr.ravel()
-        self.params[:] = new
+        _core.unet_set_params(self._handle, self.params, new)
 
     def zero_grad(self) -> None:
         """Set every gradient to 0 (backward only ever adds)."""
@@ -428,6 +461,10 @@ class UNet:
         Returns
         -------
         ndarray float32 (N, out_channels, S, S)
+
+        More than ``ddpm._core.UNET_CHUNK`` (64) images run as chunks of that many,
+        one after another, with Ctrl-C honoured between them; each image's result
+        is what a call on its chunk alone gives (the same at any thread count).
         """
         F = "UNet.forward"
         x = self._check_images(x, "x", self.config["in_channels"], F)
@@ -439,7 +476,19 @@ class UNet:
             raise ValueError(f"{F}(): this model is class-conditional: pass class_labels "
                              f"(one per image; {self.num_class_embeds - 1} is the null label)")
         out = np.empty((x.shape[0], self.config["out_channels"]) + x.shape[2:], np.float32)
-        self._generation = _core.unet_forward(self._handle, self.params, x, tt, out, labels)
+        B, C = x.shape[0], _core.UNET_CHUNK
+        if B <= C:
+            self._replay = None
+            self._generation = _core.unet_forward(self._handle, self.params, x, tt, out, labels)
+            return out
+        # a large batch runs in chunks of UNET_CHUNK images (a fixed size, so the numbers do
+        # not depend on the thread count), and Ctrl-C is honoured between chunks; backward
+        # recomputes each chunk's forward from these inputs
+        for i in range(0, B, C):
+            lab = None if labels is None else labels[i:i + C]
+            self._generation = _core.unet_forward(self._handle, self.params, x[i:i + C],
+                                                  tt[i:i + C], out[i:i + C], lab)
+        self._replay = (x.copy(), tt, labels)
         return out
 
     __call__ = forward
@@ -455,9 +504,24 @@ class UNet:
             raise RuntimeError(f"{F}(): call forward first")
         g = self._check_images(grad_out, "grad_out", self.config["out_channels"], F)
         dx = np.empty((g.shape[0], self.config["in_channels"]) + g.shape[2:], np.float32)
-        # the engine checks that its workspace still holds this object's last forward
-        # (not a sampler's, another copy's or a later one) on the same batch
-        _core.unet_backward(self._handle, self.params, self.grads, g, dx, self._generation)
+        if self._replay is None:
+            # the engine checks that its workspace still holds this object's last forward
+            # (not a sampler's, another copy's or a later one) on the same batch
+            _core.unet_backward(self._handle, self.params, self.grads, g, dx, self._generation)
+            return dx
+        x, tt, labels = self._replay
+        if g.shape[0] != x.shape[0]:
+            raise ValueError(f"{F}(): grad_out holds {g.shape[0]} images but the forward had "
+                             f"{x.shape[0]}")
+        C = _core.UNET_CHUNK
+        scratch = np.empty((C, self.config["out_channels"]) + x.shape[2:], np.float32)
+        for i in range(0, x.shape[0], C):
+            n = min(C, x.shape[0] - i)
+            lab = None if labels is None else labels[i:i + C]
+            gen = _core.unet_forward(self._handle, self.params, x[i:i + C], tt[i:i + C],
+                                     scratch[:n], lab)
+            _core.unet_backward(self._handle, self.params, self.grads, g[i:i + C], dx[i:i + C],
+                                gen)
         return dx
 
     def profile(self, enable: bool = True) -> dict:
@@ -470,14 +534,13 @@ class UNet:
         (diffusers' layout; each file replaced atomically).  Returns path.
 
         ``dtype="float16"`` halves the file (the shipped model is stored so);
-        :meth:`load` reads either back as float32.
+        :meth:`load` reads either back as float32.  Weights holding NaN or Inf are
+        refused (ValueError), as :meth:`load` would refuse them; if writing fails
+        (a full disk: OSError) a folder this call created is removed again.
         """
-        from safetensors.numpy import save_file
-
         if dtype not in ("float32", "float16"):
             raise ValueError(f"UNet.save(): dtype must be 'float32' or 'float16', got {dtype!r}")
         path = os.fspath(path)
-        os.makedirs(path, exist_ok=True)
         cfg = {"_class_name": "UNet2DModel", "_ddpm_version": VERSION}
         for k in sorted(DIFFUSERS_DEFAULTS) + sorted(EXTRA_KEYS):
             v = self.config[k]
@@ -487,48 +550,86 @@ class UNet:
         with np.errstate(over="ignore"):       # overflow is checked (and refused) just below
             tensors = {name: np.ascontiguousarray(arr, dtype=dtype)
                        for name, arr in self.named_parameters()}
-        if dtype == "float16":
-            for name, arr in tensors.items():
-                if not np.isfinite(arr).all():
-                    raise ValueError(f"UNet.save(): {name} overflows float16; save as float32")
-        atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
-        atomic_write(os.path.join(path, CONFIG_NAME),
-                      lambda tmp: write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))
+        for name, arr in tensors.items():
+            if not np.isfinite(arr).all():
+                why = ("overflows float16; save as float32" if np.isfinite(self.params).all()
+                       else "holds NaN or Inf")
+                raise ValueError(f"UNet.save(): {name} {why}")
+        with new_dirs(path):
+            atomic_write(os.path.join(path, WEIGHTS_NAME),
+                         lambda tmp: write_safetensors(tmp, tensors))
+            atomic_write(os.path.join(path, CONFIG_NAME),
+                         lambda tmp: write_text(tmp, json.dumps(cfg, indent=2, sort_keys=True)))
         return path
 
     @classmethod
     def from_config(cls, config: dict, *, seed: int = 0) -> "UNet":
         """A freshly initialised UNet from a diffusers-style config dict
         (missing keys take diffusers' defaults; ``_``-prefixed keys are ignored)."""
+        self = cls._unallocated(config)
+        self._allocate()
+        self.reset_parameters(seed)
+        return self
+
+    @classmethod
+    def _unallocated(cls, config: dict) -> "UNet":
+        """A UNet whose config is checked and whose C network is laid out, but whose
+        parameters are not allocated yet (``_allocate``)."""
+        if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+            raise TypeError("UNet.from_config(): config must be a dict with string keys")
         full = dict(DIFFUSERS_DEFAULTS)
         full.update(EXTRA_KEYS)
         full.update({k: v for k, v in config.items() if not k.startswith("_")})
         self = cls.__new__(cls)
-        self._build(_normalise_config(full))
-        self.reset_parameters(seed)
+        self._layout(_normalise_config(full))
         return self
+
+    def _check_header(self, st: SafetensorsFile, func: str) -> None:
+        """ValueError unless the weights file ``st`` holds exactly this network's tensors
+        (names, shapes, float dtypes): checked before the parameters are allocated, so a
+        config cannot make a small file build a large network."""
+        want = {name: shape for name, shape, *_ in self._tensors}
+        missing = sorted(set(want) - set(st.tensors))
+        extra = sorted(set(st.tensors) - set(want))
+        if missing or extra:
+            raise ValueError(
+                f"{func}(): {st.path} does not hold the tensors its config describes: missing "
+                f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+                f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
+        for name, shape in want.items():
+            st.check_float(name, shape)
 
     @classmethod
     def load(cls, path) -> "UNet":
         """Read a model written by :meth:`save` or by diffusers' ``save_pretrained``.
 
+        The weights file's header (tensor names, shapes, dtypes) is checked against
+        the config before any parameter memory is allocated.
+
         Raises
         ------
         OSError
-            Missing, truncated or unreadable files.
+            Missing, truncated, unreadable or non-regular files (a FIFO, a device).
         ValueError
-            A config we do not support, tensors missing, of the wrong shape,
-            or holding NaN/Inf.
+            A config we do not support, tensors missing, of the wrong shape or
+            dtype, or holding NaN/Inf.
+        TypeError
+            A config value of the wrong type.
         """
+        F = "UNet.load"
         path = os.fspath(path)
         cfg_path = os.path.join(path, CONFIG_NAME)
         w_path = os.path.join(path, WEIGHTS_NAME)
-        config = read_json_object(cfg_path, "UNet.load")
+        config = read_json_object(cfg_path, F)
         cls_name = config.get("_class_name", "UNet2DModel")
         if cls_name != "UNet2DModel":
-            raise ValueError(f"UNet.load(): {cfg_path} describes a {cls_name}, not a UNet2DModel")
-        model = cls.from_config(config)
-        model.load_state_dict(_read_safetensors(w_path))
+            raise ValueError(f"{F}(): {cfg_path} describes a {cls_name!r}, not a UNet2DModel")
+        model = cls._unallocated(config)
+        with SafetensorsFile(w_path, F, what="weights file") as st:
+            model._check_header(st, F)
+            model._allocate()
+            for name, shape, off, size in model._tensors:
+                st.read(name, out=model.params[off:off + size])
         return model
 
     @classmethod
@@ -609,25 +710,3 @@ class UNet:
                 f"layers_per_block={c['layers_per_block']}, "
                 f"down_block_types={c['down_block_types']}, "
                 f"up_block_types={c['up_block_types']}) with {self.num_parameters:,} parameters")
-
-
-def _read_safetensors(path) -> dict:
-    """{name: float32 array}; clear OSError/ValueError for bad files."""
-    try:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("reading weights needs the safetensors package") from exc
-    if not os.path.isfile(path):
-        raise OSError(f"UNet.load(): no weights file {path}")
-    try:
-        tensors = load_file(path)
-    except (SafetensorError, ValueError, OSError, TypeError) as exc:
-        raise OSError(f"UNet.load(): {path} is not a readable safetensors file "
-                      f"(truncated or corrupt?): {exc}") from exc
-    out = {}
-    for name, arr in tensors.items():
-        if arr.dtype.kind != "f":
-            raise ValueError(f"UNet.load(): tensor {name} in {path} has dtype {arr.dtype}")
-        out[name] = arr.astype(np.float32)
-    return out

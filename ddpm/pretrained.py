@@ -9,9 +9,9 @@ on what machine, so anyone can reproduce it.
 """
 from __future__ import annotations
 
-import json
 import os
 
+from ._io import read_json_object
 from ._registry import _MODELS, pretrained_models, pretrained_path
 from .diffusion import Diffusion
 from .model import UNet
@@ -35,8 +35,7 @@ def training_info(name: str = "fashion-mnist") -> dict:
     p = os.path.join(pretrained_path(name), "training.json")
     if not os.path.isfile(p):
         return {}
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_object(p, "training_info")
 
 
 def sample(n: int = 16, model=None, *, label=None, **kwargs):

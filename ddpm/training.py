@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import signal
 import threading
@@ -22,17 +23,16 @@ import time
 import numpy as np
 
 from . import _core
-from ._checks import as_float32_batch, as_int, as_seed
+from ._checks import as_float32_batch, as_int, as_seed, as_timesteps
 from .diffusion import OBJECTIVES, Diffusion
-from ._io import atomic_write
+from ._checkpoint import FORMAT as CHECKPOINT_FORMAT, N_BUCKETS, nonfinite_message, read_checkpoint
+from ._io import atomic_write, new_dirs
+from ._safetensors import write_safetensors
 from .model import UNet
-from .schedule import NoiseSchedule
 from .visuals import save_grid
 
 __all__ = ["Trainer", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = "ddpm-trainer-1"
-N_BUCKETS = 10
 
 
 def _progress_bar(total, enabled, desc):
@@ -137,7 +137,12 @@ class Trainer:
         self.ema_decay = None if ema_decay is None else self._unit(ema_decay, "ema_decay")
         self.grad_clip = None if grad_clip is None else self._pos_float(grad_clip, "grad_clip")
         self.weight_decay = self._pos_float(weight_decay, "weight_decay", allow_zero=True)
+        if not isinstance(decoupled_weight_decay, (bool, np.bool_)):
+            raise TypeError(f"{F}(): decoupled_weight_decay must be True or False, got "
+                            f"{decoupled_weight_decay!r}")
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"{F}(): betas must be a pair of numbers, got {betas!r}")
         b1, b2 = betas
         self.betas = (self._unit(b1, "betas[0]", open_top=True), self._unit(b2, "betas[1]", open_top=True))
         self.eps = self._pos_float(eps, "eps")
@@ -186,21 +191,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
-    def _pos_float(x, name, allow_zero=False):
+    def _number(x, name):
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+            raise TypeError(f"Trainer(): {name} must be a number, got {x!r}")
         try:
-            v = float(x)
-        except (TypeError, ValueError):
-            raise TypeError(f"Trainer(): {name} must be a number, got {x!r}") from None
+            return float(x)
+        except OverflowError:
+            raise ValueError(f"Trainer(): {name} is out of range, got {x!r}") from None
+
+    @staticmethod
+    def _pos_float(x, name, allow_zero=False):
+        v = Trainer._number(x, name)
         if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
             raise ValueError(f"Trainer(): {name} must be {'>=' if allow_zero else '>'} 0 and finite, got {x!r}")
         return v
 
     @staticmethod
     def _unit(x, name, open_top=False):
-        try:
-            v = float(x)
-        except (TypeError, ValueError):
-            raise TypeError(f"Trainer(): {name} must be a number, got {x!r}") from None
+        v = Trainer._number(x, name)
         if not (0 <= v < 1 if open_top else 0 <= v <= 1):
             raise ValueError(f"Trainer(): {name} must be in [0, 1{')' if open_top else ']'}, got {x!r}")
         return v
@@ -292,16 +300,23 @@ class Trainer:
         if labels is not None:
             buf["labels"][...] = labels
             if given_drop:
-                d = np.asarray(drop, dtype=bool).reshape(-1)
-                if d.shape != (B,):
-                    raise ValueError(f"{F}(): drop must hold one bool per image ({B})")
+                d = np.asarray(drop)
+                if d.dtype != np.bool_ or d.shape != (B,):
+                    raise ValueError(f"{F}(): drop must hold one bool per image ({B}), got "
+                                     f"dtype {d.dtype} and shape {d.shape}")
                 buf["labels"][d] = K - 1
         given_t = t is not None
         given_eps = noise is not None
-        if given_t:
-            buf["t"][...] = np.asarray(t, dtype=np.int64).reshape(-1)
+        if given_t:     # lesson time, integers in 1..T (a float t is refused, not truncated)
+            buf["t"][...] = as_timesteps(t, B, self.diffusion.T, F)
         if given_eps:
-            buf["eps"][...] = np.asarray(noise, dtype=np.float32)
+            eps = as_float32_batch(noise, "noise", F)
+            if eps.shape != buf["eps"].shape:
+                raise ValueError(f"{F}(): noise must have x0's shape {buf['eps'].shape}, "
+                                 f"got {eps.shape}")
+            if not np.all(np.isfinite(eps)):
+                raise ValueError(f"{F}(): noise contains NaN or Inf")
+            buf["eps"][...] = eps
         model = self.diffusion.model
         s = self.diffusion.schedule
         try:
@@ -343,9 +358,12 @@ class Trainer:
         if (epochs is None) == (steps is None):
             raise ValueError("fit(): give exactly one of epochs= or steps=")
         if steps is None:
-            if not (isinstance(epochs, (int, float)) and epochs > 0):
-                raise ValueError(f"fit(): epochs must be > 0, got {epochs!r}")
-            steps = int(round(epochs * self.steps_per_epoch))
+            if isinstance(epochs, (bool, np.bool_)) or not isinstance(epochs, numbers.Real):
+                raise TypeError(f"fit(): epochs must be a number, got {type(epochs).__name__}")
+            epochs = float(epochs)
+            if not (math.isfinite(epochs) and epochs > 0):
+                raise ValueError(f"fit(): epochs must be > 0 and finite, got {epochs!r}")
+            steps = round(epochs * self.steps_per_epoch)
         steps = as_int(steps, "steps", "fit", lo=0)
         bar = _progress_bar(steps, self.progress, "training")
         B = min(self.batch_size, len(self.data))
@@ -412,10 +430,10 @@ class Trainer:
 
         It holds the model and EMA weights, Adam's moments, the step, the
         trainer's settings, the schedule, the objective and the history, so
-        :meth:`resume` continues exactly where this run is.
+        :meth:`resume` continues exactly where this run is.  A state holding NaN
+        or Inf is refused (ValueError, nothing written), as :meth:`resume` would
+        refuse the file; a failed write (OSError) leaves the previous file.
         """
-        from safetensors.numpy import save_file
-
         path = os.fspath(path)
         d = self.diffusion
         s = d.schedule
@@ -432,9 +450,12 @@ class Trainer:
         tensors = {"params": d.model.params, "adam_m": self.m, "adam_v": self.v}
         if self.ema is not None:
             tensors["ema"] = self.ema
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        for name, arr in tensors.items():
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"Trainer.save(): {nonfinite_message(name, path)}; nothing "
+                                 f"was written (Trainer.resume would refuse the file)")
+        with new_dirs(os.path.dirname(os.path.abspath(path))):
+            atomic_write(path, lambda tmp: write_safetensors(tmp, tensors, meta))
         return path
 
     @classmethod
@@ -443,16 +464,21 @@ class Trainer:
         (and ``labels``, for a class-conditional model: the same as the first run's).
 
         ``overrides`` may change settings that do not affect the stored state
-        (e.g. ``progress``, ``sample_every``, ``sample_dir``).
+        (e.g. ``progress``, ``sample_every``, ``sample_dir``).  The file's header
+        and metadata are checked before the model is allocated (OSError for an
+        unreadable file, ValueError for damaged contents).
         """
-        ck = _read_checkpoint(path, "Trainer.resume")
-        model, schedule, tensors, settings = ck["model"], ck["schedule"], ck["tensors"], ck["settings"]
         keep = {k: overrides.pop(k) for k in ("progress", "sample_every", "sample_dir", "sample_fn")
                 if k in overrides}
         if overrides:
             raise ValueError(f"Trainer.resume(): cannot override {sorted(overrides)}")
-        tr = cls(Diffusion(model, schedule, objective=ck["objective"]), data, labels=labels,
-                 **settings, **keep)
+        ck = read_checkpoint(path, "Trainer.resume", _settings_keys(cls), ("adam_m", "adam_v"))
+        tensors, settings = ck["tensors"], ck["settings"]
+        tr = cls(Diffusion(ck["model"], ck["schedule"], objective=ck["objective"]), data,
+                 labels=labels, **settings, **keep)
+        if tr.ema is not None and "ema" not in tensors:
+            raise ValueError(f"Trainer.resume(): {path} has no 'ema' tensor but its settings "
+                             f"say ema_decay={tr.ema_decay!r}")
         tr.m[:] = tensors["adam_m"]
         tr.v[:] = tensors["adam_v"]
         if tr.ema is not None:
@@ -467,6 +493,26 @@ class Trainer:
                 f"data={self.data.shape}, objective={self.diffusion.objective!r})")
 
 
+def _settings_keys(cls) -> dict:
+    """{name: default} of the keyword arguments of Trainer that a checkpoint's settings
+    may hold (the checkpoint reader checks each value's type against its default's)."""
+    import inspect
+    skip = {"self", "diffusion", "data", "labels", "progress", "sample_every", "sample_dir",
+            "sample_fn"}
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in skip}
+
+
+def _read_checkpoint(path, func):
+    """Every part of a checkpoint, checked as :meth:`Trainer.resume` checks it: ``model``
+    (raw params loaded), ``schedule``, ``objective``, ``settings``, ``step``,
+    ``ema_updates``, ``history`` and ``tensors`` (params, adam_m, adam_v and, if
+    stored, ema).  ddpm.export reads checkpoints through it."""
+    ck = read_checkpoint(path, func, _settings_keys(Trainer), ("adam_m", "adam_v"))
+    ck["tensors"]["params"] = ck["model"].params
+    return ck
+
+
 def checkpoint_diffusion(path, *, weights: str = "ema") -> Diffusion:
     """The :class:`Diffusion` held in a :meth:`Trainer.save` checkpoint, without its data.
 
@@ -474,55 +520,8 @@ def checkpoint_diffusion(path, *, weights: str = "ema") -> Diffusion:
     ``python -m ddpm train`` writes its EMA model this way; so does the script
     that exports the shipped model.
     """
+    F = "checkpoint_diffusion"
     if weights not in ("ema", "params"):
-        raise ValueError(f"checkpoint_diffusion(): weights must be 'ema' or 'params', got {weights!r}")
-    ck = _read_checkpoint(path, "checkpoint_diffusion")
-    if weights == "ema" and "ema" not in ck["tensors"]:
-        raise ValueError(f"checkpoint_diffusion(): {path} was trained without EMA")
-    ck["model"].params[:] = ck["tensors"][weights]
+        raise ValueError(f"{F}(): weights must be 'ema' or 'params', got {weights!r}")
+    ck = read_checkpoint(path, F, _settings_keys(Trainer), (), weights=weights)
     return Diffusion(ck["model"], ck["schedule"], objective=ck["objective"])
-
-
-def _read_checkpoint(path, func):
-    """Parse and check a checkpoint: model (raw params loaded), schedule, tensors, settings..."""
-    from safetensors import SafetensorError, safe_open
-
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise OSError(f"{func}(): no checkpoint file {path}")
-    try:
-        with safe_open(path, framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise OSError(f"{func}(): {path} is not a readable checkpoint: {exc}") from exc
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{func}(): {path} is not a {CHECKPOINT_FORMAT} checkpoint")
-    try:
-        cfg = json.loads(meta["model_config"])
-        sch = json.loads(meta["schedule"])
-        settings = json.loads(meta["settings"])
-        history = json.loads(meta["history"])
-        step = int(meta["step"])
-        ema_updates = int(meta["ema_updates"])
-        objective = meta["objective"]
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"{func}(): damaged metadata in {path}: {exc}") from exc
-    model = UNet.from_config(cfg)
-    if sch["kind"] == "custom":
-        schedule = NoiseSchedule.from_betas(sch["betas"], rescale_zero_terminal_snr=sch["rescale"])
-    else:
-        schedule = NoiseSchedule(sch["kind"], timesteps=len(sch["betas"]),
-                                 rescale_zero_terminal_snr=sch["rescale"], **sch["params"])
-    P = model.num_parameters
-    for name in ("params", "adam_m", "adam_v") + (("ema",) if settings["ema_decay"] is not None else ()):
-        arr = tensors.get(name)
-        if arr is None or arr.shape != (P,) or arr.dtype != np.float32:
-            raise ValueError(f"{func}(): tensor {name!r} missing or of the wrong shape in {path}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{func}(): tensor {name!r} holds NaN or Inf")
-    model.params[:] = tensors["params"]
-    settings["betas"] = tuple(settings["betas"])
-    return {"model": model, "schedule": schedule, "tensors": tensors, "settings": settings,
-            "step": step, "ema_updates": ema_updates, "history": history, "objective": objective}

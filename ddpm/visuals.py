@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, new_dirs
 
 __all__ = ["make_grid", "save_grid", "save_animation", "show", "to_uint8", "write_png",
            "to_pil", "to_numpy", "convert_output", "OUTPUT_TYPES"]
@@ -44,8 +44,15 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
     """Tile images (N, C, H, W) or (N, H, W) into one (rows*H, cols*W[, 3]) float array in [0, 1].
 
     value_range defaults to (0, 1) when every value lies in it, else (-1, 1).
+    Complex images are refused (TypeError), as are NaN and Inf (ValueError): a
+    picture of them would silently show something else.
     """
-    x = np.asarray(images, dtype=np.float64)
+    x = np.asarray(images)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"make_grid(): images must be real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("make_grid(): images contain NaN or Inf")
     if x.ndim == 2:
         x = x[None]
     if x.ndim == 3:
@@ -54,9 +61,20 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, value_range=Non
         raise ValueError(f"make_grid(): images must be (N, 1|3, H, W) or (N, H, W), got {x.shape}")
     if x.size == 0:
         raise ValueError(f"make_grid(): no images to draw (empty batch or image), shape {x.shape}")
+    for name, v in (("nrow", nrow), ("padding", padding)):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or
+                              not isinstance(v, numbers.Integral) or not 0 <= v <= 1 << 16):
+            raise ValueError(f"make_grid(): {name} must be an int in 0..65536, got {v!r}")
     if value_range is None:
         value_range = (0.0, 1.0) if (x.min() >= 0.0 and x.max() <= 1.0) else (-1.0, 1.0)
-    lo, hi = value_range
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"make_grid(): value_range must be two numbers (lo, hi), got "
+                        f"{value_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"make_grid(): value_range must be (lo, hi) with lo < hi, finite, got "
+                         f"{value_range!r}")
     x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     n, c, h, w = x.shape
     cols = nrow if nrow else int(np.ceil(np.sqrt(n)))
@@ -93,8 +111,8 @@ def write_png(path, pixels: np.ndarray) -> None:
         raise ValueError(f"write_png(): pixels must be (H, W) or (H, W, 3), got {a.shape}")
     img = _pil().fromarray(a)            # uint8 (H, W) -> "L", (H, W, 3) -> "RGB"
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", optimize=True))
+    with new_dirs(os.path.dirname(os.path.abspath(path))):   # a failed write leaves no folder
+        atomic_write(path, lambda tmp: img.save(tmp, format="PNG", optimize=True))
 
 
 def save_grid(images, path, nrow: int | None = None, padding: int = 2, value_range=None,
@@ -115,6 +133,9 @@ def save_grid(images, path, nrow: int | None = None, padding: int = 2, value_ran
     >>> ddpm.save_grid(np.zeros((4, 1, 28, 28)), "/tmp/grid.png")
     '/tmp/grid.png'
     """
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Integral) or \
+            not 1 <= scale <= 256:
+        raise ValueError(f"save_grid(): scale must be an int in 1..256, got {scale!r}")
     grid = make_grid(images, nrow=nrow, padding=padding, value_range=value_range)
     if scale > 1:
         grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
@@ -210,10 +231,10 @@ def save_animation(trajectory, path, *, nrow: int | None = None, scale: int = 3,
         palette = frames[-1].quantize(colors=255)
         frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     durations = [duration_ms] * (len(frames) - 1) + [hold_ms]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda tmp: frames[0].save(
-        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
-        loop=0, optimize=False))
+    with new_dirs(os.path.dirname(os.path.abspath(path))):
+        atomic_write(path, lambda tmp: frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
+            loop=0, optimize=False))
     return path
 
 

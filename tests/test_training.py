@@ -221,17 +221,17 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     tr.save(path)
     before = path.read_bytes()
     tr.fit(steps=2)
-    import safetensors.numpy as stn
+    import ddpm.training as training_module
 
-    real = stn.save_file
+    real = training_module.write_safetensors
 
-    def dies_halfway(tensors, filename, metadata=None):
-        real(tensors, filename, metadata=metadata)
+    def dies_halfway(filename, tensors, metadata=None):
+        real(filename, tensors, metadata)
         with open(filename, "r+b") as f:
             f.truncate(100)                          # a partial file ...
         raise KeyboardInterrupt                      # ... and the process is stopped
 
-    monkeypatch.setattr(stn, "save_file", dies_halfway)
+    monkeypatch.setattr(training_module, "write_safetensors", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         tr.save(path)
     assert path.read_bytes() == before

@@ -60,6 +60,11 @@
 
 #define MAX_TIMESTEPS 1000000       /* T of a schedule; sizes its (T+1,) tables */
 #define MAX_BATCH (1 << 20)         /* images per call */
+/* The U-Net runs at most this many images per call inside the loops (and
+ * UNet.forward does the same): a larger batch is cut into chunks of this size,
+ * fixed (never from the thread count, so results do not depend on it), with a
+ * Ctrl-C check between chunks; a batch up to this size is one call, as before. */
+#define UNET_CHUNK 64
 
 /* ------------------------------------------------------------------------ */
 /* arrays (args.c)                                                           */
@@ -157,6 +162,8 @@ NetHandle* handle_get(PyObject* cap, const HandleKind* kind, const char* F);
 /* the denoiser and the stop hook of the loops (py_sample.c, used by py_nll.c) */
 /* ------------------------------------------------------------------------ */
 
+struct LoopStop;
+
 /* The model argument of sample/nll: a U-Net handle with its flat float32
  * params, or a tuple (mean, std) (params None): the exact denoiser of
  * N(mean, std^2) data, a test hook. */
@@ -167,6 +174,7 @@ typedef struct {
     GaussianDenoiser gauss;     /* without h; alpha_bars, T, objective, D set by denoiser_bind */
     sample_denoise_fn fn;       /* set by denoiser_bind */
     void* ctx;
+    struct LoopStop* stop;      /* set by loop_begin: the U-Net checks Ctrl-C between chunks */
 } Denoiser;
 
 /* Parses model and params into d (params checked for its dtype and layout;
@@ -186,7 +194,7 @@ void denoiser_bind(Denoiser* d, const double* alpha_bars, int T, int objective, 
 /* The stop hook of sample_run/nll_run: runs between steps on the calling
  * thread with the GIL re-taken; a pending signal (Ctrl-C) or an exception
  * from the progress callable stops the loop and stays set for the binding. */
-typedef struct {
+typedef struct LoopStop {
     PyThreadState* tstate;
     PyObject* hook;             /* callable(step, nsteps), or NULL */
     int every;                  /* call it every `every` steps (and at the end) */
@@ -232,6 +240,7 @@ DECLARE_ENTRY(unet_info);
 DECLARE_ENTRY(unet_profile);
 DECLARE_ENTRY(unet_forward);
 DECLARE_ENTRY(unet_backward);
+DECLARE_ENTRY(unet_set_params);
 DECLARE_ENTRY(classifier_create);
 DECLARE_ENTRY(classifier_info);
 DECLARE_ENTRY(classifier_forward);

@@ -35,6 +35,7 @@ static PyMethodDef core_methods[] = {
     METHOD(unet_profile, METH_VARARGS),
     METHOD(unet_forward, METH_VARARGS),
     METHOD(unet_backward, METH_VARARGS),
+    METHOD(unet_set_params, METH_VARARGS),
     METHOD(classifier_create, METH_VARARGS),
     METHOD(classifier_info, METH_O),
     METHOD(classifier_forward, METH_VARARGS),
@@ -99,7 +100,9 @@ static int core_exec(PyObject* m) {
         PyTuple_SET_ITEM(tup, i, s);
     }
     if (PyModule_AddObject(m, "TABLE_NAMES", tup) < 0) { Py_DECREF(tup); return -1; }
-    if (PyModule_AddIntConstant(m, "MAX_TIMESTEPS", MAX_TIMESTEPS) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "MAX_TIMESTEPS", MAX_TIMESTEPS) < 0 ||
+        PyModule_AddIntConstant(m, "UNET_CHUNK", UNET_CHUNK) < 0)
+        return -1;
     if (add_u64(m, "STREAM_USER", DDPM_STREAM_USER) < 0 ||
         add_u64(m, "STREAM_NLL_EPS", DDPM_STREAM_NLL_EPS) < 0 ||
         add_u64(m, "STREAM_SAMPLE_LABELS", DDPM_STREAM_SAMPLE_LABELS) < 0)

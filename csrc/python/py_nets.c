@@ -5,7 +5,7 @@
  * the named tensors of its flat parameter vector), run forward and backward
  * on float32 image batches (B, C, S, S) with the GIL released; the U-Net also
  * reports its per-op profile.  Parameters and gradients are the caller's
- * flat float32 arrays.
+ * flat float32 arrays; unet_set_params replaces them unless a run is using them.
  */
 #include "python/binding.h"
 
@@ -242,6 +242,25 @@ PyObject* py_unet_backward(PyObject* self, PyObject* args) {
         return NULL;
     }
     if (st) return raise_status(st, F, "grad_out");
+    Py_RETURN_NONE;
+}
+
+BINDING_DOC(unet_set_params,
+"unet_set_params(handle, params, new)\n--\n\n"
+"params[:] = new (both float32 (P,)), refused (RuntimeError) while another thread runs\n"
+"this network (a sampler, a forward): its weights never change in the middle of a run.");
+PyObject* py_unet_set_params(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "load_state_dict";
+    PyObject *cap, *po, *no;
+    if (!PyArg_ParseTuple(args, "OOO", &cap, &po, &no)) return NULL;
+    NetHandle* h = handle_get(cap, &UNET_HANDLE, F);
+    if (!h) return NULL;
+    const size_t P = unet_num_parameters(h->net);
+    F32(params, po, "params", P, 1, 0);
+    F32(src, no, "new", P, 0, 0);
+    /* with the GIL held: no other thread can start a run on this handle meanwhile */
+    memmove(params, src, sizeof(float) * P);
     Py_RETURN_NONE;
 }
 

@@ -22,11 +22,28 @@
 /* the denoiser adapter and the stop hook (shared with py_nll.c)             */
 /* ------------------------------------------------------------------------ */
 
-/* The U-Net as sample.c's denoiser: ctx is the Denoiser. */
+/* The U-Net as sample.c's denoiser: ctx is the Denoiser.  N images (N, C, S, S) go
+ * through in chunks of UNET_CHUNK, with a Ctrl-C check between chunks (the GIL
+ * re-taken for it), so one step of a large batch can be interrupted too. */
 static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
                         const int64_t* labels, int N) {
     const Denoiser* d = ctx;
-    return unet_forward(d->h->net, d->params, x, t, labels, out, N);
+    const UNetConfig* c = unet_config(d->h->net);
+    const size_t din = (size_t)c->in_channels * c->sample_size * c->sample_size;
+    const size_t dout = (size_t)c->out_channels * c->sample_size * c->sample_size;
+    for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
+        const int n = N - b0 < UNET_CHUNK ? N - b0 : UNET_CHUNK;
+        if (b0 > 0 && d->stop) {
+            PyEval_RestoreThread(d->stop->tstate);
+            const int sig = PyErr_CheckSignals();
+            d->stop->tstate = PyEval_SaveThread();
+            if (sig < 0) return DDPM_ERR_INTERRUPTED;
+        }
+        int st = unet_forward(d->h->net, d->params, x + (size_t)b0 * din, t + b0,
+                              labels ? labels + b0 : NULL, out + (size_t)b0 * dout, n);
+        if (st) return st;
+    }
+    return DDPM_OK;
 }
 
 int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) {
@@ -117,12 +134,14 @@ int loop_should_stop(void* ctx, int step, int nsteps) {
 void loop_begin(Denoiser* d, LoopStop* stop, PyObject* hook, int every) {
     stop->hook = hook == Py_None ? NULL : hook;
     stop->every = every;
+    d->stop = stop;
     if (d->h) d->h->busy = 1;
     stop->tstate = PyEval_SaveThread();
 }
 
 void loop_end(Denoiser* d, LoopStop* stop) {
     PyEval_RestoreThread(stop->tstate);
+    d->stop = NULL;
     if (d->h) d->h->busy = 0;
 }
 
