@@ -1,4 +1,4 @@
-"""Execute every lesson notebook in notebooks/ (quick mode) and check how it is written and committed.
+"""Run every lesson notebook in notebooks/ (quick mode); check how they are written and committed.
 
 Each notebook computes, plots and asserts what its lesson claims, so running it is the test:
 any error or failed assert in a cell fails here.  The static tests check the shape the course
@@ -52,7 +52,8 @@ def test_committed_without_outputs(notebook):
              and (c.get("outputs") or c.get("execution_count") is not None)]
     assert not dirty, f"{notebook.name}: cells {dirty} have outputs or execution counts"
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert code and "DDPM_QUICK" in code[0], f"{notebook.name}: the first code cell must read DDPM_QUICK"
+    assert code and "DDPM_QUICK" in code[0], \
+        f"{notebook.name}: the first code cell must read DDPM_QUICK"
 
 
 def test_full_mode_time_is_stated_up_front(notebook):
