@@ -17,6 +17,7 @@ Results are appended to a JSON file as they come (a run can be resumed: recipes
 already in the file are skipped) and printed as a Markdown table.
 
     python scripts/recipe_search.py --budget 600 --n 1000 --out docs/recipes.json
+    python scripts/recipe_search.py --base-channels 16,32,64 --only baseline v+min-snr-5 ...
 
 Run it on idle cores: the budget is wall-clock time.
 """
@@ -47,6 +48,7 @@ RECIPES = {
     "ema-0.9995": dict(ema=0.9995),
     "flip": dict(flip=True),
     "net-16-32-64": dict(channels=(16, 32, 64)),
+    "net-32-64-128": dict(channels=(32, 64, 128)),
     "net-32-64-64": dict(channels=(32, 64, 64)),
     "no-attention": dict(attention=False),
     "p-uncond-0.2": dict(p_uncond=0.2),
@@ -107,7 +109,11 @@ def main():
     ap.add_argument("--only", nargs="*", default=None, help="recipe names (default: all)")
     ap.add_argument("--out", default="docs/recipes.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base-channels", default=None,
+                    help="the baseline's block_out_channels, comma separated (default 32,64,128)")
     a = ap.parse_args()
+    if a.base_channels:
+        BASE["channels"] = tuple(int(c) for c in a.base_channels.split(","))
     x, y = datasets.fashion_mnist("train")
     results = json.load(open(a.out)) if os.path.exists(a.out) else {}
     rng = np.random.default_rng(a.seed)
@@ -121,7 +127,7 @@ def main():
         r = dict(BASE, **RECIPES[name])
         load0 = os.getloadavg()[0]
         tr, steps, secs = train(r, x, y, a.budget, a.seed)
-        row = dict(recipe=name, changes=RECIPES[name], steps=steps, seconds=round(secs),
+        row = dict(recipe=name, changes=RECIPES[name], base=dict(BASE), steps=steps, seconds=round(secs),
                    img_s=round(steps * r["batch"] / secs, 1), epochs=round(tr.epoch, 2),
                    loss_last100=float(np.mean(tr.history["loss"][-100:])), floor=floor,
                    load_at_start=round(load0, 2))
