@@ -92,11 +92,20 @@ class Diffusion:
         return (c["in_channels"], c["sample_size"], c["sample_size"])
 
     # ----------------------------------------------------------- predictions
+    def _net(self, x_t, tt, class_labels):
+        """The network at lesson times tt.  For a class-conditional model,
+        ``class_labels=None`` is the null label (unconditional), as in ``sample``."""
+        K = self.model.num_class_embeds
+        if class_labels is None and K is not None:
+            class_labels = np.full(x_t.shape[0], K - 1, np.int64)
+        return self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+
     def model_output(self, x_t, t, class_labels=None) -> np.ndarray:
-        """The raw network output at lesson time t (1..T)."""
+        """The raw network output at lesson time t (1..T); for a class-conditional
+        model ``class_labels`` (None: the null label, unconditional)."""
         x_t = as_float32_batch(x_t, "x_t", "model_output")
         tt = as_timesteps(t, x_t.shape[0], self.T, "model_output")
-        return self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+        return self._net(x_t, tt, class_labels)
 
     def _coefs(self, tt):
         """float32 (a, b) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) per image, rounded
@@ -111,11 +120,12 @@ class Diffusion:
         The conversion is the engine's (the samplers use the same code), in
         float32: eps: x0 = (x_t - b eps)/a; x0: eps = (x_t - a x0)/b;
         v: x0 = a x_t - b v, eps = a v + b x_t (a = sqrt(alpha_bar_t),
-        b = sqrt(1 - alpha_bar_t)).
+        b = sqrt(1 - alpha_bar_t)).  A class-conditional model takes
+        ``class_labels`` (None: the null label, unconditional).
         """
         x_t = as_float32_batch(x_t, "x_t", "predict")
         tt = as_timesteps(t, x_t.shape[0], self.T, "predict")
-        out = self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+        out = self._net(x_t, tt, class_labels)
         a, b = self._coefs(tt)
         eps = np.empty_like(x_t)
         x0 = np.empty_like(x_t)
@@ -168,7 +178,7 @@ class Diffusion:
             noise = np.empty_like(x0)
             _core.train_draw_noise(noise, seed, 1)
         x_t, eps = self.schedule.q_sample(x0, tt, noise=noise)
-        out = self.model(x_t, self.schedule.model_timestep(tt), class_labels=class_labels)
+        out = self._net(x_t, tt, class_labels)
         diff = out.astype(np.float64) - self.target(x0, eps, tt)
         return float(np.mean(np.mean(diff.reshape(B, -1) ** 2, axis=1)))
 

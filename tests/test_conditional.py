@@ -375,3 +375,17 @@ def test_nll_of_a_conditional_model_takes_labels(net, rng):
     assert not np.array_equal(cond.per_image, null.per_image)
     with pytest.raises(ValueError, match="0..4"):
         d.nll(x, seed=0, labels=[0, 9])
+
+
+def test_diffusion_level_calls_default_to_the_null_label(net, rng):
+    # UNet.forward wants labels like diffusers; Diffusion's predictions, like sample() and
+    # nll(), read class_labels=None as the null label (unconditional)
+    d = ddpm.Diffusion(net)
+    x, t = images(rng), [10, 500, 990]
+    null = [net.num_class_embeds - 1] * 3
+    with pytest.raises(ValueError, match="class_labels"):
+        net(x, d.schedule.model_timestep(np.array(t)))
+    for f in (d.predict_eps, d.predict_x0, d.model_output):
+        assert np.array_equal(f(x, t), f(x, t, class_labels=null))
+        assert not np.array_equal(f(x, t), f(x, t, class_labels=[0, 1, 2]))
+    assert d.loss(x, seed=3) == d.loss(x, seed=3, class_labels=null)
