@@ -16,7 +16,13 @@ _WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # name -> (folder under ddpm/weights, one-line description)
 _MODELS = {
     "fashion-mnist": ("fashion-mnist",
-                      "28x28 grayscale Fashion-MNIST, eps-prediction, linear schedule, T=1000"),
+                      "28x28 grayscale Fashion-MNIST, class-conditional (10 classes and the "
+                      "null label, classifier-free guidance), v-prediction, linear schedule, "
+                      "T=1000, 3.9M parameters: ddpm.sample()'s model"),
+    "fashion-mnist-eps": ("fashion-mnist-eps",
+                          "28x28 grayscale Fashion-MNIST, unconditional, eps-prediction (the "
+                          "course's setting), linear schedule, T=1000, 1.0M parameters: the "
+                          "lesson notebooks' model"),
 }
 
 

@@ -119,7 +119,7 @@ def lesson_2(entries):
 
 def lesson_3(entries):
     import ddpm
-    d = ddpm.load_pretrained("fashion-mnist")
+    d = ddpm.load_pretrained("fashion-mnist-eps")
     x0, what = _image()
     ts = [50, 200, 400, 600, 800, 950]
     xt, x0_hat = [], []
@@ -136,7 +136,7 @@ def lesson_3(entries):
 
 def lesson_4(entries):
     import ddpm
-    d = ddpm.load_pretrained("fashion-mnist")
+    d = ddpm.load_pretrained("fashion-mnist-eps")
     lesson = [1000, 900, 800, 600, 400, 200, 100, 50, 0]
     _, traj = d.sample(4, seed=2, return_trajectory=lesson, progress=False)
     frames = np.concatenate([traj.x_t[:, k] for k in range(2)] +
@@ -152,7 +152,7 @@ def lesson_4(entries):
 
 def lesson_5(entries):
     import ddpm
-    d = ddpm.load_pretrained("fashion-mnist")
+    d = ddpm.load_pretrained("fashion-mnist-eps")
     runs = [("DDPM, 1000 steps", dict(sampler="ddpm")),
             ("DDIM, 50 steps", dict(sampler="ddim", steps=50)),
             ("DPM-Solver++, 20 steps", dict(sampler="dpm++", steps=20, clip_x0=True))]

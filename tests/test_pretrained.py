@@ -8,6 +8,8 @@ import pytest
 import ddpm
 from ddpm import pretrained
 
+SHIPPED_OBJECTIVE = "v"        # what the shipped model was trained to predict (training.json)
+
 
 def test_shipped_model_loads_offline_and_is_small():
     path = pretrained.pretrained_path("fashion-mnist")
@@ -17,13 +19,28 @@ def test_shipped_model_loads_offline_and_is_small():
     assert isinstance(d, ddpm.Diffusion)
     c = d.model.config
     assert (c["sample_size"], c["in_channels"], c["out_channels"]) == (28, 1, 1)
-    assert d.schedule.T == 1000 and d.objective == "eps"
+    assert d.schedule.T == 1000 and d.objective == SHIPPED_OBJECTIVE
+    # class-conditional: the ten Fashion-MNIST classes and the null label
+    from ddpm import datasets
+    assert c["num_class_embeds"] == 11
+    assert list(c["class_names"]) == list(datasets.FASHION_MNIST_CLASSES)
     # stored as float16: every weight is exactly representable in float16
     p = d.model.params
     assert np.array_equal(p, p.astype(np.float16).astype(np.float32))
     # a fresh copy each call: training one does not change the next
     d.model.params[:] = 0
     assert np.abs(ddpm.load_pretrained().model.params).max() > 0
+
+
+def test_the_lessons_model_ships_too():
+    """The notebooks use the course's setting: an unconditional eps-prediction model."""
+    d = ddpm.load_pretrained("fashion-mnist-eps")
+    assert d.objective == "eps" and d.model.num_class_embeds is None
+    assert tuple(d.model.config["block_out_channels"]) == (16, 32, 64)
+    assert "fashion-mnist-eps" in ddpm.pretrained_models()
+    assert pretrained.training_info("fashion-mnist-eps")["steps"] > 0
+    x = d.sample(2, steps=5, sampler="ddim", seed=0, progress=False)
+    assert x.shape == (2, 1, 28, 28) and np.isfinite(x).all()
 
 
 def test_training_record_ships_beside_the_weights():
@@ -37,8 +54,10 @@ def test_top_level_sample_uses_the_shipped_model():
     a = ddpm.sample(4, seed=3, progress=False)
     assert a.shape == (4, 1, 28, 28) and a.dtype == np.float32
     assert a.min() >= 0 and a.max() <= 1
-    # same as asking the shipped Diffusion for 20 clipped DPM-Solver++ steps explicitly
+    # same as asking the shipped Diffusion for 20 clipped DPM-Solver++ steps explicitly,
+    # with random classes and the documented guidance scale
     b = ddpm.load_pretrained().sample(4, sampler="dpm++", steps=20, clip_x0=True, seed=3,
+                                      labels="random", guidance_scale=pretrained.GUIDANCE_SCALE,
                                       progress=False)
     assert np.array_equal(a, b)
     c = ddpm.sample(4, model="fashion-mnist", seed=3, progress=False)
@@ -71,6 +90,23 @@ def test_shipped_model_makes_recognisable_clothes():
     assert confidence(x) > 0.8 * confidence(real), (confidence(x), confidence(real))
     # and they are not all one class
     assert (metrics.class_histogram(x) > 0).sum() >= 7
+
+
+def test_ask_the_shipped_model_for_a_class():
+    """ddpm.sample(label=...) draws that class (judged by the shipped classifier, which
+    is a separate network trained on real images); guidance_scale=0 or labels=None is
+    unconditional and spreads over the classes."""
+    from ddpm import metrics
+    net = metrics.FeatureNet.load()
+    for name, k in (("sneaker", 7), ("trouser", 1), ("bag", 8)):
+        x = ddpm.sample(16, label=name, seed=5, progress=False, value_range=(-1, 1))
+        assert np.mean(net.predict(x) == k) >= 0.75, (name, net.predict(x))
+    a = ddpm.sample(64, guidance_scale=0, seed=6, progress=False, value_range=(-1, 1))
+    b = ddpm.sample(64, labels=None, seed=6, progress=False, value_range=(-1, 1))
+    assert np.array_equal(a, b)
+    assert (metrics.class_histogram(a) > 0).sum() >= 7
+    with pytest.raises(ValueError, match="spaceship"):
+        ddpm.sample(2, label="spaceship", progress=False)
 
 
 def test_bad_names():
@@ -115,9 +151,11 @@ def test_diffusers_reads_the_shipped_folder():
     d = ddpm.load_pretrained()
     x = ddpm.randn((3, 1, 28, 28), seed=1)
     t = d.schedule.model_timestep(np.array([10, 500, 990]))     # the network's 0-based time
-    ours = d.model(x, t)
+    y = np.array([7, 0, 10])                                    # sneaker, T-shirt, null
+    ours = d.model(x, t, class_labels=y)
     with torch.no_grad():
-        ref = pipe.unet.float()(torch.from_numpy(x), torch.from_numpy(t)).sample
+        ref = pipe.unet.float()(torch.from_numpy(x), torch.from_numpy(t),
+                                class_labels=torch.from_numpy(y)).sample
     assert np.abs(ours - ref.numpy()).max() <= 1e-4
     with open(os.path.join(path, "scheduler", "scheduler_config.json")) as f:
         assert json.load(f)["num_train_timesteps"] == 1000
