@@ -206,7 +206,22 @@ def _pixelated_style(w):
 # ------------------------------------------------------------------- frame players
 class _FramePlayer(_LessonWidget):
     """A widget that plays frames 0..slider.max: ``self.slider`` (IntSlider) and
-    ``self.player`` (Play, linked to it) are built by the subclass."""
+    ``self.player`` (Play, linked to it) come from :meth:`_build_controls`."""
+
+    def _build_controls(self, w, last: int, interval_ms: int, readout: bool = True) -> list:
+        """Make ``self.player`` and ``self.slider`` over frames 0..last, linked, and
+        return the "< step", "step >" and "reset" buttons wired to back/step/reset."""
+        self.player = w.Play(value=0, min=0, max=last, step=1, interval=interval_ms,
+                             description="play")
+        self.slider = w.IntSlider(value=0, min=0, max=last, description="frame",
+                                  readout=readout, layout=w.Layout(width="100%", max_width="520px"))
+        w.link((self.player, "value"), (self.slider, "value"))
+        buttons = []
+        for label, action in (("< step", self.back), ("step >", self.step), ("reset", self.reset)):
+            b = w.Button(description=label, layout=w.Layout(width="80px"))
+            b.on_click(lambda _, action=action: action())
+            buttons.append(b)
+        return buttons
 
     @property
     def frame(self) -> int:

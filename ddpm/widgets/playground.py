@@ -84,17 +84,7 @@ class Playground(_FramePlayer):
 
         self.dropdown = w.Dropdown(options=list(self.PATTERNS), value=pattern,
                                    description="pattern")
-        self.player = w.Play(value=0, min=0, max=2 * self.T, step=1, interval=interval_ms,
-                             description="play")
-        self.slider = w.IntSlider(value=0, min=0, max=2 * self.T, description="frame",
-                                  layout=w.Layout(width="100%", max_width="520px"))
-        w.link((self.player, "value"), (self.slider, "value"))
-        b_back = w.Button(description="< step", layout=w.Layout(width="80px"))
-        b_step = w.Button(description="step >", layout=w.Layout(width="80px"))
-        b_reset = w.Button(description="reset", layout=w.Layout(width="80px"))
-        b_back.on_click(lambda _: self.back())
-        b_step.on_click(lambda _: self.step())
-        b_reset.on_click(lambda _: self.reset())
+        buttons = self._build_controls(w, 2 * self.T, interval_ms)
         self._status = w.HTML()
         reverse_kind = ("<b>oracle reverse</b>: uses the true x_0 in q(x_{t-1} | x_t, x_0); "
                         "a trained model replaces it later" if self.oracle else
@@ -121,7 +111,7 @@ class Playground(_FramePlayer):
         self.widget = w.VBox([_pixelated_style(w),
             w.HTML(f"<b>Diffusion playground</b>: {self.T} forward steps then {self.T} reverse "
                    f"steps; {reverse_kind}."),
-            w.HBox([self.dropdown, self.player, b_back, b_step, b_reset]), self.slider,
+            w.HBox([self.dropdown, self.player, *buttons]), self.slider,
             self._view, self._status])
         self._update()
 

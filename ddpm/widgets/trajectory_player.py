@@ -125,17 +125,7 @@ class TrajectoryPlayer(_FramePlayer):
         self._index = {t: i for i, t in enumerate(self.ts)}
 
         M = len(self.ts)
-        self.player = w.Play(value=0, min=0, max=M - 1, step=1, interval=interval_ms,
-                             description="play")
-        self.slider = w.IntSlider(value=0, min=0, max=M - 1, description="frame",
-                                  readout=False, layout=w.Layout(width="100%", max_width="520px"))
-        w.link((self.player, "value"), (self.slider, "value"))
-        b_back = w.Button(description="< step", layout=w.Layout(width="80px"))
-        b_step = w.Button(description="step >", layout=w.Layout(width="80px"))
-        b_reset = w.Button(description="reset", layout=w.Layout(width="80px"))
-        b_back.on_click(lambda _: self.back())
-        b_step.on_click(lambda _: self.step())
-        b_reset.on_click(lambda _: self.reset())
+        buttons = self._build_controls(w, M - 1, interval_ms, readout=False)
         self._readout = w.HTML()
         self._regime = w.HTML()
 
@@ -164,7 +154,7 @@ class TrajectoryPlayer(_FramePlayer):
         self.widget = w.VBox([_pixelated_style(w),
             w.HTML(f"<b>A real reverse run</b>: {sampler}, {steps} denoiser calls, {n} image(s), "
                    f"seed {seed}, {self.schedule.kind} schedule (T = {T}); {M} frames captured."),
-            w.HBox([self.player, b_back, b_step, b_reset]), self.slider, self._readout,
+            w.HBox([self.player, *buttons]), self.slider, self._readout,
             self._view, self._regime])
         self._update()
 
