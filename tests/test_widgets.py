@@ -260,6 +260,33 @@ def test_playground_controls():
         p.goto(81)
 
 
+def _buttons(widget):
+    """The widget's Button children by label, found by walking its box tree."""
+    out, todo = {}, [widget.widget]
+    while todo:
+        node = todo.pop()
+        if type(node).__name__ == "Button":
+            out[node.description] = node
+        todo.extend(getattr(node, "children", ()))
+    return out
+
+
+def test_frame_player_buttons_step_back_and_reset(pretrained):
+    for p in (widgets.Playground(),
+              widgets.TrajectoryPlayer(pretrained, sampler="ddim", steps=10, seed=1,
+                                       progress=False)):
+        b = _buttons(p)
+        assert set(b) >= {"< step", "step >", "reset"}
+        for _ in range(3):
+            b["step >"].click()
+        assert p.frame == 3
+        b["< step"].click()
+        assert p.frame == 2
+        p.play()
+        b["reset"].click()
+        assert p.frame == 0 and p.player.playing is False
+
+
 def test_playground_seeded_and_denoiser_hook():
     a, b, c = widgets.Playground(seed=0), widgets.Playground(seed=0), widgets.Playground(seed=1)
     np.testing.assert_array_equal(a.frames, b.frames)
