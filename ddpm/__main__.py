@@ -116,9 +116,21 @@ def _trainer(args, x, y, names, widths, ck):
 
     import ddpm
 
+    total = args.steps
+    if total is None:
+        total = int(round(args.epochs * max(1, len(x) // min(args.batch_size, len(x)))))
     if args.resume and os.path.exists(ck):
         trainer = ddpm.Trainer.resume(ck, x, labels=y, progress=not args.no_progress)
         print(f"resumed from {ck} at step {trainer.step}")
+        ends = trainer.total_steps
+        if trainer.lr_schedule == "cosine" and trainer.step + total > ends:
+            # past the end of the cosine the rate is 0: a new cycle, so the steps learn
+            trainer.extend(total, lr=args.lr)
+            print(f"the cosine schedule ended at step {ends}: a new cycle (warm restart) of "
+                  f"{total} steps, peak lr {trainer.lr:g}, warm-up {trainer.warmup_steps}")
+        elif args.lr is not None and args.lr != trainer.lr:
+            print(f"note: --lr is ignored on --resume within the run's schedule "
+                  f"(lr {trainer.lr:g}, ends at step {ends})", file=sys.stderr)
         return trainer
     L = len(widths)
     attn = not args.no_attention
@@ -134,11 +146,8 @@ def _trainer(args, x, y, names, widths, ck):
                       norm_num_groups=args.groups, num_train_timesteps=args.timesteps, **cond)
     d = ddpm.Diffusion(model, ddpm.NoiseSchedule(args.schedule, timesteps=args.timesteps),
                        objective=args.objective)
-    total = args.steps
-    if total is None:
-        total = int(round(args.epochs * max(1, len(x) // min(args.batch_size, len(x)))))
     return ddpm.Trainer(d, x, labels=y, p_uncond=args.p_uncond, batch_size=args.batch_size,
-                        lr=args.lr, seed=args.seed, ema_decay=args.ema_decay,
+                        lr=2e-4 if args.lr is None else args.lr, seed=args.seed, ema_decay=args.ema_decay,
                         warmup_steps=args.warmup, lr_schedule=args.lr_schedule,
                         total_steps=total if args.lr_schedule == "cosine" else None,
                         min_snr_gamma=args.min_snr_gamma, flip=args.flip,
@@ -401,7 +410,9 @@ def main(argv=None) -> int:
     g.add_argument("--epochs", type=float, default=1.0)
     g.add_argument("--steps", type=int, default=None)
     tr.add_argument("--batch-size", type=int, default=128)
-    tr.add_argument("--lr", type=float, default=2e-4)
+    tr.add_argument("--lr", type=float, default=None,
+                    help="peak learning rate (default 2e-4; with --resume past the end of a "
+                         "cosine schedule: the new cycle's peak, default the run's)")
     tr.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     tr.add_argument("--ema-decay", type=float, default=0.999)
     tr.add_argument("--schedule", default="linear", choices=["linear", "cosine", "scaled_linear", "sigmoid"])

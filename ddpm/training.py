@@ -76,7 +76,11 @@ class Trainer:
         After warm-up: constant, or cosine decay to 0 at ``total_steps``
         (diffusers' ``get_scheduler("cosine")``).
     total_steps : int, optional
-        The length of the run, needed by the cosine schedule.
+        The length of the run, needed by the cosine schedule (the step at
+        which the learning rate reaches 0).
+    schedule_start : int
+        The step at which the current learning-rate cycle (warm-up, then the
+        cosine) began: 0 for a run's first cycle; :meth:`extend` sets it.
     labels : array of int (N,), optional
         The class of each image, for a class-conditional model (``UNet(...,
         num_class_embeds=K)``: classes 0..K-2, K-1 is the reserved null label).
@@ -116,7 +120,7 @@ class Trainer:
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = True,
                  betas=(0.9, 0.999), eps: float = 1e-8, warmup_steps: int = 0,
                  lr_schedule: str = "constant", total_steps: int | None = None,
-                 labels=None, p_uncond: float = 0.1, flip: bool = False,
+                 schedule_start: int = 0, labels=None, p_uncond: float = 0.1, flip: bool = False,
                  min_snr_gamma: float | None = None, progress: bool = True,
                  sample_every: int | None = None, sample_dir=None, sample_fn=None):
         F = "Trainer"
@@ -154,6 +158,10 @@ class Trainer:
                                                                      lo=1, hi=1 << 40)
         if lr_schedule == "cosine" and self.total_steps is None:
             raise ValueError(f"{F}(): lr_schedule='cosine' needs total_steps (the run's length)")
+        self.schedule_start = as_int(schedule_start, "schedule_start", F, lo=0, hi=1 << 40)
+        if self.total_steps is not None and self.schedule_start >= self.total_steps:
+            raise ValueError(f"{F}(): schedule_start ({self.schedule_start}) must be before "
+                             f"total_steps ({self.total_steps})")
         if not isinstance(flip, (bool, np.bool_)):
             raise TypeError(f"{F}(): flip must be True or False, got {flip!r}")
         self.flip = bool(flip)
@@ -223,14 +231,35 @@ class Trainer:
         return self.step / self.steps_per_epoch
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of (1-based) step: linear warm-up, then constant or cosine decay."""
-        if self.warmup_steps and step <= self.warmup_steps:
-            return self.lr * step / self.warmup_steps
+        """Learning rate of (1-based) step: linear warm-up, then constant or cosine decay,
+        counted from the start of the current cycle (``schedule_start``, 0 at first)."""
+        s = step - self.schedule_start
+        if self.warmup_steps and s <= self.warmup_steps:
+            return self.lr * s / self.warmup_steps
         if self.lr_schedule == "cosine":
-            span = max(1, self.total_steps - self.warmup_steps)
-            progress = min(1.0, (step - self.warmup_steps) / span)
+            span = max(1, self.total_steps - self.schedule_start - self.warmup_steps)
+            progress = min(1.0, (s - self.warmup_steps) / span)
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr
+
+    def extend(self, steps: int, lr: float | None = None) -> "Trainer":
+        """Give a cosine run ``steps`` more steps of learning: a new cycle from the
+        current step (a warm restart, Loshchilov & Hutter 2017) with the same
+        warm-up, peaking at ``lr`` (default: the first cycle's) and decaying to 0
+        at step ``self.step + steps``.
+
+        Without it, ``fit`` after a finished cosine schedule trains at learning
+        rate 0.  A constant-rate run needs no new cycle (only ``lr`` is applied).
+        The new cycle is saved with the checkpoint, so resuming stays exact.
+        Returns the Trainer.
+        """
+        steps = as_int(steps, "steps", "Trainer.extend", lo=1, hi=1 << 40)
+        if lr is not None:
+            self.lr = self._pos_float(lr, "lr", allow_zero=True)
+        if self.lr_schedule == "cosine":
+            self.schedule_start = self.step
+            self.total_steps = self.step + steps
+        return self
 
     def _batch_indices(self, step: int) -> np.ndarray:
         """Images of (0-based) step: epoch e's permutation comes from (seed, e)."""
@@ -422,6 +451,7 @@ class Trainer:
                 "decoupled_weight_decay": self.decoupled_weight_decay,
                 "betas": list(self.betas), "eps": self.eps, "warmup_steps": self.warmup_steps,
                 "lr_schedule": self.lr_schedule, "total_steps": self.total_steps,
+                "schedule_start": self.schedule_start,
                 "p_uncond": self.p_uncond, "flip": self.flip,
                 "min_snr_gamma": self.min_snr_gamma}
 

@@ -176,6 +176,75 @@ def test_resume_continues_bit_identically(tmp_path):
     assert np.array_equal(c.diffusion.model.params, a.diffusion.model.params)
 
 
+def cosine_with_warmup(k, lr, warm, length):
+    """diffusers' get_cosine_schedule_with_warmup, written out: the rate of the k-th
+    (1-based) step of a cycle of `length` steps."""
+    if k <= warm:
+        return lr * k / warm
+    return lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (k - warm) / (length - warm))))
+
+
+def test_cosine_rate_and_a_new_cycle_after_it_ends(tmp_path):
+    a = make_trainer(lr=1e-3, warmup_steps=2, lr_schedule="cosine", total_steps=6)
+    a.fit(steps=8)                        # 2 steps past the end: rate 0, as before
+    want = [cosine_with_warmup(k, 1e-3, 2, 6) for k in range(1, 9)]
+    np.testing.assert_allclose(a.history["lr"], want, rtol=1e-12, atol=0)
+    assert a.history["lr"][-2:] == [0.0, 0.0]
+    frozen = a.diffusion.model.params.copy()
+    a.extend(5, lr=5e-4)                  # a warm restart: 5 steps that learn
+    assert (a.schedule_start, a.total_steps) == (8, 13)
+    a.fit(steps=5)
+    want2 = [cosine_with_warmup(k, 5e-4, 2, 5) for k in range(1, 6)]
+    np.testing.assert_allclose(a.history["lr"][8:], want2, rtol=1e-12, atol=0)
+    assert not np.array_equal(a.diffusion.model.params, frozen)
+    # the new cycle is in the checkpoint: stop in the middle of it, resume, same bits
+    b = make_trainer(lr=1e-3, warmup_steps=2, lr_schedule="cosine", total_steps=6)
+    b.fit(steps=8)
+    b.extend(5, lr=5e-4).fit(steps=2)
+    b.save(tmp_path / "ck.safetensors")
+    c = ddpm.Trainer.resume(tmp_path / "ck.safetensors", b.data, progress=False)
+    assert (c.schedule_start, c.total_steps, c.lr) == (8, 13, 5e-4)
+    c.fit(steps=3)
+    assert np.array_equal(c.diffusion.model.params, a.diffusion.model.params)
+    assert c.history["lr"] == a.history["lr"]
+    with pytest.raises(ValueError, match="steps"):
+        c.extend(0)
+    with pytest.raises(ValueError, match="lr"):
+        c.extend(3, lr=-1.0)
+    with pytest.raises(ValueError, match="schedule_start"):
+        make_trainer(lr_schedule="cosine", total_steps=6, schedule_start=6)
+
+
+def test_cli_resume_past_the_end_of_a_cosine_run_starts_a_new_cycle(tmp_path):
+    data = tmp_path / "imgs"
+    for k in range(2):
+        (data / f"c{k}").mkdir(parents=True)
+    PIL = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        PIL.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(data / f"c{i % 2}" / f"{i}.png")
+    common = [sys.executable, "-m", "ddpm", "train", "--data", str(data), "--image-size", "8",
+              "--channels", "1", "--block-channels", "8,16", "--groups", "4", "--no-attention",
+              "--batch-size", "8", "--lr-schedule", "cosine", "--warmup", "1", "--samples", "0",
+              "--no-progress", "--out", str(tmp_path / "run")]
+
+    def lrs():
+        rows = (tmp_path / "run" / "loss.csv").read_text().splitlines()
+        col = rows[0].split(",").index("lr")
+        return [float(r.split(",")[col]) for r in rows[1:]]
+
+    p = subprocess.run(common + ["--steps", "3", "--lr", "1e-3"], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert lrs()[-1] == 0.0                                  # the cosine ended
+    p = subprocess.run(common + ["--steps", "3", "--resume", "--lr", "4e-4"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "new cycle" in p.stdout
+    np.testing.assert_allclose(lrs()[3:], [cosine_with_warmup(k, 4e-4, 1, 3) for k in (1, 2, 3)],
+                               rtol=1e-6)
+
+
 def test_same_seed_same_run_different_seed_different_run():
     runs = []
     for seed in (0, 0, 1):
