@@ -31,7 +31,12 @@ def run_in_subprocess(code: str, timeout: float = 120.0, cwd: str | None = None,
     full_env.setdefault("PYTHONFAULTHANDLER", "1")
     if env:
         full_env.update(env)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+    # Ctrl-C as in a terminal or a notebook, however the suite was started: a job started
+    # in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler, so the Ctrl-C tests would see nothing.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            + textwrap.dedent(code))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or REPO, env=full_env)
     return proc.returncode, proc.stdout, proc.stderr
 
