@@ -83,6 +83,15 @@ def histogram_line(h):
     return "  ".join(f"{name[:7]} {100 * p:4.1f}%" for name, p in zip(datasets.FASHION_MNIST_CLASSES, h))
 
 
+def guidance_entry(entry):
+    """'2' -> (2.0, None); '3@200-700' -> (3.0, (200, 700))."""
+    w, _, interval = entry.partition("@")
+    if not interval:
+        return float(w), None
+    lo, hi = interval.split("-")
+    return float(w), (int(lo), int(hi))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a Diffusion.save folder (default: the shipped model)")
@@ -102,7 +111,8 @@ def main():
                     help="comma list of parts to skip: ddpm,ddim,dpm++,dpm++clip,default,"
                          "guidance,nll")
     ap.add_argument("--guidance", default="0,1,2,3,5",
-                    help="conditional models: guidance scales of the sweep")
+                    help="conditional models: guidance scales of the sweep; w@lo-hi guides "
+                         "only steps with lo <= t <= hi (guidance_interval), e.g. 3@200-700")
     args = ap.parse_args()
     if args.threads:
         ddpm.set_num_threads(args.threads)
@@ -172,30 +182,34 @@ def main():
         default_w = ddpm.pretrained.GUIDANCE_SCALE if args.model is None else None
         print(f"\nguidance sweep: {n_guided} samples per scale, DPM-Solver++ 20 steps, x0_hat "
               f"clipped, ten classes balanced")
-        print("\n| guidance w | asked class recognised | FID_fm | ratio | seconds |")
-        print("|---|---|---|---|---|")
+        print("\n| guidance w | interval (t) | asked class recognised | FID_fm | ratio | seconds |")
+        print("|---|---|---|---|---|---|")
         sweep = {}
-        for w in [float(v) for v in args.guidance.split(",") if v]:
+        for entry in [v for v in args.guidance.split(",") if v]:
+            w, interval = guidance_entry(entry)
             parts = np.array_split(ask, max(1, n_guided // args.batch))
             images, secs = timed(lambda: np.concatenate(
                 [d.sample(len(a), sampler="dpm++", steps=20, clip_x0=True, labels=a,
-                          guidance_scale=w, seed=args.seed + i, progress=False,
-                          value_range=(-1, 1)) for i, a in enumerate(parts)]))
+                          guidance_scale=w, guidance_interval=interval, seed=args.seed + i,
+                          progress=False, value_range=(-1, 1)) for i, a in enumerate(parts)]))
             acc = float(np.mean(classifier.predict(images) == ask))
             fid = metrics.fid(images)
-            print(f"| {w:g} | {100 * acc:.1f}% | {fid:.3f} | {fid / floors[n_guided]:.2f}x | "
+            where = "all" if interval is None else f"{interval[0]}-{interval[1]}"
+            print(f"| {w:g} | {where} | {100 * acc:.1f}% | {fid:.3f} | {fid / floors[n_guided]:.2f}x | "
                   f"{secs:.0f} |", flush=True)
-            sweep[w] = (fid, images)
+            if interval is None:
+                sweep[w] = (fid, images)
         # per class at ddpm.sample()'s default scale where the sweep has it, else at its best FID
-        w = default_w if default_w in sweep else min(sweep, key=lambda k: sweep[k][0])
-        images = sweep[w][1]
-        why = "ddpm.sample()'s default" if w == default_w else "the sweep's best FID"
-        print(f"\nper-class FID_fm at w = {w:g} ({why}), {n_guided // 10} samples "
-              f"per class, floor = {n_guided // 10} real training images of the class:")
-        for c, fid, floor in per_class_fid(images, ask, train, train_y, test, test_y,
-                                           n_guided // 10, rng):
-            print(f"  {datasets.FASHION_MNIST_CLASSES[c]:12s} {fid:.3f} (floor {floor:.3f}, "
-                  f"{fid / floor:.2f}x)")
+        w = default_w if default_w in sweep else min(sweep, key=lambda k: sweep[k][0], default=None)
+        if w is not None:
+            images = sweep[w][1]
+            why = "ddpm.sample()'s default" if w == default_w else "the sweep's best FID"
+            print(f"\nper-class FID_fm at w = {w:g} ({why}), {n_guided // 10} samples "
+                  f"per class, floor = {n_guided // 10} real training images of the class:")
+            for c, fid, floor in per_class_fid(images, ask, train, train_y, test, test_y,
+                                               n_guided // 10, rng):
+                print(f"  {datasets.FASHION_MNIST_CLASSES[c]:12s} {fid:.3f} (floor {floor:.3f}, "
+                      f"{fid / floor:.2f}x)")
 
     if rows:
         print("\n| sampler | steps | samples | FID_fm | floor | ratio | seconds |")

@@ -281,6 +281,14 @@ def _sample(args) -> int:
         kw["labels"] = _label_arg(args.label)
     if args.guidance is not None:
         kw["guidance_scale"] = args.guidance
+    if args.guidance_interval is not None:
+        try:
+            lo, hi = (int(v) for v in args.guidance_interval.split(","))
+        except ValueError:
+            print(f"error: --guidance-interval must be two lesson times lo,hi (e.g. 200,700), "
+                  f"got {args.guidance_interval!r}", file=sys.stderr)
+            return 1
+        kw["guidance_interval"] = (lo, hi)
     try:
         out = ddpm.sample(args.n, model=model, steps=args.steps, sampler=args.sampler,
                           seed=args.seed, timestep_spacing=args.spacing,
@@ -467,6 +475,8 @@ def main(argv=None) -> int:
                          "'random', or a comma list with one per image")
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale w (1: the labels alone)")
+    sp.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                    help="guide only the steps with LO <= t <= HI (lesson time 1..T)")
     sp.add_argument("--animate", default=None, metavar="GIF",
                     help="also write the reverse process as a looping GIF (x_t and x0_hat)")
     sp.set_defaults(func=_sample)

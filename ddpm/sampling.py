@@ -267,10 +267,26 @@ class _Run:
     null_label: int
     guidance_scale: float
     guidance_rescale: float
+    guidance_interval: tuple = (0, 0)
+
+
+def _guidance_interval(interval, T, F):
+    """(t_lo, t_hi) of lesson times 1..T, or (0, 0) for every step (None)."""
+    if interval is None:
+        return (0, 0)
+    if isinstance(interval, (str, bytes)) or not hasattr(interval, "__len__") or len(interval) != 2:
+        raise TypeError(f"{F}(): guidance_interval must be None or a pair (t_lo, t_hi), "
+                        f"got {interval!r}")
+    lo = as_int(interval[0], "guidance_interval[0]", F, lo=1, hi=T)
+    hi = as_int(interval[1], "guidance_interval[1]", F, lo=1, hi=T)
+    if lo > hi:
+        raise ValueError(f"{F}(): guidance_interval must have t_lo <= t_hi, got {interval!r}")
+    return (lo, hi)
 
 
 def _run_options(diffusion, n, sampler, *, clip_x0, dynamic_threshold, value_range, seed,
-                 progress, progress_every, labels, guidance_scale, guidance_rescale, F):
+                 progress, progress_every, labels, guidance_scale, guidance_rescale, F,
+                 guidance_interval=None):
     as_diffusion(diffusion, F)
     cfg = diffusion.model.config
     if cfg["in_channels"] != cfg["out_channels"]:
@@ -310,13 +326,15 @@ def _run_options(diffusion, n, sampler, *, clip_x0, dynamic_threshold, value_ran
     phi = as_float(guidance_rescale, "guidance_rescale", F)
     if not 0.0 <= phi <= 1.0:
         raise ValueError(f"{F}(): guidance_rescale must be in [0, 1], got {phi}")
+    interval = _guidance_interval(guidance_interval, diffusion.T, F)
     lab, null = class_labels(diffusion, labels, n, seed, F)
-    if lab is None and (w != 1.0 or phi != 0.0):
-        raise ValueError(f"{F}(): guidance_scale/guidance_rescale need a class-conditional model")
+    if lab is None and (w != 1.0 or phi != 0.0 or interval != (0, 0)):
+        raise ValueError(f"{F}(): guidance_scale/guidance_rescale/guidance_interval need a "
+                         f"class-conditional model")
     if labels is None:          # every label is the null label: guidance changes nothing
-        w, phi = 1.0, 0.0
+        w, phi, interval = 1.0, 0.0, (0, 0)
     return _Run(clip, thresh_ratio, thresh_max, seed, tuple(value_range), progress,
-                progress_every, lab, null, w, phi)
+                progress_every, lab, null, w, phi, interval)
 
 
 def _check_noise(x, name, shape, F):
@@ -351,7 +369,8 @@ def _run(diffusion, shape, sampler, run, ts, prevs, *, eta=0.0, variance="fixed_
                      cap_x0=cap_x0, hook=hook, hook_every=every, labels=run.labels,
                      null_label=run.null_label, guidance_scale=run.guidance_scale,
                      guidance_rescale=run.guidance_rescale, init=init, known=known, mask=mask,
-                     betas=betas, undo_noise=undo_noise)
+                     betas=betas, undo_noise=undo_noise, guidance_t_lo=run.guidance_interval[0],
+                     guidance_t_hi=run.guidance_interval[1])
     finally:
         close()
     if run.value_range == (0, 1):
@@ -367,7 +386,7 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
                      dynamic_threshold=None, x_T=None, noise=None, return_trajectory=None,
                      value_range=(0, 1), progress=True, progress_every: int | None = None,
                      ddim_prev: str = "next", labels=None, guidance_scale: float = 1.0,
-                     guidance_rescale: float = 0.0):
+                     guidance_rescale: float = 0.0, guidance_interval=None):
     """Generate n images from a :class:`ddpm.Diffusion` (``Diffusion.sample`` calls this).
 
     Parameters
@@ -422,6 +441,12 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
         batch of 2n per step.  1 (default): the labels alone; 0: unconditional.
     guidance_rescale : float
         phi in [0, 1] of Lin et al. 2023 (diffusers' ``guidance_rescale``).
+    guidance_interval : (int, int), optional
+        (t_lo, t_hi): guide only the steps whose lesson time t is in
+        [t_lo, t_hi] (1..T); the other steps use the labels alone (w = 1, a
+        batch of n).  Kynkaanniemi et al. 2024 ("Applying guidance in a limited
+        interval") find that guidance at high noise mostly costs diversity.
+        None (default): every step.
 
     Returns
     -------
@@ -466,7 +491,8 @@ def sample_diffusion(diffusion, n: int, steps: int | None = None, sampler: str =
     run = _run_options(diffusion, n, sampler, clip_x0=clip_x0,
                        dynamic_threshold=dynamic_threshold, value_range=value_range, seed=seed,
                        progress=progress, progress_every=progress_every, labels=labels,
-                       guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, F=F)
+                       guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, F=F,
+                       guidance_interval=guidance_interval)
     shape = (n,) + diffusion.image_shape
     ts, prevs = sampling_timesteps(T, steps, sampler, timestep_spacing, ddim_prev)
     _check_eps_at_zero_snr(diffusion, ts, F)

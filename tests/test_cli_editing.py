@@ -67,6 +67,15 @@ def test_train_conditional_then_sample_a_class_by_name(files):
     rc, out, err = run("sample", "--model", "run/model", "--label", "sneaker", "--guidance", "3",
                        "--n", "4", "--steps", "3", "--no-progress", "--out", "s.png", cwd=files)
     assert rc == 0, err
+    rc, out, err = run("sample", "--model", "run/model", "--label", "sneaker", "--guidance", "3",
+                       "--guidance-interval", "200,700", "--n", "4", "--steps", "3",
+                       "--no-progress", "--out", "si.png", cwd=files)
+    assert rc == 0, err
+    # trailing 3 of 1000 visit t = 1000, 667, 334: two of them are guided, so not s.png
+    assert (files / "si.png").read_bytes() != (files / "s.png").read_bytes()
+    rc, out, err = run("sample", "--model", "run/model", "--label", "sneaker",
+                       "--guidance-interval", "700", "--no-progress", cwd=files)
+    assert rc == 1 and "--guidance-interval" in err
     rc, out, err = run("sample", "--model", "run/model", "--label", "hat", "--n", "2",
                        "--steps", "2", "--no-progress", cwd=files)
     assert rc == 1 and "unknown class name" in err

@@ -239,8 +239,11 @@ def scheduler_schedule(sched):
     return ddpm.NoiseSchedule.from_betas(1 - ac / np.concatenate([[1.0], ac[:-1]]))
 
 
-def guided_loop(sched, steps, x_T, net, labels, w, noise=None, eta=None, rescale=0.0):
-    """diffusers: the network twice per step (labels, then the null label), combined."""
+def guided_loop(sched, steps, x_T, net, labels, w, noise=None, eta=None, rescale=0.0,
+                interval=None):
+    """diffusers: the network twice per step (labels, then the null label), combined;
+    with interval (t_lo, t_hi), guided only where t_lo <= lesson time <= t_hi (the lesson
+    time is diffusers' timestep + 1) and w = 1 elsewhere."""
     import torch
 
     def rescale_noise_cfg(cfg, cond, guidance_rescale):
@@ -256,8 +259,9 @@ def guided_loop(sched, steps, x_T, net, labels, w, noise=None, eta=None, rescale
     for k, t in enumerate(sched.timesteps):
         c = torch.from_numpy(net(x.numpy(), int(t), class_labels=labels))
         u = torch.from_numpy(net(x.numpy(), int(t), class_labels=null))
-        mo = u + w * (c - u)
-        if rescale:
+        inside = interval is None or interval[0] <= int(t) + 1 <= interval[1]
+        mo = u + (w if inside else 1.0) * (c - u)
+        if rescale and inside:
             mo = rescale_noise_cfg(mo, c, guidance_rescale=rescale)
         kw = {}
         if eta is not None:
@@ -268,10 +272,11 @@ def guided_loop(sched, steps, x_T, net, labels, w, noise=None, eta=None, rescale
     return x.numpy()
 
 
-@pytest.mark.parametrize("sampler,objective,w,rescale", [
-    ("ddpm", "eps", 3.0, 0.0), ("ddim", "v", 2.5, 0.0), ("ddim", "x0", 4.0, 0.7),
-    ("dpm++", "v", 3.0, 0.0), ("dpm++", "x0", 1.5, 0.5)])
-def test_guided_samplers_match_diffusers(net, rng, sampler, objective, w, rescale):
+@pytest.mark.parametrize("sampler,objective,w,rescale,interval", [
+    ("ddpm", "eps", 3.0, 0.0, None), ("ddim", "v", 2.5, 0.0, None), ("ddim", "x0", 4.0, 0.7, None),
+    ("dpm++", "v", 3.0, 0.0, None), ("dpm++", "x0", 1.5, 0.5, None),
+    ("ddim", "v", 2.5, 0.0, (300, 800)), ("dpm++", "v", 3.0, 0.5, (1, 584))])
+def test_guided_samplers_match_diffusers(net, rng, sampler, objective, w, rescale, interval):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     steps = 12
@@ -299,7 +304,8 @@ def test_guided_samplers_match_diffusers(net, rng, sampler, objective, w, rescal
         kw, loop_kw = {}, {}
     d = ddpm.Diffusion(net, scheduler_schedule(sched), objective=objective)
     ours = d.sample(3, steps=steps, sampler=sampler, x_T=x_T, labels=labels, guidance_scale=w,
-                    guidance_rescale=rescale, value_range=(-1, 1), progress=False, **kw)
+                    guidance_rescale=rescale, value_range=(-1, 1), progress=False,
+                    guidance_interval=interval, **kw)
     if sampler == "ddpm":
         sched = diffusers.DDPMScheduler(prediction_type=PT[objective], timestep_spacing="trailing")
         import torch as _t
@@ -313,9 +319,11 @@ def test_guided_samplers_match_diffusers(net, rng, sampler, objective, w, rescal
             x = sched.step(u + w * (c - u), t, x, generator=gen).prev_sample
         ref = x.numpy()
     else:
-        ref = guided_loop(sched, steps, x_T, net, labels, w, rescale=rescale, **loop_kw)
+        ref = guided_loop(sched, steps, x_T, net, labels, w, rescale=rescale, interval=interval,
+                          **loop_kw)
     err = np.abs(ours - ref).max()
-    print(f"guided {sampler} {objective} w={w} rescale={rescale}: max diff {err:.3g}")
+    print(f"guided {sampler} {objective} w={w} rescale={rescale} interval={interval}: "
+          f"max diff {err:.3g}")
     assert err <= 1e-5, f"max diff {err:.3g}"
 
 
@@ -344,7 +352,28 @@ def test_random_labels_come_from_the_seed(net):
     assert np.all(np.abs(np.bincount(a) / 1000 - 0.25) < 0.06)
 
 
+def test_a_guidance_interval_guides_only_its_steps(net):
+    d = ddpm.Diffusion(net, objective="v")
+    kw = dict(steps=6, sampler="dpm++", seed=3, progress=False, labels=[0, 1, 3])
+    guided = d.sample(3, guidance_scale=3.0, **kw)
+    assert np.array_equal(d.sample(3, guidance_scale=3.0, guidance_interval=(1, 1000), **kw),
+                          guided)                                # every step: no change
+    cond = d.sample(3, **kw)
+    # trailing 6 of 1000 visit t = 1000, 833, 667, 500, 333, 167: (2, 100) holds none of them
+    assert np.array_equal(d.sample(3, guidance_scale=3.0, guidance_interval=(2, 100), **kw),
+                          cond)
+    part = d.sample(3, guidance_scale=3.0, guidance_interval=(300, 700), **kw)
+    assert not np.array_equal(part, cond) and not np.array_equal(part, guided)
+    with pytest.raises(ValueError, match="class-conditional"):
+        plain = {k: v for k, v in TINY.items() if k not in ("num_class_embeds", "class_names")}
+        ddpm.Diffusion(ddpm.UNet(seed=0, **plain)).sample(1, steps=2, sampler="ddim",
+                                                         progress=False, guidance_interval=(1, 10))
+
+
 @pytest.mark.parametrize("kw,match", [
+    (dict(labels=[0, 1, 2], guidance_interval=(0, 10)), r"guidance_interval\[0\]"),
+    (dict(labels=[0, 1, 2], guidance_interval=(10, 1001)), r"guidance_interval\[1\]"),
+    (dict(labels=[0, 1, 2], guidance_interval=(500, 100)), "t_lo <= t_hi"),
     (dict(labels=[0, 1]), "one entry per image"),
     (dict(labels=[0, 1, 7]), "0..4"),
     (dict(labels=[0, 1, 2], guidance_rescale=1.5), "guidance_rescale"),

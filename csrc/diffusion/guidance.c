@@ -27,6 +27,15 @@ size_t guidance_scratch_labels(const Guidance* g, int N) {
     return g->labels ? 2 * (size_t)N : 0;
 }
 
+Guidance guidance_at(const Guidance* g, int t) {
+    Guidance h = *g;
+    if ((g->t_lo || g->t_hi) && (t < g->t_lo || t > g->t_hi)) {
+        h.scale = 1.0;
+        h.rescale = 0.0;
+    }
+    return h;
+}
+
 /* Unbiased standard deviation of x[0..n) (torch.std), float64. */
 static double std_dev(const float* x, size_t n) {
     double s = 0.0, q = 0.0;

@@ -16,6 +16,11 @@
  * blends in out * std(out_c) / std(out) per image.  Guidance acts on the raw
  * output, before the eps / x0 / v conversion and any clipping.
  *
+ * A guidance interval (Kynkaanniemi et al. 2024, "Applying guidance in a
+ * limited interval") guides only the steps whose lesson time t (1..T) lies in
+ * [t_lo, t_hi]; the other steps use the conditional model alone (w = 1, one N
+ * batch).  t_lo = t_hi = 0 guides every step.
+ *
  * Legend: N images, D values per image.
  */
 #ifndef DDPM_GUIDANCE_H
@@ -34,7 +39,12 @@ typedef struct {
     int64_t null_label;      /* the label that means "no class" */
     double scale;            /* w; ignored without labels */
     double rescale;          /* phi in [0, 1]; 0 = off */
+    int t_lo, t_hi;          /* guide only steps with t_lo <= t <= t_hi (lesson time); 0, 0: all */
 } Guidance;
+
+/* The guidance of the step at lesson time t: g itself inside its interval, else
+ * the conditional model alone (scale 1, no rescale). */
+Guidance guidance_at(const Guidance* g, int t);
 
 /* Scratch the guided call needs: floats and int64 labels (0 when unguided). */
 size_t guidance_scratch_floats(const Guidance* g, int N, size_t D);

@@ -174,6 +174,9 @@ static int check_spec(const SampleSpec* s, int N, size_t D) {
     if (s->sampler == SAMPLER_REPAINT && (!s->known || !s->mask || !s->betas))
         return DDPM_ERR_VALUE;
     if (s->M > 0 && !s->capture) return DDPM_ERR_VALUE;
+    if ((s->guide.t_lo || s->guide.t_hi) &&
+        !(1 <= s->guide.t_lo && s->guide.t_lo <= s->guide.t_hi && s->guide.t_hi <= s->T))
+        return DDPM_ERR_VALUE;
     return DDPM_OK;
 }
 
@@ -344,8 +347,8 @@ int sample_run(float* out, const SampleSpec* s, int N, size_t D,
             continue;
         }
         for (int n = 0; n < N; n++) w.tvec[n] = net_time(t);
-        st = guided_denoise(&s->guide, w.mo, x, w.tvec, N, D, w.gscratch, w.lab, denoise,
-                            denoise_ctx);
+        const Guidance g = guidance_at(&s->guide, t);
+        st = guided_denoise(&g, w.mo, x, w.tvec, N, D, w.gscratch, w.lab, denoise, denoise_ctx);
         if (st) {
             if (what) *what = st == DDPM_ERR_NONFINITE ? "x_t (the sampler diverged)" : "the model";
             goto cleanup;

@@ -154,7 +154,7 @@ typedef struct {
     PyObject *out, *model, *params, *alpha_bars, *ts, *prevs;
     PyObject *seed, *x_T, *noise, *capture, *cap_x, *cap_eps, *cap_x0, *hook;
     PyObject *labels, *init, *known, *mask, *betas, *undo_noise;
-    int sampler, objective, variance, clip_x0, hook_every;
+    int sampler, objective, variance, clip_x0, hook_every, guidance_t_lo, guidance_t_hi;
     long long null_label;
     double eta, thresh_ratio, thresh_max, guidance_scale, guidance_rescale;
 } SampleArgs;
@@ -165,7 +165,8 @@ static int sample_parse(PyObject* args, PyObject* kwargs, SampleArgs* a) {
                              "thresh_ratio", "thresh_max", "seed", "x_T", "noise", "capture",
                              "cap_x", "cap_eps", "cap_x0", "hook", "hook_every", "labels",
                              "null_label", "guidance_scale", "guidance_rescale", "init", "known",
-                             "mask", "betas", "undo_noise", NULL};
+                             "mask", "betas", "undo_noise", "guidance_t_lo", "guidance_t_hi",
+                             NULL};
     memset(a, 0, sizeof *a);
     a->x_T = a->noise = a->capture = Py_None;
     a->cap_x = a->cap_eps = a->cap_x0 = a->hook = Py_None;
@@ -176,13 +177,13 @@ static int sample_parse(PyObject* args, PyObject* kwargs, SampleArgs* a) {
     a->hook_every = 1;
     a->thresh_max = INFINITY;
     return PyArg_ParseTupleAndKeywords(
-               args, kwargs, "OOOOOO|$iiidpddOOOOOOOOiOLddOOOOO:sample", kwlist, &a->out,
+               args, kwargs, "OOOOOO|$iiidpddOOOOOOOOiOLddOOOOOii:sample", kwlist, &a->out,
                &a->model, &a->params, &a->alpha_bars, &a->ts, &a->prevs, &a->sampler,
                &a->objective, &a->variance, &a->eta, &a->clip_x0, &a->thresh_ratio,
                &a->thresh_max, &a->seed, &a->x_T, &a->noise, &a->capture, &a->cap_x,
                &a->cap_eps, &a->cap_x0, &a->hook, &a->hook_every, &a->labels, &a->null_label,
                &a->guidance_scale, &a->guidance_rescale, &a->init, &a->known, &a->mask,
-               &a->betas, &a->undo_noise) ? 0 : -1;
+               &a->betas, &a->undo_noise, &a->guidance_t_lo, &a->guidance_t_hi) ? 0 : -1;
 }
 
 /* An optional float32 array shaped like `like` (lead < 0) or (lead,) + like's
@@ -261,6 +262,8 @@ static int sample_guidance(const SampleArgs* a, PyArrayObject* out, const char* 
     spec->guide.null_label = a->null_label;
     spec->guide.scale = a->guidance_scale;
     spec->guide.rescale = a->guidance_rescale;
+    spec->guide.t_lo = a->guidance_t_lo;
+    spec->guide.t_hi = a->guidance_t_hi;
     return 0;
 }
 
