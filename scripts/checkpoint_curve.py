@@ -26,8 +26,11 @@ def main():
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                    help="guide only steps with LO <= t <= HI (default: every step)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    interval = tuple(int(v) for v in a.guidance_interval.split(",")) if a.guidance_interval else None
     x, _ = datasets.fashion_mnist("train")
     floor = metrics.fid(x[np.random.default_rng(0).choice(len(x), a.n, replace=False)])
     classifier = metrics.FeatureNet.load()
@@ -38,11 +41,13 @@ def main():
         step = _read_checkpoint(path, "checkpoint_curve")["step"]
         images = np.concatenate([
             d.sample(len(part), steps=20, sampler="dpm++", clip_x0=True, labels=part,
-                     guidance_scale=a.guidance, seed=a.seed + i, progress=False,
+                     guidance_scale=a.guidance, guidance_interval=interval, seed=a.seed + i,
+                     progress=False,
                      value_range=(-1, 1))
             for i, part in enumerate(np.array_split(ask, max(1, a.n // 250)))])
         fid = metrics.fid(images)
-        print(json.dumps(dict(file=os.path.basename(path), step=step, fid=round(fid, 4),
+        print(json.dumps(dict(file=os.path.basename(path), step=step, guidance=a.guidance,
+                              interval=interval, fid=round(fid, 4),
                               floor=round(floor, 4), ratio=round(fid / floor, 3),
                               excess=round(fid - floor, 4),
                               acc=round(float(np.mean(classifier.predict(images) == ask)), 4))),
