@@ -179,7 +179,8 @@ def main():
     if conditional and "guidance" not in skip:
         classifier = metrics.FeatureNet.load()
         ask = np.arange(n_guided) % 10
-        default_w = ddpm.pretrained.GUIDANCE_SCALE if args.model is None else None
+        default = ((ddpm.pretrained.GUIDANCE_SCALE, ddpm.pretrained.GUIDANCE_INTERVAL)
+                   if args.model is None else None)
         print(f"\nguidance sweep: {n_guided} samples per scale, DPM-Solver++ 20 steps, x0_hat "
               f"clipped, ten classes balanced")
         print("\n| guidance w | interval (t) | asked class recognised | FID_fm | ratio | seconds |")
@@ -197,14 +198,14 @@ def main():
             where = "all" if interval is None else f"{interval[0]}-{interval[1]}"
             print(f"| {w:g} | {where} | {100 * acc:.1f}% | {fid:.3f} | {fid / floors[n_guided]:.2f}x | "
                   f"{secs:.0f} |", flush=True)
-            if interval is None:
-                sweep[w] = (fid, images)
+            sweep[(w, interval)] = (fid, images)
         # per class at ddpm.sample()'s default scale where the sweep has it, else at its best FID
-        w = default_w if default_w in sweep else min(sweep, key=lambda k: sweep[k][0], default=None)
-        if w is not None:
-            images = sweep[w][1]
-            why = "ddpm.sample()'s default" if w == default_w else "the sweep's best FID"
-            print(f"\nper-class FID_fm at w = {w:g} ({why}), {n_guided // 10} samples "
+        key = default if default in sweep else min(sweep, key=lambda k: sweep[k][0], default=None)
+        if key is not None:
+            images = sweep[key][1]
+            why = "ddpm.sample()'s default" if key == default else "the sweep's best FID"
+            where = "" if key[1] is None else f" on {key[1][0]} <= t <= {key[1][1]}"
+            print(f"\nper-class FID_fm at w = {key[0]:g}{where} ({why}), {n_guided // 10} samples "
                   f"per class, floor = {n_guided // 10} real training images of the class:")
             for c, fid, floor in per_class_fid(images, ask, train, train_y, test, test_y,
                                                n_guided // 10, rng):

@@ -58,8 +58,19 @@ def test_top_level_sample_uses_the_shipped_model():
     # with random classes and the documented guidance scale
     b = ddpm.load_pretrained().sample(4, sampler="dpm++", steps=20, clip_x0=True, seed=3,
                                       labels="random", guidance_scale=pretrained.GUIDANCE_SCALE,
+                                      guidance_interval=pretrained.GUIDANCE_INTERVAL,
                                       progress=False)
     assert np.array_equal(a, b)
+    # a guidance_scale of one's own guides every step (diffusers' meaning), unless an
+    # interval is given too
+    mine = ddpm.sample(4, seed=3, guidance_scale=pretrained.GUIDANCE_SCALE, progress=False)
+    every = ddpm.load_pretrained().sample(4, sampler="dpm++", steps=20, clip_x0=True, seed=3,
+                                          labels="random", progress=False,
+                                          guidance_scale=pretrained.GUIDANCE_SCALE)
+    assert np.array_equal(mine, every) and not np.array_equal(mine, a)
+    assert np.array_equal(ddpm.sample(4, seed=3, guidance_scale=pretrained.GUIDANCE_SCALE,
+                                      guidance_interval=pretrained.GUIDANCE_INTERVAL,
+                                      progress=False), a)
     c = ddpm.sample(4, model="fashion-mnist", seed=3, progress=False)
     assert np.array_equal(a, c)
 
