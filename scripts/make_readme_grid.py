@@ -3,7 +3,8 @@
     python scripts/make_readme_grid.py
 
 Eight samples per Fashion-MNIST class from the shipped model with ``ddpm.sample()``'s
-defaults (DPM-Solver++ 20 steps, x0_hat clipped, guidance ``ddpm.pretrained.GUIDANCE_SCALE``),
+defaults (DPM-Solver++ 20 steps, x0_hat clipped, guidance ``ddpm.pretrained.GUIDANCE_SCALE`` on
+the steps in ``ddpm.pretrained.GUIDANCE_INTERVAL``),
 seed 0; prints the time the sampling took and what the shipped classifier calls each row.
 """
 import os
@@ -32,7 +33,7 @@ def main() -> int:
         row = pred[labels == c]
         print(f"{name:>12}: {np.mean(row == c) * 100:5.1f}% recognised as asked")
     print(f"wrote {OUT}: {len(labels)} samples in {secs:.1f} s on {ddpm.get_num_threads()} threads "
-          f"(guidance {ddpm.pretrained.GUIDANCE_SCALE:g})")
+          f"(guidance {ddpm.pretrained.GUIDANCE_SCALE:g} on t in {ddpm.pretrained.GUIDANCE_INTERVAL})")
     return 0
 
 
