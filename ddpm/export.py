@@ -24,7 +24,7 @@ import json
 import os
 
 from ._io import VERSION, atomic_write, write_text
-from .training import _read_checkpoint
+from .training import _read_checkpoint, learning_rate
 
 __all__ = ["export_diffusers"]
 
@@ -59,9 +59,12 @@ def export_diffusers(checkpoint, out) -> str:
     step per parameter, in ``UNet2DModel.parameters()`` order, and ddpm's lr,
     betas, eps and weight decay; ``unet_ema/config.json`` holds the EMAModel
     state with ddpm's EMA rule (``use_ema_warmup=False``: decay
-    min((1 + k)/(10 + k), ema_decay) at update k).  ddpm's learning rate of step
-    s is lr * min(1, s / warmup_steps); diffusers' ``constant_with_warmup`` gives
-    lr * min(1, (s - 1) / warmup_steps), the same once warm-up is over.
+    min((1 + k)/(10 + k), ema_decay) at update k).  The learning rate of each
+    step is ddpm's (:func:`ddpm.training.learning_rate`: warm-up, then constant
+    or cosine, from the current cycle's start); ``ddpm_training.json`` holds the
+    settings, and examples/continue_in_pytorch.py rebuilds the same rule as a
+    ``LambdaLR`` (diffusers' ``constant_with_warmup`` would lag one step in
+    warm-up and knows no warm restart).
 
     Examples
     --------
@@ -102,7 +105,8 @@ def export_diffusers(checkpoint, out) -> str:
     lr, warm = float(settings["lr"]), int(settings["warmup_steps"])
 
     def lr_at(s):                                          # Trainer.lr_at, 1-based step s
-        return lr * s / warm if warm and s <= warm else lr
+        return learning_rate(s, lr, warm, settings.get("lr_schedule", "constant"),
+                             settings.get("total_steps"), settings.get("schedule_start", 0))
 
     state = {}
     m, v = tensors["adam_m"], tensors["adam_v"]

@@ -45,6 +45,25 @@ def _progress_bar(total, enabled, desc):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
+
+def learning_rate(step: int, lr: float, warmup_steps: int = 0, lr_schedule: str = "constant",
+                  total_steps: int | None = None, schedule_start: int = 0) -> float:
+    """ddpm's learning-rate rule, the one place it is written (``Trainer.lr_at`` and
+    ``ddpm export --to diffusers`` use it): the rate of 1-based ``step``, counted
+    from the start of the current cycle ``schedule_start``: a linear warm-up over
+    ``warmup_steps``, then ``lr`` (``"constant"``) or a cosine decay to 0 at
+    ``total_steps`` (``"cosine"``): diffusers' ``get_cosine_schedule_with_warmup``
+    with steps counted from 1."""
+    s = step - schedule_start
+    if warmup_steps and s <= warmup_steps:
+        return lr * s / warmup_steps
+    if lr_schedule == "cosine":
+        span = max(1, total_steps - schedule_start - warmup_steps)
+        progress = min(1.0, (s - warmup_steps) / span)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
+
+
 class Trainer:
     """Train a :class:`Diffusion` on an array of images.
 
@@ -208,10 +227,10 @@ class Trainer:
             raise ValueError(f"Trainer(): {name} is out of range, got {x!r}") from None
 
     @staticmethod
-    def _pos_float(x, name, allow_zero=False):
+    def _pos_float(x, name, allow_zero=False, where="Trainer"):
         v = Trainer._number(x, name)
         if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-            raise ValueError(f"Trainer(): {name} must be {'>=' if allow_zero else '>'} 0 and finite, got {x!r}")
+            raise ValueError(f"{where}(): {name} must be {'>=' if allow_zero else '>'} 0 and finite, got {x!r}")
         return v
 
     @staticmethod
@@ -233,14 +252,8 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         """Learning rate of (1-based) step: linear warm-up, then constant or cosine decay,
         counted from the start of the current cycle (``schedule_start``, 0 at first)."""
-        s = step - self.schedule_start
-        if self.warmup_steps and s <= self.warmup_steps:
-            return self.lr * s / self.warmup_steps
-        if self.lr_schedule == "cosine":
-            span = max(1, self.total_steps - self.schedule_start - self.warmup_steps)
-            progress = min(1.0, (s - self.warmup_steps) / span)
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.lr
+        return learning_rate(step, self.lr, self.warmup_steps, self.lr_schedule,
+                             self.total_steps, self.schedule_start)
 
     def extend(self, steps: int, lr: float | None = None) -> "Trainer":
         """Give a cosine run ``steps`` more steps of learning: a new cycle from the
@@ -255,7 +268,7 @@ class Trainer:
         """
         steps = as_int(steps, "steps", "Trainer.extend", lo=1, hi=1 << 40)
         if lr is not None:
-            self.lr = self._pos_float(lr, "lr", allow_zero=True)
+            self.lr = self._pos_float(lr, "lr", allow_zero=True, where="Trainer.extend")
         if self.lr_schedule == "cosine":
             self.schedule_start = self.step
             self.total_steps = self.step + steps

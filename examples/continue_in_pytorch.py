@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import numpy as np
@@ -60,6 +61,22 @@ def _register_hooks(accelerator, run):
     accelerator.register_load_state_pre_hook(load_hook)
 
 
+def ddpm_lr_factor(step, settings, warm):
+    """lr(step) / lr under ddpm's rule for 1-based ``step``: a linear warm-up over
+    ``warm`` steps from the current cycle's start (``schedule_start``; a warm
+    restart moves it), then 1 (``constant``) or a cosine decay to 0 at
+    ``total_steps`` (``cosine``).  Written out here so that this script needs
+    no ddpm; tests/test_export.py holds it to ddpm's ``Trainer.lr_at``."""
+    k = step - settings.get("schedule_start", 0)
+    if warm and k <= warm:
+        return k / warm
+    if settings.get("lr_schedule", "constant") == "cosine":
+        start = settings.get("schedule_start", 0)
+        span = max(1, settings["total_steps"] - start - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (k - warm) / span)))
+    return 1.0
+
+
 def load_run(folder, accelerator=None, dataloader=None):
     """Everything needed to continue: a dict with ``unet``, ``ema``, ``optimizer``,
     ``lr_scheduler``, ``noise_scheduler``, ``settings``, ``step``, ``accelerator``
@@ -75,10 +92,10 @@ def load_run(folder, accelerator=None, dataloader=None):
                    model_cls=UNet2DModel, model_config=unet.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"],
                             weight_decay=s["weight_decay"])
-    warm = info["lr_warmup_steps"]
-    # ddpm's warm-up: step k (1-based) uses lr * min(1, k / warm); epoch e is step e + 1
+    # ddpm's learning-rate rule (ddpm.training.learning_rate) as a factor of lr;
+    # LambdaLR's epoch e is ddpm's 1-based step e + 1
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda e: min(1.0, (e + 1) / warm) if warm else 1.0)
+        opt, lambda e: ddpm_lr_factor(e + 1, s, info["lr_warmup_steps"]))
     run = {"ema": ema, "settings": s, "info": info}
     _register_hooks(accelerator, run)
     if dataloader is not None:

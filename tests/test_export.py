@@ -34,14 +34,20 @@ def example():
     return mod
 
 
-def trained(tmp_path, objective="eps", warmup=3, steps=5, weight_decay=0.01):
+def trained(tmp_path, objective="eps", warmup=3, steps=5, weight_decay=0.01, restart=None,
+            **options):
+    """A Trainer after ``steps`` steps; ``restart=(k, n)``: a warm restart
+    (Trainer.extend(n)) after step k."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (12, 3, 8, 8)).astype(np.float32)
     d = ddpm.Diffusion(ddpm.UNet(seed=0, **CFG), ddpm.NoiseSchedule("linear", timesteps=100),
                        objective=objective)
     tr = ddpm.Trainer(d, x, batch_size=4, lr=3e-3, seed=1, ema_decay=0.99, warmup_steps=warmup,
-                      weight_decay=weight_decay, progress=False)
-    tr.fit(steps=steps)
+                      weight_decay=weight_decay, progress=False, **options)
+    if restart:
+        tr.fit(steps=restart[0])
+        tr.extend(restart[1], lr=2e-3)
+    tr.fit(steps=steps - tr.step)
     ck = tr.save(tmp_path / "ck.safetensors")
     return tr, x, ck
 
@@ -50,9 +56,17 @@ def maxdiff(a, b):
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
-@pytest.mark.parametrize("objective, warmup, steps", [("eps", 3, 5), ("v", 10, 4)])
-def test_one_step_in_pytorch_equals_one_ddpm_step(tmp_path, objective, warmup, steps):
-    tr, x, ck = trained(tmp_path, objective, warmup, steps)
+COSINE = dict(lr_schedule="cosine", total_steps=8)
+
+
+@pytest.mark.parametrize("objective, warmup, steps, options", [
+    ("eps", 3, 5, {}), ("v", 10, 4, {}),
+    ("eps", 2, 5, COSINE),                                 # cosine, past warm-up
+    ("v", 2, 7, dict(COSINE, restart=(4, 6)))])            # a warm restart at step 4
+def test_one_step_in_pytorch_equals_one_ddpm_step(tmp_path, objective, warmup, steps, options):
+    tr, x, ck = trained(tmp_path, objective, warmup, steps, **options)
+    if options:        # the rate moves from step to step: the case a constant rule gets wrong
+        assert tr.lr_at(steps + 1) not in (tr.lr, tr.lr_at(steps + 2))
     from ddpm.export import export_diffusers
     ckdir = export_diffusers(ck, tmp_path / "gpu")
     assert ckdir.endswith(f"checkpoint-{steps}")

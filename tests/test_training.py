@@ -209,7 +209,7 @@ def test_cosine_rate_and_a_new_cycle_after_it_ends(tmp_path):
     assert c.history["lr"] == a.history["lr"]
     with pytest.raises(ValueError, match="steps"):
         c.extend(0)
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match=r"Trainer\.extend\(\): lr"):
         c.extend(3, lr=-1.0)
     with pytest.raises(ValueError, match="schedule_start"):
         make_trainer(lr_schedule="cosine", total_steps=6, schedule_start=6)
