@@ -5,14 +5,15 @@ Not a test: prints numbers measured in this run.
 
     python benchmarks/bench_unet.py [--reps 3] [--threads 1 2] [--quick] [--no-compile]
 
-For each thread count: forward at batch 64 and forward+backward at batch 128
-(the reference config: 28x28x1, block_out_channels (32, 64, 128)), images per
-second of ddpm, PyTorch eager and the same module under torch.compile (inductor,
-CPU; its compile time is printed on its own line and left out of the per-step
-figures), the ratios ddpm / eager and ddpm / compiled, and GFLOP/s against an
-SGEMM peak measured in the same run through ddpm's own BLAS path (a 1024^3
-product).  Then a per-op profile of one forward and one forward+backward, to
-show where the time goes.
+For each thread count: forward and forward+backward at batch 64 (ddpm's
+chunk: see b_train below) of the reference config (28x28x1,
+block_out_channels (32, 64, 128)): images per second of ddpm, PyTorch eager
+and the same module under torch.compile (inductor, CPU; its compile time is
+printed on its own line and left out of the per-step figures), the ratios
+ddpm / eager and ddpm / compiled, and GFLOP/s against an SGEMM peak measured
+in the same run through ddpm's own BLAS path (a 1024^3 product).  Then a
+per-op profile of one forward and one forward+backward, to show where the
+time goes.
 Targets: issue 3, forward+backward >= 1.3x eager; issue 15, forward (sampling)
 >= 2x eager and >= 1.3x compiled.
 """
@@ -59,7 +60,11 @@ def main():
 
     net = ddpm.UNet(seed=0)
     ref = net.to_diffusers()
-    b_fwd, b_train = (8, 16) if args.quick else (64, 128)
+    # forward+backward at ddpm's chunk size (64): UNet.forward runs a larger batch in
+    # chunks of UNET_CHUNK images and UNet.backward then replays each chunk's forward
+    # (the workspace holds one chunk), so at B = 128 the figure would count two
+    # forwards; the fused training step (bench_train.py) runs B = 128 in one call
+    b_fwd, b_train = (8, 16) if args.quick else (64, _core.UNET_CHUNK)
     reps = 1 if args.quick else args.reps
     rng = np.random.default_rng(0)
     flops = net.flops(1)

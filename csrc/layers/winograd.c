@@ -50,10 +50,24 @@ static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size
     return (int)nr;
 }
 
+/* Floats from one position's block of a lane buffer to the next, for n
+ * floats per position: n rounded up to whole 64-byte lines, and to an odd
+ * number of them.  A transform writes (or reads) one stream per position,
+ * a*a streams this far apart; a multiple of 4 KB apart (C T = 32 x 224
+ * floats is 7 x 4 KB) put all 36 of F(4x4)'s in the same L1 set, which holds
+ * 12 lines, so nearly every access missed; an odd number of lines spreads
+ * them over 36 different sets.  The GEMMs' shapes do not change. */
+static size_t wino_pitch(size_t n) {
+    size_t p = (n + 15) / 16 * 16;
+    if ((p / 16) % 2 == 0) p += 16;
+    return p;
+}
+
 /* Scratch, for weight-gradient kind kw and input-gradient (or forward) kind
  * kx: U (ax, OC, C) or the rotated (ax, C, OC), at least aw OC C floats |
  * dU partials (WINO_LANES, aw, OC, C) | WINO_LANES lanes, each V (a*a, C, T)
- * and M (a*a, OC, T) for the larger of the two kinds, T = tiles of one of
+ * and M (a*a, OC, T) for the larger of the two kinds, each position's
+ * block wino_pitch() floats from the next, T = tiles of one of
  * its chunks (the backward's budget, the larger). */
 static size_t wino_layout(const WinoKind* kw, const WinoKind* kx, int B, int C, int H, int W,
                           int OC, size_t* off_du, size_t* off_lane, size_t* lane) {
@@ -62,7 +76,8 @@ static size_t wino_layout(const WinoKind* kw, const WinoKind* kx, int B, int C, 
                 wino_tiles(W, kw->m);
     size_t Tx = (size_t)wino_rows(kx, B, C, H, W, OC, kx->budget_bwd, WINO_MIN_CHUNKS_BWD) *
                 wino_tiles(W, kx->m);
-    size_t lw = aw * (C + OC) * Tw, lx = ax * (C + OC) * Tx;
+    size_t lw = aw * (wino_pitch((size_t)C * Tw) + wino_pitch((size_t)OC * Tw));
+    size_t lx = ax * (wino_pitch((size_t)C * Tx) + wino_pitch((size_t)OC * Tx));
     *off_du = (aw > ax ? aw : ax) * OC * C;
     *off_lane = *off_du + WINO_LANES * aw * OC * C;
     *lane = lw > lx ? lw : lx;
@@ -116,13 +131,14 @@ static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, c
                             const float* add_bo, int B, int Ci, int H, int W, int OCo, int r0,
                             int nr) {
     WINO_CHUNK_SIZES;
-    WINO_SEGS_LOOP(Ci, k->input(V + at, (size_t)Ci * T, x + stack, H, W, r0 + r, n));
+    const size_t vs = wino_pitch((size_t)Ci * T), ms = wino_pitch((size_t)OCo * T);
+    WINO_SEGS_LOOP(Ci, k->input(V + at, vs, x + stack, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
-                          U + (size_t)xi * OCo * Ci, Ci, V + (size_t)xi * Ci * T, (int)T, 0.0f,
-                          M + (size_t)xi * OCo * T, (int)T);
-    WINO_SEGS_LOOP(OCo, output_seg(k, out + stack, add ? add + stack : NULL, M + at,
-                                   (size_t)OCo * T, bias, add_bo, ch, OCo, H, W, r0 + r, n));
+                          U + (size_t)xi * OCo * Ci, Ci, V + xi * vs, (int)T, 0.0f, M + xi * ms,
+                          (int)T);
+    WINO_SEGS_LOOP(OCo, output_seg(k, out + stack, add ? add + stack : NULL, M + at, ms, bias,
+                                   add_bo, ch, OCo, H, W, r0 + r, n));
 }
 
 /* dU (a*a, OC, C) = beta dU + dM V^T over the tile rows [r0, r0 + nr)
@@ -132,12 +148,12 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
                                const float* dout, const float* inp, int B, int C, int H, int W,
                                int OC, int r0, int nr, float beta) {
     WINO_CHUNK_SIZES;
-    WINO_SEGS_LOOP(C, k->input(V + at, (size_t)C * T, inp + stack, H, W, r0 + r, n));
-    WINO_SEGS_LOOP(OC, k->output_adjoint(dM + at, (size_t)OC * T, dout + stack, H, W, r0 + r,
-                                         n));
+    const size_t vs = wino_pitch((size_t)C * T), ms = wino_pitch((size_t)OC * T);
+    WINO_SEGS_LOOP(C, k->input(V + at, vs, inp + stack, H, W, r0 + r, n));
+    WINO_SEGS_LOOP(OC, k->output_adjoint(dM + at, ms, dout + stack, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
-                          dM + (size_t)xi * OC * T, (int)T, V + (size_t)xi * C * T, (int)T, beta,
+                          dM + xi * ms, (int)T, V + xi * vs, (int)T, beta,
                           dU + (size_t)xi * OC * C, C);
 }
 
@@ -159,7 +175,7 @@ DDPM_OMP_FOR
         for (int oc = 0; oc < OC; oc++)
             k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
-        float* M = V + aa * C * nr * wino_tiles(W, k->m);
+        float* M = V + aa * wino_pitch((size_t)C * nr * wino_tiles(W, k->m));
 DDPM_OMP_FOR_DYNAMIC
         for (int j = 0; j < nchunks; j++) {
             int r0 = j * nr, n = rows - r0 < nr ? rows - r0 : nr;
@@ -200,9 +216,9 @@ DDPM_OMP_FOR
                            (size_t)C * 9, -3, -1);
         }
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
-        float* M = V + aw * C * nr * wino_tiles(W, kw->m);
+        float* M = V + aw * wino_pitch((size_t)C * nr * wino_tiles(W, kw->m));
         /* for dinp the lane holds V (ax, OC, T) then M (ax, C, T) */
-        float* M2 = V + ax * OC * nrx * wino_tiles(W, kx->m);
+        float* M2 = V + ax * wino_pitch((size_t)OC * nrx * wino_tiles(W, kx->m));
 DDPM_OMP_FOR_DYNAMIC
         for (int p = 0; p < np; p++)
             for (int j = p; j < nchunks; j += WINO_LANES) {
