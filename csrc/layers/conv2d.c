@@ -159,6 +159,15 @@ void conv2d_forward(float* out, float* col, const float* inp, const float* weigh
                        K, S);
 }
 
+/* o[i] = a[i] + bv (or bv without a): where the GEMM's output starts. */
+DDPM_SIMD_CLONES
+static void start_row(float* o, const float* a, float bv, size_t n) {   /* a may be o */
+    if (a)
+        for (size_t i = 0; i < n; i++) o[i] = a[i] + bv;
+    else
+        for (size_t i = 0; i < n; i++) o[i] = bv;
+}
+
 void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
                         const float* bias, const float* add, const float* add_bo, int B, int C,
                         int H, int W, int OC, int K, int S) {
@@ -178,12 +187,7 @@ void conv2d_forward_add(float* out, float* col, const float* inp, const float* w
             float* o = out + (size_t)oc * plane + (size_t)b * HWo;
             const WinoStart st = {bias, add_bo, oc, OC};
             const float bv = wino_start(&st, b);
-            if (add) {
-                const float* a = add + (size_t)oc * plane + (size_t)b * HWo;
-                for (size_t i = 0; i < HWo; i++) o[i] = a[i] + bv;
-            } else {
-                for (size_t i = 0; i < HWo; i++) o[i] = bv;
-            }
+            start_row(o, add ? add + (size_t)oc * plane + (size_t)b * HWo : NULL, bv, HWo);
         }
     const int CKK = C * K * K;
     if (K == 1 && S == 1) {

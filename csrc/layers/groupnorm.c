@@ -55,7 +55,10 @@ static void row_affine(float* o, const float* x, int n, float a, float k, int si
 }
 
 /* One (b, g) group of the forward: statistics, then the normalised (and SiLU'd)
- * output. */
+ * output.  Cloned like the elementwise loops: its statistics passes (16
+ * lanes as two 8-float vectors) otherwise compile for the baseline's 4-float
+ * registers; the same operations in the same order, so the same bits. */
+DDPM_SIMD_CLONES
 static void groupnorm_forward_group(float* out, float* mean, float* rstd, const float* inp,
                                     const float* weight, const float* bias, int b, int g,
                                     int B, int Cg, int HW, float eps, int silu) {
@@ -176,7 +179,9 @@ static void row_dx(float* dx, const float* dy, const float* x, int n, float m, f
  * pw/pb are (B, C) per-sample partials of dweight/dbias.  With the fused SiLU,
  * dy (the gradient at the norm's output, before the SiLU) is formed once
  * into dyb (Cg * HW floats, this thread's) and read again by the second
- * pass, so the sigmoid is evaluated once per element. */
+ * pass, so the sigmoid is evaluated once per element.  Cloned for its sums,
+ * as the forward's group is. */
+DDPM_SIMD_CLONES
 static void groupnorm_backward_group(float* dinp, float* pw, float* pb, float* dyb,
                                      const float* dout, const float* inp, const float* weight,
                                      const float* bias, float m, float r, int b, int g, int B,
