@@ -20,14 +20,17 @@
 #define WINO_LANES 8                   /* scratch lanes: at most this many threads (a laptop
                                         * has 4-8 cores; each lane costs ~2 MB) */
 #define WINO_SUM_BLOCK 4096            /* floats per block of the weight-gradient partial sum */
-/* Chunks a layer is cut into at least (when it has that many tile rows):
- * the forward, WINO_LANES, so that every lane gets work; the backward, 4,
- * because each of its chunks writes (and the end sums) a partial weight
- * gradient of a*a OC C floats, which on small batches cost more than the
- * chunk's GEMMs: B = 16, 1 thread, all the U-Net's 3x3 layers: 280 ms with
- * 8 chunks, 219 with 4, 203 with 2 (B = 128: 1512, 1479, 1475); 4 still
- * keeps 4 cores busy. */
-#define WINO_MIN_CHUNKS_FWD WINO_LANES
+/* Chunks a layer is cut into at least (when it has that many tile rows): 4,
+ * forward and backward, so that 4 cores get work.  More chunks mean smaller
+ * GEMMs: with the forward at 8 (one per lane), a 7x7 layer of 16 images ran
+ * its 36 GEMMs per chunk on 8 tiles, and the U-Net's forward at B = 16 took
+ * 162-169 ms on 1 thread against 143-149 with 4 (2 threads: 96-100 against
+ * 93-96; B = 64 is bound by the budget, not by this).  In the backward each
+ * chunk also writes (and the end sums) a partial weight gradient of a*a OC C
+ * floats, which on small batches cost more than the chunk's GEMMs: B = 16,
+ * 1 thread, all the U-Net's 3x3 layers: 280 ms with 8 chunks, 219 with 4,
+ * 203 with 2 (B = 128: 1512, 1479, 1475). */
+#define WINO_MIN_CHUNKS_FWD 4
 #define WINO_MIN_CHUNKS_BWD 4
 
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
