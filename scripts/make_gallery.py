@@ -3,7 +3,7 @@
     python scripts/make_gallery.py            # writes docs/lessons/*.png, *.gif, README.md
 
 A learner sees these on the repository page without running anything; each picture
-is drawn by the same ddpm calls the notebooks make (the shipped Fashion-MNIST model,
+is drawn by the same ddpm calls the notebooks make (the shipped Fashion-MNIST models,
 the schedules, the closed-form forward process, the samplers), seeded, so running the
 script again gives the same pictures.  Needs matplotlib and ipywidgets (the
 ``notebooks`` extra).  Fashion-MNIST test images are used where the data is found,
@@ -129,7 +129,7 @@ def lesson_3(entries):
         x0_hat.append(np.clip(d.predict_x0(x, t)[0], -1, 1))
     name = _grid(np.stack(xt + x0_hat), "6-2-3-denoise.png", nrow=len(ts), scale=3)
     entries.append(("6-2-3", "Learning to denoise", name,
-                    f"Top: {what} noised at t = {ts}. Bottom: the shipped model's one-shot guess "
+                    f"Top: {what} noised at t = {ts}. Bottom: the lessons' model's one-shot guess "
                     f"x0_hat = (x_t - sqrt(1 - alpha_bar) eps_hat) / sqrt(alpha_bar); its error "
                     f"grows with t."))
 
@@ -145,7 +145,7 @@ def lesson_4(entries):
     _, run = d.sample(4, steps=50, sampler="ddim", seed=2, return_trajectory=5, progress=False)
     ddpm.save_animation(run, os.path.join(OUT, "6-2-4-reverse.gif"), scale=2, duration_ms=250)
     entries.append(("6-2-4", "Sampling and generation", name,
-                    f"A real 1000-step DDPM run of the shipped model at t = {lesson}: two images' "
+                    f"A real 1000-step DDPM run of the lessons' model at t = {lesson}: two images' "
                     f"x_t (rows 1-2) and x0_hat (rows 3-4). Animated (50-step DDIM, x_t left, "
                     f"x0_hat right): [6-2-4-reverse.gif](6-2-4-reverse.gif)."))
 
@@ -166,9 +166,10 @@ def lesson_5(entries):
                   interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    info = ddpm.pretrained.training_info()
+    info = ddpm.pretrained.training_info("fashion-mnist-eps")
     entries.append(("6-2-5", "Build a diffusion model", _save(fig, "6-2-5-samples.png"),
-                    f"The shipped model (trained by `{info.get('command', 'ddpm train')}`), "
+                    f"The lessons' unconditional model `fashion-mnist-eps` (trained by "
+                    f"`{info.get('command', 'ddpm train')}`), "
                     f"16 samples from each sampler, same seed."))
 
 
@@ -204,7 +205,7 @@ def lesson_7(entries):
     import ddpm
     from ddpm import datasets
     d = ddpm.load_pretrained("fashion-mnist")
-    how = "the shipped model"
+    how = "the shipped class-conditional model `fashion-mnist`"
     if d.model.num_class_embeds is None:     # a small conditional model, trained here
         x, y = datasets.fashion_mnist("train")
         net = ddpm.UNet(seed=0, block_out_channels=(16, 32, 32), add_attention=False,
