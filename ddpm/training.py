@@ -45,7 +45,6 @@ def _progress_bar(total, enabled, desc):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
-
 def learning_rate(step: int, lr: float, warmup_steps: int = 0, lr_schedule: str = "constant",
                   total_steps: int | None = None, schedule_start: int = 0) -> float:
     """ddpm's learning-rate rule, the one place it is written (``Trainer.lr_at`` and
