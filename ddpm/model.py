@@ -484,10 +484,12 @@ class UNet:
         # a large batch runs in chunks of UNET_CHUNK images (a fixed size, so the numbers do
         # not depend on the thread count), and Ctrl-C is honoured between chunks; backward
         # recomputes each chunk's forward from these inputs
+        # (keep=False: no chunk's activations are kept for it, which folds each
+        # GroupNorm + SiLU into the convolution after it; the same numbers)
         for i in range(0, B, C):
             lab = None if labels is None else labels[i:i + C]
             self._generation = _core.unet_forward(self._handle, self.params, x[i:i + C],
-                                                  tt[i:i + C], out[i:i + C], lab)
+                                                  tt[i:i + C], out[i:i + C], lab, False)
         self._replay = (x.copy(), tt, labels)
         return out
 

@@ -318,6 +318,29 @@ def test_same_numbers_at_one_and_two_threads(B):
         ddpm.set_num_threads(before)
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_inference_forward_is_the_same_numbers(name):
+    # keep=False (the samplers' forward) folds each GroupNorm + SiLU into the
+    # convolution after it (Winograd F(4x4) and F(2x2) staging, and im2col in
+    # "narrow") instead of writing the norm's output: the same bits as the
+    # forward that keeps its activations, on a net whose norms are not 1s and 0s
+    from ddpm import _core
+    cfg = CONFIGS[name]
+    net = UNet(seed=4, **cfg)
+    _randomise(net, 5)
+    S, cin, cout = net.config["sample_size"], net.config["in_channels"], net.config["out_channels"]
+    x = np.random.default_rng(6).standard_normal((3, cin, S, S)).astype(np.float32)
+    t = np.array([0.0, 400.0, 999.0], np.float32)
+    kept, folded = (np.empty((3, cout, S, S), np.float32) for _ in range(2))
+    _core.unet_forward(net._handle, net.params, x, t, kept, None, True)
+    gen = _core.unet_forward(net._handle, net.params, x, t, folded, None, False)
+    assert np.abs(kept).max() > 0.1    # a real output, not zeros on both sides
+    assert np.array_equal(kept, folded), f"differs by {np.abs(kept - folded).max():.3g}"
+    # nothing was kept for a backward: it is refused, never run on stale numbers
+    with pytest.raises(RuntimeError, match="activations this backward needs are gone"):
+        _core.unet_backward(net._handle, net.params, net.grads, np.ones_like(folded), None, gen)
+
+
 def test_backward_does_not_depend_on_the_previous_call():
     # the backward writes each activation gradient first and adds later,
     # never zeroing the workspace: a previous call's numbers must not leak

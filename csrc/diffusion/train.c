@@ -56,7 +56,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     float tf[1024];
     float* tnet = B <= 1024 ? tf : dout;
     for (int b = 0; b < B; b++) tnet[b] = net_time(t[b]);
-    st = unet_forward(net, params, xt, tnet, labels ? used : NULL, out, B);
+    st = unet_forward(net, params, xt, tnet, labels ? used : NULL, out, B, 1);
     if (st) return st;
     /* 4. loss and its gradient: target, per-image mse, weights */
     double total = 0.0;

@@ -36,9 +36,10 @@ size_t conv2d_col_floats(int B, int C, int H, int W, int K, int S) {
            out_size(W, K, S);
 }
 
-/* col (C*K*K, nb*Ho*Wo) from samples b0 .. b0+nb-1 of inp (C, B, H, W). */
-static void im2col(float* col, const float* inp, int b0, int nb, int B, int C, int H, int W,
-                   int K, int S) {
+/* col (C*K*K, nb*Ho*Wo) from samples b0 .. b0+nb-1 of inp (C, B, H, W),
+ * read through act (C, B) when given, S = 1 only (the padding stays zero). */
+static void im2col(float* col, const float* inp, const NormAct* act, int b0, int nb, int B,
+                   int C, int H, int W, int K, int S) {
     const int pad = K / 2, Ho = out_size(H, K, S), Wo = out_size(W, K, S);
     const size_t ncols = (size_t)nb * Ho * Wo;
     int nt = ddpm_threads_for((size_t)C * ncols * K * K, 1 << 15);
@@ -50,6 +51,8 @@ static void im2col(float* col, const float* inp, int b0, int nb, int B, int C, i
                 for (int b = 0; b < nb; b++) {
                     const float* x = inp + ((size_t)c * B + b0 + b) * H * W;
                     float* r = row + (size_t)b * Ho * Wo;
+                    const size_t cb = (size_t)c * B + b0 + b;
+                    const float ca = act ? act->a[cb] : 1.0f, ck = act ? act->k[cb] : 0.0f;
                     for (int oh = 0; oh < Ho; oh++) {
                         int ih = oh * S + kh - pad;
                         float* ro = r + (size_t)oh * Wo;
@@ -63,9 +66,13 @@ static void im2col(float* col, const float* inp, int b0, int nb, int B, int C, i
                             int lo = pad - kw > 0 ? pad - kw : 0;
                             int hi = W + pad - kw < Wo ? W + pad - kw : Wo;
                             for (int ow = 0; ow < lo; ow++) ro[ow] = 0.0f;
-                            for (int ow = lo; ow < hi; ow++) ro[ow] = xr[ow + kw - pad];
+                            if (act)
+                                groupnorm_act_row(ro + lo, xr + lo + kw - pad, hi - lo, ca, ck,
+                                                  act->silu);
+                            else
+                                for (int ow = lo; ow < hi; ow++) ro[ow] = xr[ow + kw - pad];
                             for (int ow = hi; ow < Wo; ow++) ro[ow] = 0.0f;
-                        } else {
+                        } else {   /* act comes with S = 1 only (conv2d_forward_norm) */
                             for (int ow = 0; ow < Wo; ow++) {
                                 int iw = ow * S + kw - pad;
                                 ro[ow] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
@@ -168,13 +175,15 @@ static void start_row(float* o, const float* a, float bv, size_t n) {   /* a may
         for (size_t i = 0; i < n; i++) o[i] = bv;
 }
 
-void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
-                        const float* bias, const float* add, const float* add_bo, int B, int C,
-                        int H, int W, int OC, int K, int S) {
+/* conv2d_forward_add with inp read through act (or NULL); act only where
+ * the input is copied (never K = 1, S = 1, whose GEMM reads inp itself). */
+static void forward(float* out, float* col, const float* inp, const NormAct* act,
+                    const float* weight, const float* bias, const float* add,
+                    const float* add_bo, int B, int C, int H, int W, int OC, int K, int S) {
     if (add) add_bo = NULL;
     if (use_winograd(C, H, W, OC, K, S)) {
-        wino_forward(kind_fwd(C, H, W, OC), out, col, inp, weight, bias, add, add_bo, B, C, H,
-                     W, OC);
+        wino_forward(kind_fwd(C, H, W, OC), out, col, inp, act, weight, bias, add, add_bo, B, C,
+                     H, W, OC);
         return;
     }
     const int Ho = out_size(H, K, S), Wo = out_size(W, K, S);
@@ -197,10 +206,22 @@ void conv2d_forward_add(float* out, float* col, const float* inp, const float* w
     const int nb = conv2d_chunk(B, C, H, W, K, S);
     for (int b0 = 0; b0 < B; b0 += nb) {
         int n = B - b0 < nb ? B - b0 : nb;
-        im2col(col, inp, b0, n, B, C, H, W, K, S);
+        im2col(col, inp, act, b0, n, B, C, H, W, K, S);
         sgemm_nn(OC, n * Ho * Wo, CKK, 1.0f, weight, CKK, col, n * Ho * Wo, 1.0f,
                  out + (size_t)b0 * Ho * Wo, (int)plane);
     }
+}
+
+void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
+                        const float* bias, const float* add, const float* add_bo, int B, int C,
+                        int H, int W, int OC, int K, int S) {
+    forward(out, col, inp, NULL, weight, bias, add, add_bo, B, C, H, W, OC, K, S);
+}
+
+void conv2d_forward_norm(float* out, float* col, const float* inp, const NormAct* act,
+                         const float* weight, const float* bias, const float* add,
+                         const float* add_bo, int B, int C, int H, int W, int OC) {
+    forward(out, col, inp, act, weight, bias, add, add_bo, B, C, H, W, OC, 3, 1);
 }
 
 void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,
@@ -231,7 +252,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
     for (int b0 = 0; b0 < B; b0 += nb) {
         int n = B - b0 < nb ? B - b0 : nb;
         const float* d = dout + (size_t)b0 * Ho * Wo;
-        im2col(col, inp, b0, n, B, C, H, W, K, S);
+        im2col(col, inp, NULL, b0, n, B, C, H, W, K, S);
         sgemm_nt(OC, CKK, n * Ho * Wo, 1.0f, d, (int)plane, col, n * Ho * Wo, 1.0f, dweight,
                  CKK);
         if (dinp) {

@@ -15,6 +15,7 @@
 #define DDPM_CONV2D_H
 
 #include <stddef.h>
+#include "layers/groupnorm.h"   /* NormAct */
 
 /* Samples per im2col chunk and the im2col scratch (floats) of one chunk. */
 int conv2d_chunk(int B, int C, int H, int W, int K, int S);
@@ -42,6 +43,13 @@ void conv2d_forward(float* out, float* col, const float* inp, const float* weigh
 void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
                         const float* bias, const float* add, const float* add_bo, int B, int C,
                         int H, int W, int OC, int K, int S);
+
+/* conv2d_forward_add for a 3x3 stride-1 layer whose input is a GroupNorm
+ * (+ SiLU) of inp: inp (C, B, H, W) read through act's (C, B) coefficients
+ * as the convolution copies it (groupnorm.h), never written out. */
+void conv2d_forward_norm(float* out, float* col, const float* inp, const NormAct* act,
+                         const float* weight, const float* bias, const float* add,
+                         const float* add_bo, int B, int C, int H, int W, int OC);
 
 /* dinp (C, B, H, W) += ... (accumulate 1) or = ... (accumulate 0: its old
  * contents are never read, so it need not be zeroed first), or NULL to

@@ -42,26 +42,21 @@ static inline double lane_sq(const float* x, int n, float m) {
     return s;
 }
 
-/* One channel row of the forward: o = y = x * a + k, or silu(y).  Purely
+/* One channel row of the forward: o = groupnorm_act(x, a, k, silu).  Purely
  * elementwise, so it is also compiled for AVX2 (same operations in the same
  * order, so the same bits). */
 DDPM_SIMD_CLONES
 static void row_affine(float* o, const float* x, int n, float a, float k, int silu) {
-    if (silu) {
-        for (int i = 0; i < n; i++) { float y = x[i] * a + k; o[i] = y * sigmoidf_(y); }
-    } else {
-        for (int i = 0; i < n; i++) o[i] = x[i] * a + k;
-    }
+    groupnorm_act_row(o, x, n, a, k, silu);
 }
 
-/* One (b, g) group of the forward: statistics, then the normalised (and SiLU'd)
- * output.  Cloned like the elementwise loops: its statistics passes (16
- * lanes as two 8-float vectors) otherwise compile for the baseline's 4-float
- * registers; the same operations in the same order, so the same bits. */
+/* The statistics of one (b, g) group: *mean, *rstd.  Cloned like the
+ * elementwise loops: its passes (16 lanes as two 8-float vectors) otherwise
+ * compile for the baseline's 4-float registers; the same operations in the
+ * same order, so the same bits. */
 DDPM_SIMD_CLONES
-static void groupnorm_forward_group(float* out, float* mean, float* rstd, const float* inp,
-                                    const float* weight, const float* bias, int b, int g,
-                                    int B, int Cg, int HW, float eps, int silu) {
+static void groupnorm_group_stats(float* mean, float* rstd, const float* inp, int b, int g,
+                                  int B, int Cg, int HW, float eps) {
     double s = 0.0;
     for (int c = g * Cg; c < (g + 1) * Cg; c++) s += ddpm_sum(inp + ((size_t)c * B + b) * HW, HW);
     const double n = (double)Cg * HW;
@@ -73,31 +68,51 @@ static void groupnorm_forward_group(float* out, float* mean, float* rstd, const 
     double dm = s / n - (double)m32;           /* mean - m32 */
     double var = v / n - dm * dm;
     if (var < 0) var = 0;
-    float mf = (float)(m32 + dm), rf = (float)(1.0 / sqrt(var + (double)eps));
-    *mean = mf;
-    *rstd = rf;
-    for (int c = g * Cg; c < (g + 1) * Cg; c++) {
-        /* y = x * a + k with a = rstd*w, k = bias - mean*rstd*w */
-        float a = rf * weight[c], k = bias[c] - mf * a;
-        row_affine(out + ((size_t)c * B + b) * HW, inp + ((size_t)c * B + b) * HW, HW, a, k, silu);
-    }
+    *mean = (float)(m32 + dm);
+    *rstd = (float)(1.0 / sqrt(var + (double)eps));
 }
 
-void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int B, int C, int HW, int G,
-                       float eps, int silu) {
+/* Over the (b, g) groups, g-major: consecutive tasks take the next sample's
+ * rows of the same channels, which lie right after (C, B, HW): Cg sequential
+ * streams.  Statistics, then per channel a, k, and the normalised (and
+ * SiLU'd) rows when out is given, else a and k stored (C, B). */
+static void groupnorm_run(float* out, float* ca, float* ck, float* mean, float* rstd,
+                          const float* inp, const float* weight, const float* bias, int B, int C,
+                          int HW, int G, float eps, int silu) {
     const int Cg = C / G;
     const int tasks = B * G;
     int nt = ddpm_threads_for((size_t)B * C * HW, 1 << 14);
     DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < tasks; task++)
     {
-        /* g-major: consecutive tasks take the next sample's rows of the same
-         * channels, which lie right after (C, B, HW): Cg sequential streams */
         const int b = task % B, g = task / B;
-        groupnorm_forward_group(out, mean + (size_t)b * G + g, rstd + (size_t)b * G + g, inp,
-                                weight, bias, b, g, B, Cg, HW, eps, silu);
+        float* m = mean + (size_t)b * G + g;
+        float* r = rstd + (size_t)b * G + g;
+        groupnorm_group_stats(m, r, inp, b, g, B, Cg, HW, eps);
+        for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+            float a, k;
+            groupnorm_coeff(*m, *r, weight[c], bias[c], &a, &k);
+            if (out) {
+                const size_t row = ((size_t)c * B + b) * HW;
+                row_affine(out + row, inp + row, HW, a, k, silu);
+            } else {
+                ca[(size_t)c * B + b] = a;
+                ck[(size_t)c * B + b] = k;
+            }
+        }
     }
+}
+
+void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int B, int C, int HW, int G,
+                       float eps, int silu) {
+    groupnorm_run(out, NULL, NULL, mean, rstd, inp, weight, bias, B, C, HW, G, eps, silu);
+}
+
+void groupnorm_coeffs(float* a, float* k, float* mean, float* rstd, const float* inp,
+                      const float* weight, const float* bias, int B, int C, int HW, int G,
+                      float eps) {
+    groupnorm_run(NULL, a, k, mean, rstd, inp, weight, bias, B, C, HW, G, eps, 0);
 }
 
 /* dy = d * silu'(y), y = x * a + k the forward's pre-activation (the same
@@ -193,8 +208,9 @@ static void groupnorm_backward_group(float* dinp, float* pw, float* pb, float* d
         const float* dy = dout + row;
         if (silu) {
             float* d = dyb + (size_t)(c - g * Cg) * HW;
-            float a = r * weight[c];
-            row_silu_grad(d, dout + row, inp + row, HW, a, bias[c] - m * a);
+            float a, k;
+            groupnorm_coeff(m, r, weight[c], bias[c], &a, &k);
+            row_silu_grad(d, dout + row, inp + row, HW, a, k);
             dy = d;
         }
         double sw, sb;

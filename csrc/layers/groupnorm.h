@@ -6,17 +6,63 @@
  * values.  y = (x - mean) * rstd * weight[c] + bias[c]; out = y, or silu(y).
  * The backward recomputes y from x and the saved statistics instead of
  * keeping another activation-sized buffer.
+ *
+ * The norm (+ SiLU) can also be left unapplied: groupnorm_coeffs gives each
+ * (channel, sample) its two numbers a, k, and a consumer that copies its
+ * input anyway (a convolution's input staging) reads x through them with
+ * groupnorm_act, the forward's own formula, so it gets the same bits without
+ * the output ever being written.
  */
 #ifndef DDPM_GROUPNORM_H
 #define DDPM_GROUPNORM_H
 
 #include <stddef.h>
+#include "core/common.h"   /* ddpm_expf */
+
+/* GroupNorm (+ SiLU) as per-(channel, sample) coefficients: x of channel c,
+ * sample b becomes groupnorm_act(x, a[c B + b], k[c B + b], silu).  A view
+ * of one channel has a, k pointing at its B numbers. */
+typedef struct {
+    const float* a;   /* (C, B) rstd * weight[c] */
+    const float* k;   /* (C, B) bias[c] - mean * a */
+    int silu;
+} NormAct;
+
+/* a, k of channel weight w, bias bb for the group's mean m, rstd r */
+static inline void groupnorm_coeff(float m, float r, float w, float bb, float* a, float* k) {
+    *a = r * w;
+    *k = bb - m * *a;
+}
+
+/* y = x a + k, and silu(y) = y sigmoid(y) with silu: the forward's output */
+static inline float groupnorm_act(float x, float a, float k, int silu) {
+    const float y = x * a + k;
+    return silu ? y * (1.0f / (1.0f + ddpm_expf(-y))) : y;
+}
+
+/* dst[0..n) = groupnorm_act(src[0..n), a, k, silu): one row, a loop per
+ * case so each vectorises (inlined into the callers' SIMD clones) */
+static inline __attribute__((always_inline)) void groupnorm_act_row(float* restrict dst,
+                                                                    const float* restrict src,
+                                                                    int n, float a, float k,
+                                                                    int silu) {
+    if (silu)
+        for (int i = 0; i < n; i++) dst[i] = groupnorm_act(src[i], a, k, 1);
+    else
+        for (int i = 0; i < n; i++) dst[i] = groupnorm_act(src[i], a, k, 0);
+}
 
 /* out (C, B, HW); mean, rstd (B, G) saved for backward; inp (C, B, HW);
  * weight, bias (C,). */
 void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int B, int C, int HW, int G,
                        float eps, int silu);
+
+/* The forward without its output: mean, rstd (B, G) as groupnorm_forward
+ * saves them, a, k (C, B) as NormAct holds them. */
+void groupnorm_coeffs(float* a, float* k, float* mean, float* rstd, const float* inp,
+                      const float* weight, const float* bias, int B, int C, int HW, int G,
+                      float eps);
 
 /* dinp (C, B, HW) += ... (accumulate 1) or = ... (accumulate 0, its old
  * contents never read); dweight, dbias (C,) += ...; scratch:

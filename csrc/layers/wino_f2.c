@@ -100,12 +100,24 @@ static inline void wino_stage_row(float* c0, float* c1, float* c2, float* c3, co
 }
 
 /* V[xi * xs + k] = B^T d B for the tiles of tile rows ty0 .. ty0 + n - 1 of
- * one plane x (H, W), k = (ty - ty0) tw + tx, d the 4x4 window at rows
- * 2ty-1.., columns 2tx-1.. (zero outside). */
+ * one plane x (H, W) of sample b, k = (ty - ty0) tw + tx, d the 4x4 window
+ * at rows 2ty-1.., columns 2tx-1.. (zero outside), x read through act's
+ * a[b], k[b] (or act NULL). */
 DDPM_SIMD_CLONES
-static void wino_input_rows(float* restrict V, size_t xs, const float* x, int ty0, int n, int H,
-                            int W) {
+static void wino_input_rows(float* restrict V, size_t xs, const float* x, const NormAct* act,
+                            int b, int ty0, int n, int H, int W) {
     const int tw = tiles2(W), nt = n * tw;
+    /* with act, the rows read (2 ty0 - 1 .. 2 (ty0 + n), within the plane:
+     * at most 2 n + 2 rows of W <= 2 tw floats) activated first as one run,
+     * full vectors (groupnorm.h; the zero padding stays zero) */
+    float arows[4 * WINO_SEG_TILES + 2 * WINO_MAX_W];
+    int lo = 0;
+    if (act) {
+        lo = 2 * ty0 - 1 > 0 ? 2 * ty0 - 1 : 0;
+        const int hi = 2 * (ty0 + n) + 1 < H ? 2 * (ty0 + n) + 1 : H;
+        groupnorm_act_row(arows, x + (size_t)lo * W, (hi - lo) * W, act->a[b], act->k[b],
+                          act->silu);
+    }
     /* S[4 pi + j][m tw + tx] = window column j of padded row 2 (ty0 + m) + pi:
      * window row i of tile (ty0 + m, tx) is S[4 (i & 1) + j][(m + i / 2) tw + tx] */
     float S[8][WINO_STAGE];
@@ -114,7 +126,10 @@ static void wino_input_rows(float* restrict V, size_t xs, const float* x, int ty
             const int h = 2 * (ty0 + m) + pi - 1;
             float (*s)[WINO_STAGE] = S + 4 * pi;
             wino_stage_row(s[0] + m * tw, s[1] + m * tw, s[2] + m * tw, s[3] + m * tw,
-                           (h >= 0 && h < H) ? x + (size_t)h * W : NULL, W, tw);
+                           (h < 0 || h >= H) ? NULL
+                           : act             ? arows + (size_t)(h - lo) * W
+                                             : x + (size_t)h * W,
+                           W, tw);
         }
     /* one pass per row i of B^T (down the window's rows), then B along the
      * four columns: four output streams per pass */
@@ -242,9 +257,10 @@ static void wino_output_adjoint_rows(float* restrict dM, size_t xs, const float*
 /* ---- the segment interface of winograd.h: tile rows [r, r + n) within
  * one plane (sample r / th), handed to the per-plane functions above ---- */
 
-static void f2_input(float* V, size_t xs, const float* x, int H, int W, int r, int n) {
-    const int th = tiles2(H);
-    wino_input_rows(V, xs, x + (size_t)(r / th) * H * W, r % th, n, H, W);
+static void f2_input(float* V, size_t xs, const float* x, const NormAct* act, int H, int W,
+                     int r, int n) {
+    const int th = tiles2(H), b = r / th;
+    wino_input_rows(V, xs, x + (size_t)b * H * W, act, b, r % th, n, H, W);
 }
 
 static void f2_output(float* y, const float* base, const float* M, size_t xs, const WinoStart* s,

@@ -239,14 +239,36 @@ static inline __attribute__((always_inline)) void stage_row(float* restrict s,
     }
 }
 
+/* The rows a segment's tile rows of one plane read, n tile rows of tw
+ * tiles (n tw <= F4_SEG, or n = 1): at most 4 n + 2 rows of W <= 4 tw
+ * floats, so (4 F4_SEG / tw + 2) W <= 16 F4_SEG + 2 WINO_MAX_W floats. */
+#define F4_ACT_FLOATS (16 * F4_SEG + 2 * WINO_MAX_W)
+
 /* S[(6 i + j) F4_SEG + k] = element (i, j) of the 6x6 window of the
- * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane. */
-static inline __attribute__((always_inline)) void stage_windows(float* S, const float* x, int H,
+ * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane;
+ * x read through act (or NULL).  With act, the rows each plane's tile rows
+ * read are activated first, as one contiguous run (full vectors, each
+ * element once; a row at a time, 7- and 14-float rows ran mostly in the
+ * vector loop's scalar tail: the forward took 1.35x as long), and the
+ * windows are staged from there.  The zero padding stays zero, as the
+ * convolution pads the activated input. */
+static inline __attribute__((always_inline)) void stage_windows(float* S, const float* x,
+                                                                const NormAct* act, int H,
                                                                 int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W);
+    float arows[F4_ACT_FLOATS];
+    int ab = -1, lo = 0;   /* arows holds rows lo.. of plane ab, activated */
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const float* plane = x + (size_t)b * H * W;
+        if (act && b != ab) {
+            const int last = ty + (n - 1 - m) < th - 1 ? ty + (n - 1 - m) : th - 1;
+            const int hi = 4 * last + 5 < H ? 4 * last + 5 : H;
+            lo = 4 * ty - 1 > 0 ? 4 * ty - 1 : 0;
+            groupnorm_act_row(arows, plane + (size_t)lo * W, (hi - lo) * W, act->a[b], act->k[b],
+                              act->silu);
+            ab = b;
+        }
         for (int i = 0; i < 6; i++) {
             const int h = 4 * ty - 1 + i;
             float* s = S + (size_t)6 * i * F4_SEG + m * tw;
@@ -254,7 +276,7 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
                 for (int j = 0; j < 6; j++) zero_row(s + j * F4_SEG, tw);
                 continue;
             }
-            stage_row(s, plane + (size_t)h * W, W, tw);
+            stage_row(s, act ? arows + (size_t)(h - lo) * W : plane + (size_t)h * W, W, tw);
         }
     }
 }
@@ -326,12 +348,14 @@ static inline __attribute__((always_inline)) void put_row(float* restrict y, con
 
 /* --------------------------------------------------------- transforms */
 
-/* V[xi * xs + k] = B^T d B for tile rows [r, r + n) of x (B, H, W). */
+/* V[xi * xs + k] = B^T d B for tile rows [r, r + n) of x (B, H, W), read
+ * through act (or NULL). */
 DDPM_SIMD_CLONES
-static void f4_input(float* restrict V, size_t xs, const float* x, int H, int W, int r, int n) {
+static void f4_input(float* restrict V, size_t xs, const float* x, const NormAct* act, int H,
+                     int W, int r, int n) {
     const int nt = n * tiles4(W);
     float S[36 * F4_SEG], T[36 * F4_SEG];
-    stage_windows(S, x, H, W, r, n);
+    stage_windows(S, x, act, H, W, r, n);
     /* down each window column j: T[6 i' + j] = (B^T d)_i' */
     for (int j = 0; j < 6; j++)
         bt6(F4_P6(T + j * F4_SEG, 6 * F4_SEG), F4_P6(S + j * F4_SEG, 6 * F4_SEG), nt);

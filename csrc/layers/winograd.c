@@ -127,16 +127,31 @@ static inline void output_seg(const WinoKind* k, float* y, const float* base, co
     k->output(y, base, M, xs, &s, H, W, r, n);
 }
 
+/* Channel ch's view of act (its B coefficients), or NULL without one. */
+static inline const NormAct* act_channel(NormAct* view, const NormAct* act, int ch, int B) {
+    if (!act) return NULL;
+    *view = (NormAct){act->a + (size_t)ch * B, act->k + (size_t)ch * B, act->silu};
+    return view;
+}
+
+/* k->input for channel ch's planes, read through its view of act. */
+static inline void input_seg(const WinoKind* k, float* V, size_t xs, const float* x,
+                             const NormAct* act, int ch, int B, int H, int W, int r, int n) {
+    NormAct view;
+    k->input(V, xs, x, act_channel(&view, act, ch, B), H, W, r, n);
+}
+
 /* out (OCo, B, H, W) = (start + bias) + conv3x3(x (Ci, B, H, W)) on the tile
- * rows [r0, r0 + nr), start as conv2d_forward_add says; U (a*a, OCo, Ci) the
- * transformed weights; V (a*a, Ci, T), M (a*a, OCo, T) this lane's buffers. */
+ * rows [r0, r0 + nr), start as conv2d_forward_add says, x read through act
+ * (or NULL); U (a*a, OCo, Ci) the transformed weights; V (a*a, Ci, T),
+ * M (a*a, OCo, T) this lane's buffers. */
 static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, const float* x,
-                            const float* U, const float* bias, const float* add,
-                            const float* add_bo, int B, int Ci, int H, int W, int OCo, int r0,
-                            int nr) {
+                            const NormAct* act, const float* U, const float* bias,
+                            const float* add, const float* add_bo, int B, int Ci, int H, int W,
+                            int OCo, int r0, int nr) {
     WINO_CHUNK_SIZES;
     const size_t vs = wino_pitch((size_t)Ci * T), ms = wino_pitch((size_t)OCo * T);
-    WINO_SEGS_LOOP(Ci, k->input(V + at, vs, x + stack, H, W, r0 + r, n));
+    WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
                           U + (size_t)xi * OCo * Ci, Ci, V + xi * vs, (int)T, 0.0f, M + xi * ms,
@@ -153,7 +168,7 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
                                int OC, int r0, int nr, float beta) {
     WINO_CHUNK_SIZES;
     const size_t vs = wino_pitch((size_t)C * T), ms = wino_pitch((size_t)OC * T);
-    WINO_SEGS_LOOP(C, k->input(V + at, vs, inp + stack, H, W, r0 + r, n));
+    WINO_SEGS_LOOP(C, k->input(V + at, vs, inp + stack, NULL, H, W, r0 + r, n));
     WINO_SEGS_LOOP(OC, k->output_adjoint(dM + at, ms, dout + stack, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
@@ -162,8 +177,8 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
 }
 
 void wino_forward(const WinoKind* k, float* out, float* scratch, const float* inp,
-                  const float* weight, const float* bias, const float* add, const float* add_bo,
-                  int B, int C, int H, int W, int OC) {
+                  const NormAct* act, const float* weight, const float* bias, const float* add,
+                  const float* add_bo, int B, int C, int H, int W, int OC) {
     size_t off_du, off_lane, lane;
     wino_layout(k, k, B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
@@ -183,7 +198,7 @@ DDPM_OMP_FOR
 DDPM_OMP_FOR_DYNAMIC
         for (int j = 0; j < nchunks; j++) {
             int r0 = j * nr, n = rows - r0 < nr ? rows - r0 : nr;
-            wino_conv_chunk(k, out, V, M, inp, U, bias, add, add_bo, B, C, H, W, OC, r0, n);
+            wino_conv_chunk(k, out, V, M, inp, act, U, bias, add, add_bo, B, C, H, W, OC, r0, n);
         }
     }
 }
@@ -228,18 +243,18 @@ DDPM_OMP_FOR_DYNAMIC
             for (int j = p; j < nchunks; j += WINO_LANES) {
                 int r0 = j * nr, n = rows - r0 < nr ? rows - r0 : nr;
                 /* the partial's first chunk writes it (no zeroing pass) */
-                wino_dweight_chunk(kw, dU + p * aw * xs, V, M, dout, inp, B, C, H, W, OC, r0, n,
-                                   j == p ? 0.0f : 1.0f);
+                wino_dweight_chunk(kw, dU + p * aw * xs, V, M, dout, inp, B, C, H, W, OC, r0,
+                                   n, j == p ? 0.0f : 1.0f);
                 if (dinp && fused)
-                    wino_conv_chunk(kx, dinp, V, M2, dout, Ur, NULL, accumulate ? dinp : NULL,
-                                    NULL, B, OC, H, W, C, r0, n);
+                    wino_conv_chunk(kx, dinp, V, M2, dout, NULL, Ur, NULL,
+                                    accumulate ? dinp : NULL, NULL, B, OC, H, W, C, r0, n);
             }
         if (dinp && !fused) {
 DDPM_OMP_FOR_DYNAMIC
             for (int j = 0; j < nchx; j++) {
                 int r0 = j * nrx, n = rowsx - r0 < nrx ? rowsx - r0 : nrx;
-                wino_conv_chunk(kx, dinp, V, M2, dout, Ur, NULL, accumulate ? dinp : NULL, NULL,
-                                B, OC, H, W, C, r0, n);
+                wino_conv_chunk(kx, dinp, V, M2, dout, NULL, Ur, NULL, accumulate ? dinp : NULL,
+                                NULL, B, OC, H, W, C, r0, n);
             }
         }
         /* the partials summed into the first in order p = 1, 2, ... for every

@@ -23,6 +23,7 @@
 #define DDPM_WINOGRAD_H
 
 #include <stddef.h>
+#include "layers/groupnorm.h"   /* NormAct: a GroupNorm (+ SiLU) the input is read through */
 
 #define WINO_MAX_W 256   /* widest row the kinds' stack buffers take */
 
@@ -56,8 +57,10 @@ typedef struct {
     /* dg_i (3, 3) += G^T du_i G for dg_i = dg + 9 i, du_i[xi xs] = du[xi xs + i],
      * i = 0..n-1 */
     void (*weight_adjoint)(float* dg, const float* du, size_t xs, int n);
-    /* V[xi xs + k] = B^T d B for the tiles of rows [r, r + n) of x (B, H, W) */
-    void (*input)(float* V, size_t xs, const float* x, int H, int W, int r, int n);
+    /* V[xi xs + k] = B^T d B for the tiles of rows [r, r + n) of x (B, H, W),
+     * or of groupnorm_act(x) with act's a[b], k[b] for plane b (act NULL: x) */
+    void (*input)(float* V, size_t xs, const float* x, const NormAct* act, int H, int W, int r,
+                  int n);
     /* rows of y (B, H, W) covered by tile rows [r, r + n) = (base + start) +
      * A^T m A, m[xi xs + k]; base (B, H, W) (may be y) or NULL; outputs
      * beyond H, W dropped */
@@ -80,9 +83,10 @@ size_t wino_scratch_floats(const WinoKind* kw, const WinoKind* kx, int B, int C,
 
 /* out (OC, B, H, W) = (start + bias) + conv3x3(inp (C, B, H, W)), the start
  * add (OC, B, H, W) if given (may be out), else add_bo (B, OC) per sample
- * and channel, else 0; weight (OC, C, 3, 3); bias (OC,) or NULL. */
+ * and channel, else 0; weight (OC, C, 3, 3); bias (OC,) or NULL; inp read
+ * through act's (C, B) coefficients, or as it is with act NULL. */
 void wino_forward(const WinoKind* k, float* out, float* scratch, const float* inp,
-                  const float* weight, const float* bias, const float* add,
+                  const NormAct* act, const float* weight, const float* bias, const float* add,
                   const float* add_bo, int B, int C, int H, int W, int OC);
 
 /* dweight (OC, C, 3, 3) += ... with kind kw; dinp (C, B, H, W) += ...

@@ -51,26 +51,48 @@ static void time_forward(UNet* n, TimeEmbedding* e, const float* t) {
     silu_forward(a->emb_act, a->emb, (size_t)B * TE);
 }
 
+/* out (OC, B, H, W) = conv3x3(silu(groupnorm(x (C, B, H, W)))) started from
+ * add or add_bo (conv2d_forward_add), mean, rstd (B, G) saved.  A forward
+ * that keeps its activations writes the norm's output to act for the
+ * backward; an inference forward only forms its coefficients (ca, ck) and
+ * the convolution reads x through them (conv2d_forward_norm): the same
+ * bits, one pass over the activations fewer. */
+static void norm_conv_forward(UNet* n, float* out, float* act, float* ca, float* ck,
+                              float* mean, float* rstd, const float* x, const float* norm_w,
+                              const float* norm_b, const float* conv_w, const float* conv_b,
+                              const float* add, const float* add_bo, int C, int H, int W,
+                              int OC) {
+    NetRuntime* rt = &n->rt;
+    const int B = rt->B, G = n->cfg.norm_groups;
+    const float eps = n->cfg.norm_eps;
+    if (n->keep) {
+        PROF(rt, UNET_PROF_NORM_FWD,
+             groupnorm_forward(act, mean, rstd, x, norm_w, norm_b, B, C, H * W, G, eps, 1));
+        PROF(rt, UNET_PROF_CONV3_FWD,
+             conv2d_forward_add(out, rt->col, act, conv_w, conv_b, add, add_bo, B, C, H, W, OC,
+                                3, 1));
+    } else {
+        const NormAct na = {ca, ck, 1};
+        PROF(rt, UNET_PROF_NORM_FWD,
+             groupnorm_coeffs(ca, ck, mean, rstd, x, norm_w, norm_b, B, C, H * W, G, eps));
+        PROF(rt, UNET_PROF_CONV3_FWD,
+             conv2d_forward_norm(out, rt->col, x, &na, conv_w, conv_b, add, add_bo, B, C, H, W,
+                                 OC));
+    }
+}
+
 static void resnet_forward(UNet* n, ResnetBlock* r) {
     NetRuntime* rt = &n->rt;
-    const int B = rt->B, C = r->C, OC = r->OC, H = r->H, W = r->W, HW = H * W;
-    const int G = n->cfg.norm_groups, TE = n->time.TE;
-    const float eps = n->cfg.norm_eps;
+    const int B = rt->B, C = r->C, OC = r->OC, H = r->H, W = r->W, TE = n->time.TE;
     const ResnetParams* w = &r->w;
     const ResnetActs* a = &r->a;
-    PROF(rt, UNET_PROF_NORM_FWD,
-         groupnorm_forward(a->act1, a->mean1, a->rstd1, a->x, w->norm1_w, w->norm1_b, B, C, HW,
-                           G, eps, 1));
     PROF(rt, UNET_PROF_TIME,
          linear_forward(a->tproj, a->emb, w->time_emb_proj_w, w->time_emb_proj_b, B, TE, OC));
     /* conv1 = tproj (per sample and channel) + conv1(act1): the conv's output
      * transform starts from tproj, so conv1 is written once */
-    PROF(rt, UNET_PROF_CONV3_FWD,
-         conv2d_forward_add(a->conv1, rt->col, a->act1, w->conv1_w, w->conv1_b, NULL, a->tproj,
-                            B, C, H, W, OC, 3, 1));
-    PROF(rt, UNET_PROF_NORM_FWD,
-         groupnorm_forward(a->act2, a->mean2, a->rstd2, a->conv1, w->norm2_w, w->norm2_b, B, OC,
-                           HW, G, eps, 1));
+    norm_conv_forward(n, a->conv1, a->act1, a->norm1_a, a->norm1_k, a->mean1, a->rstd1, a->x,
+                      w->norm1_w, w->norm1_b, w->conv1_w, w->conv1_b, NULL, a->tproj, C, H, W,
+                      OC);
     /* out = shortcut(x) + conv2(act2): the residual is where conv2's output starts */
     const float* residual = a->x;
     if (w->conv_shortcut_w) {
@@ -79,9 +101,9 @@ static void resnet_forward(UNet* n, ResnetBlock* r) {
                             W, OC, 1, 1, 0));
         residual = a->out;
     }
-    PROF(rt, UNET_PROF_CONV3_FWD,
-         conv2d_forward_add(a->out, rt->col, a->act2, w->conv2_w, w->conv2_b, residual, NULL, B,
-                            OC, H, W, OC, 3, 1));
+    norm_conv_forward(n, a->out, a->act2, a->norm2_a, a->norm2_k, a->mean2, a->rstd2, a->conv1,
+                      w->norm2_w, w->norm2_b, w->conv2_w, w->conv2_b, residual, NULL, OC, H, W,
+                      OC);
 }
 
 static void attn_forward(UNet* n, AttnBlock* b) {
@@ -126,16 +148,11 @@ static void concat_forward_block(UNet* n, SkipConcat* s) {
 }
 
 static void out_forward(UNet* n, OutLayer* o) {
-    NetRuntime* rt = &n->rt;
-    const int B = rt->B, HW = o->H * o->W;
     const OutParams* w = &o->w;
     const OutActs* a = &o->a;
-    PROF(rt, UNET_PROF_NORM_FWD,
-         groupnorm_forward(a->act, a->mean, a->rstd, a->x, w->conv_norm_out_w, w->conv_norm_out_b,
-                           B, o->C, HW, n->cfg.norm_groups, n->cfg.norm_eps, 1));
-    PROF(rt, UNET_PROF_CONV3_FWD,
-         conv2d_forward(a->out, rt->col, a->act, w->conv_out_w, w->conv_out_b, B, o->C, o->H,
-                        o->W, o->OC, 3, 1, 0));
+    norm_conv_forward(n, a->out, a->act, a->norm_a, a->norm_k, a->mean, a->rstd, a->x,
+                      w->conv_norm_out_w, w->conv_norm_out_b, w->conv_out_w, w->conv_out_b, NULL,
+                      NULL, o->C, o->H, o->W, o->OC);
 }
 
 static void down_forward(UNet* n, DownBlock* d) {
@@ -181,7 +198,7 @@ static int keep_labels(UNet* n, const int64_t* labels, int B) {
 uint64_t unet_generation(const UNet* n) { return n->rt.generation; }
 
 int unet_forward(UNet* n, const float* params, const float* x, const float* t,
-                 const int64_t* labels, float* out, int B) {
+                 const int64_t* labels, float* out, int B, int keep) {
     const UNetConfig* cfg = &n->cfg;
     NetRuntime* rt = &n->rt;
     const size_t HW = (size_t)cfg->sample_size * cfg->sample_size;
@@ -192,6 +209,7 @@ int unet_forward(UNet* n, const float* params, const float* x, const float* t,
     if (st) return st;
     rt->have_forward = 0;
     rt->generation++;             /* whatever the workspace held is gone */
+    n->keep = keep;
     rt_bind_acts(rt, B);
     rt_bind_params(rt, params, NULL);
     PROF(rt, UNET_PROF_TIME, time_forward(n, &n->time, t));
@@ -202,7 +220,7 @@ int unet_forward(UNet* n, const float* params, const float* x, const float* t,
     for (int i = 0; i < cfg->num_levels; i++) up_forward(n, &n->up[i]);
     out_forward(n, &n->out);
     PROF(rt, UNET_PROF_OTHER, cbhw_to_nchw(out, n->out.a.out, B, cfg->out_channels, HW));
-    rt->have_forward = 1;
+    rt->have_forward = keep;
     return DDPM_OK;
 }
 

@@ -61,12 +61,15 @@ int unet_reserve(UNet* net, int B, int for_training);
 /* out (B, Cout, S, S) = eps_theta(x (B, Cin, S, S), t (B,), labels (B,)).
  * params (num_parameters,).  labels: class indices in 0..K-1 for a
  * conditional network (the caller checks the range: they index the table),
- * NULL otherwise.  Keeps the activations for unet_backward and starts a new
- * generation (unet_generation).  DDPM_ERR_NONFINITE for NaN/Inf in x or t;
- * DDPM_ERR_VALUE for labels missing (conditional) or given (unconditional);
- * DDPM_ERR_NOMEM. */
+ * NULL otherwise.  Starts a new generation (unet_generation); with keep, the
+ * workspace then holds what unet_backward reads.  keep 0 (sampling, NLL,
+ * any forward no backward follows) folds each GroupNorm + SiLU into the
+ * convolution after it instead of writing its output: the same numbers,
+ * bit for bit, one pass over memory fewer per norm, and no backward.
+ * DDPM_ERR_NONFINITE for NaN/Inf in x or t; DDPM_ERR_VALUE for labels
+ * missing (conditional) or given (unconditional); DDPM_ERR_NOMEM. */
 int unet_forward(UNet* net, const float* params, const float* x, const float* t,
-                 const int64_t* labels, float* out, int B);
+                 const int64_t* labels, float* out, int B, int keep);
 
 /* The number of the last forward (0 before any): a caller that keeps it can
  * tell whether the activations in the workspace are still its own. */

@@ -42,9 +42,15 @@ typedef struct {
 typedef struct {
     float* x;                 /* (C, B, H, W) input (a link) */
     float* emb;               /* (B, TE) silu(time embedding), every block's (a link) */
-    float* act1;              /* (C, B, H, W) silu(norm1(x)) */
+    float* act1;              /* (C, B, H, W) silu(norm1(x)), written by a forward that keeps
+                                 its activations (an inference forward's conv1 reads x
+                                 through norm1_a, norm1_k instead) */
+    float* norm1_a;           /* (C, B) norm1 + SiLU as coefficients (groupnorm.h) */
+    float* norm1_k;           /* (C, B) */
     float* conv1;             /* (OC, B, H, W) conv1(act1) + tproj */
-    float* act2;              /* (OC, B, H, W) silu(norm2(conv1)) */
+    float* act2;              /* (OC, B, H, W) silu(norm2(conv1)), as act1 */
+    float* norm2_a;           /* (OC, B) */
+    float* norm2_k;           /* (OC, B) */
     float* tproj;             /* (B, OC) time_emb_proj(emb) */
     float* mean1;             /* (B, G) norm1's statistics */
     float* rstd1;             /* (B, G) */
@@ -161,7 +167,9 @@ typedef struct {
 
 typedef struct {
     float* x;                 /* (C, B, S, S) the up path's output (a link) */
-    float* act;               /* (C, B, S, S) silu(conv_norm_out(x)) */
+    float* act;               /* (C, B, S, S) silu(conv_norm_out(x)), as ResnetActs.act1 */
+    float* norm_a;            /* (C, B) conv_norm_out + SiLU as coefficients */
+    float* norm_k;            /* (C, B) */
     float* mean;              /* (B, G) */
     float* rstd;              /* (B, G) */
     float* out;               /* (OC, B, S, S) conv_out(act): the network's output */
@@ -202,6 +210,7 @@ struct UNet {
     float* dx;                /* its gradient */
     int64_t* labels;          /* (B,) the last forward's class labels (conditional only) */
     int labels_cap;
+    int keep;                 /* this forward keeps what unet_backward reads (unet_forward) */
     TimeEmbedding time;
     ConvLayer conv_in;
     DownBlock down[UNET_MAX_LEVELS];

@@ -48,8 +48,12 @@ static float** resnet_layout(UNet* n, ResnetBlock* b, const char* p, float** in,
     RT_LINK(rt, b, x, in);
     RT_LINK(rt, b, emb, &n->time.a.emb_act);
     RT_ACT(rt, b, act1, C * HW);
+    RT_ACT(rt, b, norm1_a, C);
+    RT_ACT(rt, b, norm1_k, C);
     RT_ACT(rt, b, conv1, OC * HW);
     RT_ACT(rt, b, act2, OC * HW);
+    RT_ACT(rt, b, norm2_a, OC);
+    RT_ACT(rt, b, norm2_k, OC);
     RT_ACT(rt, b, tproj, OC);
     RT_ACT(rt, b, mean1, G);
     RT_ACT(rt, b, rstd1, G);
@@ -160,6 +164,8 @@ static void out_layout(UNet* n, OutLayer* b, float** in, int C, int OC, int H) {
     RT_PARAM(rt, b, conv_out_b, "conv_out", ".bias", RT_DIMS1(OC));
     RT_LINK(rt, b, x, in);
     RT_ACT(rt, b, act, C * HW);
+    RT_ACT(rt, b, norm_a, C);
+    RT_ACT(rt, b, norm_k, C);
     RT_ACT(rt, b, mean, G);
     RT_ACT(rt, b, rstd, G);
     RT_ACT(rt, b, out, OC * HW);

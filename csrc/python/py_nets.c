@@ -170,15 +170,18 @@ PyObject* py_unet_profile(PyObject* self, PyObject* args) {
 }
 
 BINDING_DOC(unet_forward,
-"unet_forward(handle, params, x, t, out, labels=None) -> generation\n--\n\n"
+"unet_forward(handle, params, x, t, out, labels=None, keep=True) -> generation\n--\n\n"
 "out (B,Cout,S,S) = eps_theta(x (B,Cin,S,S), t (B,) float32 network time, labels (B,)\n"
 "int64 for a class-conditional network).  Returns the forward's number, which\n"
-"unet_backward needs.");
+"unet_backward needs.  keep=False: no backward will follow, so the activations it\n"
+"would read are not kept (each GroupNorm + SiLU is folded into the convolution\n"
+"after it; the same output, bit for bit).");
 PyObject* py_unet_forward(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "unet_forward";
     PyObject *cap, *po, *xo, *to, *oo, *lo = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOO|O", &cap, &po, &xo, &to, &oo, &lo)) return NULL;
+    int keep = 1;
+    if (!PyArg_ParseTuple(args, "OOOOO|Op", &cap, &po, &xo, &to, &oo, &lo, &keep)) return NULL;
     NetHandle* h = handle_get(cap, &UNET_HANDLE, F);
     if (!h) return NULL;
     const UNetConfig* c = unet_config(h->net);
@@ -199,7 +202,7 @@ PyObject* py_unet_forward(PyObject* self, PyObject* args) {
     int st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    st = unet_forward(h->net, params, x, t, labels, out, B);
+    st = unet_forward(h->net, params, x, t, labels, out, B, keep);
     Py_END_ALLOW_THREADS
     h->busy = 0;
     if (st) return raise_status(st, F, "x or t");

@@ -40,7 +40,7 @@ static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
             if (sig < 0) return DDPM_ERR_INTERRUPTED;
         }
         int st = unet_forward(d->h->net, d->params, x + (size_t)b0 * din, t + b0,
-                              labels ? labels + b0 : NULL, out + (size_t)b0 * dout, n);
+                              labels ? labels + b0 : NULL, out + (size_t)b0 * dout, n, 0);
         if (st) return st;
     }
     return DDPM_OK;
