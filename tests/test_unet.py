@@ -339,6 +339,12 @@ def test_inference_forward_is_the_same_numbers(name):
     # nothing was kept for a backward: it is refused, never run on stale numbers
     with pytest.raises(RuntimeError, match="activations this backward needs are gone"):
         _core.unet_backward(net._handle, net.params, net.grads, np.ones_like(folded), None, gen)
+    # the same through UNet.forward(grad=False), and its backward asks for grad=True
+    assert np.array_equal(net(x, t, grad=False), kept)
+    with pytest.raises(RuntimeError, match="grad=True"):
+        net.backward(np.ones_like(kept))
+    with pytest.raises(TypeError, match="grad must be True or False"):
+        net(x, t, grad="no")
 
 
 def test_backward_does_not_depend_on_the_previous_call():
