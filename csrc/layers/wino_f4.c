@@ -217,22 +217,74 @@ static inline __attribute__((always_inline)) void split4(float* restrict s0, flo
     }
 }
 
-/* s[j F4_SEG + tx] = xr[4 tx + j - 1] (zero outside [0, W)), j = 0..5,
- * tx = 0..tw-1: one row of the windows.  The row is first copied between
- * zeros (pad[1 + w] = xr[w]; pad[0] and pad[W + 1 ..] = 0), so that every
- * tile, border ones included, is the same stride-4 split of pad: no
- * element-by-element border code (which cost the most on 7x7 and 14x14
- * planes, where most tiles touch a border). */
-static inline __attribute__((always_inline)) void stage_row(float* restrict s,
-                                                            const float* restrict xr, int W,
-                                                            int tw) {
-    float pad[WINO_MAX_W + 8];
-    pad[0] = 0.0f;
-    copy_row(pad + 1, xr, W);
-    for (int q = W + 1; q < 4 * tw + 2; q++) pad[q] = 0.0f;
-    split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, pad, tw);
-    float* restrict s4 = s + 4 * F4_SEG;
-    float* restrict s5 = s + 5 * F4_SEG;
+/* The staging buffers' rows are F4_SROW floats apart: a segment's F4_SEG
+ * tiles and the 8-lane spill of the vector paths. */
+#define F4_SROW (F4_SEG + 8)
+
+#if defined(__GNUC__) && !defined(DDPM_NO_VECTOR_EXT)
+/* 8 float lanes and a lane index, for __builtin_shuffle: one or two
+ * permutes in an AVX2 or AVX-512 clone.  (16-lane vectors ran 2x slower
+ * than the scalar code in an AVX2 clone, which has no 16-lane permute.)
+ * The baseline clone would emulate them, so the vector paths are taken
+ * only where the CPU has AVX2 (f4_vec). */
+typedef float f4_v8 __attribute__((vector_size(32)));
+typedef int32_t f4_i8 __attribute__((vector_size(32)));
+#define F4_SHUFFLE 1
+
+static inline int f4_vec(void) { return __builtin_cpu_supports("avx2"); }
+
+/* s[j][t] = p[4 t + j], t = 0..7, j = 0..3: the stride-4 split of p[0..31]
+ * as four 8-lane vectors (each two two-source permutes and a join) */
+#define F4_SPLIT_J(j, lo, hi)                                                      \
+    do {                                                                           \
+        const f4_i8 ij = {j, j + 4, j + 8, j + 12, j, j, j, j};                    \
+        const f4_i8 join = {0, 1, 2, 3, 8, 9, 10, 11};                             \
+        out[j] = __builtin_shuffle(__builtin_shuffle(p0, p1, ij),                  \
+                                   __builtin_shuffle(p2, p3, ij), join);           \
+    } while (0)
+static inline __attribute__((always_inline)) void f4_split_v8(f4_v8 out[4], const float* p) {
+    f4_v8 p0, p1, p2, p3;
+    memcpy(&p0, p, sizeof p0);
+    memcpy(&p1, p + 8, sizeof p1);
+    memcpy(&p2, p + 16, sizeof p2);
+    memcpy(&p3, p + 24, sizeof p3);
+    F4_SPLIT_J(0, lo, hi);
+    F4_SPLIT_J(1, lo, hi);
+    F4_SPLIT_J(2, lo, hi);
+    F4_SPLIT_J(3, lo, hi);
+}
+#undef F4_SPLIT_J
+#endif
+
+/* s[j F4_SROW + tx] = pad[4 tx + j], j = 0..5, tx = 0..tw-1: one row of
+ * the windows, from the row copied between zeros (pad[1 + w] = x[w];
+ * pad[0] and pad[W + 1 .. max(31, 4 tw + 1)] zero), so that every tile,
+ * border ones included, is the same stride-4 split: no element-by-element
+ * border code (which cost the most on 7x7 and 14x14 planes, where most
+ * tiles touch a border).  With vec, rows of up to 7 tiles (W <= 28) split
+ * as four 8-lane vectors and permutes (s4, s5 are s0, s1 one tile on), six
+ * 8-lane stores (the lane past tw lands in the next tile row's place,
+ * staged after this one, or in the spill); the scalar split of 7- and
+ * 14-float rows was most of the staging's time.  Either way the same
+ * floats move: the same bits. */
+static inline __attribute__((always_inline)) void split_row(float* restrict s,
+                                                            const float* restrict pad, int tw,
+                                                            int vec) {
+#ifdef F4_SHUFFLE
+    if (vec && tw <= 7) {   /* 4 tw + 2 <= 30 padded floats */
+        f4_v8 q[4];
+        f4_split_v8(q, pad);
+        const f4_i8 next = {1, 2, 3, 4, 5, 6, 7, 7};   /* s4[t] = s0[t + 1], s5[t] = s1[t + 1] */
+        const f4_v8 q4 = __builtin_shuffle(q[0], next), q5 = __builtin_shuffle(q[1], next);
+        for (int j = 0; j < 4; j++) memcpy(s + j * F4_SROW, &q[j], sizeof q[j]);
+        memcpy(s + 4 * F4_SROW, &q4, sizeof q4);
+        memcpy(s + 5 * F4_SROW, &q5, sizeof q5);
+        return;
+    }
+#endif
+    split4(s, s + F4_SROW, s + 2 * F4_SROW, s + 3 * F4_SROW, pad, tw);
+    float* restrict s4 = s + 4 * F4_SROW;
+    float* restrict s5 = s + 5 * F4_SROW;
     for (int t = 0; t < tw; t++) {
         s4[t] = pad[4 * t + 4];
         s5[t] = pad[4 * t + 5];
@@ -244,7 +296,7 @@ static inline __attribute__((always_inline)) void stage_row(float* restrict s,
  * floats, so (4 F4_SEG / tw + 2) W <= 16 F4_SEG + 2 WINO_MAX_W floats. */
 #define F4_ACT_FLOATS (16 * F4_SEG + 2 * WINO_MAX_W)
 
-/* S[(6 i + j) F4_SEG + k] = element (i, j) of the 6x6 window of the
+/* S[(6 i + j) F4_SROW + k] = element (i, j) of the 6x6 window of the
  * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane;
  * x read through act (or NULL).  With act, the rows each plane's tile rows
  * read are activated first, as one contiguous run (full vectors, each
@@ -256,6 +308,22 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
                                                                 const NormAct* act, int H,
                                                                 int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W);
+    /* the padded rows split_row reads, a ring of 8 indexed by (h + 1) & 7:
+     * a tile row's six rows (4 ty - 1 .. 4 ty + 4) are distinct slots, and
+     * its last two are the next tile row's first two, copied once (the
+     * copies were a third of the staging).  A tile row's rows are all
+     * copied before any is split, so that the vector loads find the copies
+     * done (a load right after them waited on store forwarding).  The zeros
+     * are written once; copies only overwrite pad[1 .. W]. */
+    enum { PADW = WINO_MAX_W + 32 };
+    const int vec = f4_vec();
+    float pads[8][PADW];
+    long key[8];   /* b H + h of the row a slot holds, or -1 */
+    const int pz = 4 * tw + 32 < PADW ? 4 * tw + 32 : PADW;
+    for (int q = 0; q < 8; q++) {
+        key[q] = -1;
+        for (int w = 0; w < pz; w++) pads[q][w] = 0.0f;
+    }
     float arows[F4_ACT_FLOATS];
     int ab = -1, lo = 0;   /* arows holds rows lo.. of plane ab, activated */
     for (int m = 0; m < n; m++) {
@@ -270,46 +338,115 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
             ab = b;
         }
         for (int i = 0; i < 6; i++) {
-            const int h = 4 * ty - 1 + i;
-            float* s = S + (size_t)6 * i * F4_SEG + m * tw;
-            if (h < 0 || h >= H) {
-                for (int j = 0; j < 6; j++) zero_row(s + j * F4_SEG, tw);
-                continue;
+            const int h = 4 * ty - 1 + i, slot = (h + 1) & 7;
+            const long kk = (long)b * H + h;
+            if (h >= 0 && h < H && key[slot] != kk) {
+                copy_row(pads[slot] + 1,
+                         act ? arows + (size_t)(h - lo) * W : plane + (size_t)h * W, W);
+                key[slot] = kk;
             }
-            stage_row(s, act ? arows + (size_t)(h - lo) * W : plane + (size_t)h * W, W, tw);
+        }
+        for (int i = 0; i < 6; i++) {
+            const int h = 4 * ty - 1 + i;
+            float* s = S + (size_t)6 * i * F4_SROW + m * tw;
+            if (h < 0 || h >= H)
+                for (int j = 0; j < 6; j++) zero_row(s + j * F4_SROW, tw);
+            else
+                split_row(s, pads[(h + 1) & 7], tw, vec);
         }
     }
 }
 
-/* D[(4 i + j) F4_SEG + k] = dy[4 ty + i][4 tx + j] of tile k (zeros beyond). */
+/* D[(4 i + j) F4_SROW + k] = dy[4 ty + i][4 tx + j] of tile k (zeros
+ * beyond).  Rows of up to 8 tiles (W <= 32) split as split_row's do: the
+ * tile row's four rows are first copied between zeros (rows[i][w] = dy
+ * row, zero from W), all four before any is loaded back as vectors; the
+ * same floats move as in the scalar split. */
 static inline __attribute__((always_inline)) void stage_blocks(float* D, const float* dy, int H,
                                                                int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W), full = W / 4;
+#ifdef F4_SHUFFLE
+    if (W <= 32 && f4_vec()) {
+        float rows[4][32];
+        for (int i = 0; i < 4; i++)
+            for (int w = 0; w < 32; w++) rows[i][w] = 0.0f;
+        for (int m = 0; m < n; m++) {
+            const int b = (r + m) / th, ty = (r + m) % th;
+            const float* plane = dy + (size_t)b * H * W;
+            for (int i = 0; i < 4 && 4 * ty + i < H; i++)
+                copy_row(rows[i], plane + (size_t)(4 * ty + i) * W, W);
+            for (int i = 0; i < 4; i++) {
+                float* s = D + (size_t)4 * i * F4_SROW + m * tw;
+                if (4 * ty + i >= H) {
+                    for (int j = 0; j < 4; j++) zero_row(s + j * F4_SROW, tw);
+                    continue;
+                }
+                f4_v8 q[4];
+                f4_split_v8(q, rows[i]);
+                for (int j = 0; j < 4; j++) memcpy(s + j * F4_SROW, &q[j], sizeof q[j]);
+            }
+        }
+        return;
+    }
+#endif
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const float* plane = dy + (size_t)b * H * W;
         for (int i = 0; i < 4; i++) {
             const int h = 4 * ty + i;
-            float* s = D + (size_t)4 * i * F4_SEG + m * tw;
+            float* s = D + (size_t)4 * i * F4_SROW + m * tw;
             if (h >= H) {
-                for (int j = 0; j < 4; j++) zero_row(s + j * F4_SEG, tw);
+                for (int j = 0; j < 4; j++) zero_row(s + j * F4_SROW, tw);
                 continue;
             }
             const float* yr = plane + (size_t)h * W;
-            split4(s, s + F4_SEG, s + 2 * F4_SEG, s + 3 * F4_SEG, yr, full);
+            split4(s, s + F4_SROW, s + 2 * F4_SROW, s + 3 * F4_SROW, yr, full);
             if (full < tw)   /* the last tile reaches past W */
                 for (int j = 0; j < 4; j++)
-                    s[j * F4_SEG + full] = 4 * full + j < W ? yr[4 * full + j] : 0.0f;
+                    s[j * F4_SROW + full] = 4 * full + j < W ? yr[4 * full + j] : 0.0f;
         }
     }
 }
 
 /* One output row: y[4 tx + j] = (b[4 tx + j] + sv) + o[j F4_SEG + tx], or
  * sv + o[..] without b, for 4 tx + j < W; inplace: b is y (its own start).
- * Three loops, so each has streams the compiler can vectorise apart. */
+ * With vec, rows of up to 8 tiles (W <= 32) are interleaved in registers
+ * first: four 8-lane loads (o has a spill), two rounds of permutes, then one
+ * unit-stride pass (the stride-4 stores of the loops below ran scalar on
+ * 7-, 14- and 28-float rows).  Otherwise three loops, so each has streams
+ * the compiler can vectorise apart.  The same sums either way. */
 static inline __attribute__((always_inline)) void put_row(float* restrict y, const float* b,
                                                           int inplace, const float* restrict o,
-                                                          float sv, int W) {
+                                                          float sv, int W, int vec) {
+#ifdef F4_SHUFFLE
+    if (vec && W <= 32) {
+        const f4_i8 pair_lo = {0, 8, 1, 9, 2, 10, 3, 11}, pair_hi = {4, 12, 5, 13, 6, 14, 7, 15};
+        const f4_i8 quad_lo = {0, 1, 8, 9, 2, 3, 10, 11}, quad_hi = {4, 5, 12, 13, 6, 7, 14, 15};
+        f4_v8 v0, v1, v2, v3;
+        memcpy(&v0, o, sizeof v0);
+        memcpy(&v1, o + F4_SEG, sizeof v1);
+        memcpy(&v2, o + 2 * F4_SEG, sizeof v2);
+        memcpy(&v3, o + 3 * F4_SEG, sizeof v3);
+        /* (o0, o1) and (o2, o3) paired for tiles 0-3 and 4-7, then the pairs
+         * joined: tiles 0-1, 2-3, 4-5, 6-7 */
+        const f4_v8 a = __builtin_shuffle(v0, v1, pair_lo), c = __builtin_shuffle(v2, v3, pair_lo);
+        const f4_v8 e = __builtin_shuffle(v0, v1, pair_hi), g = __builtin_shuffle(v2, v3, pair_hi);
+        const f4_v8 r0 = __builtin_shuffle(a, c, quad_lo), r1 = __builtin_shuffle(a, c, quad_hi);
+        const f4_v8 r2 = __builtin_shuffle(e, g, quad_lo), r3 = __builtin_shuffle(e, g, quad_hi);
+        float row[32];   /* row[4 t + j] = o[j F4_SEG + t] */
+        memcpy(row, &r0, sizeof r0);
+        memcpy(row + 8, &r1, sizeof r1);
+        memcpy(row + 16, &r2, sizeof r2);
+        memcpy(row + 24, &r3, sizeof r3);
+        if (inplace)
+            for (int w = 0; w < W; w++) y[w] = (y[w] + sv) + row[w];
+        else if (b)
+            for (int w = 0; w < W; w++) y[w] = (b[w] + sv) + row[w];
+        else
+            for (int w = 0; w < W; w++) y[w] = sv + row[w];
+        return;
+    }
+#endif
     const int full = W / 4;
     const float* restrict o0 = o;
     const float* restrict o1 = o + F4_SEG;
@@ -354,11 +491,11 @@ DDPM_SIMD_CLONES
 static void f4_input(float* restrict V, size_t xs, const float* x, const NormAct* act, int H,
                      int W, int r, int n) {
     const int nt = n * tiles4(W);
-    float S[36 * F4_SEG], T[36 * F4_SEG];
+    float S[36 * F4_SROW], T[36 * F4_SEG];
     stage_windows(S, x, act, H, W, r, n);
     /* down each window column j: T[6 i' + j] = (B^T d)_i' */
     for (int j = 0; j < 6; j++)
-        bt6(F4_P6(T + j * F4_SEG, 6 * F4_SEG), F4_P6(S + j * F4_SEG, 6 * F4_SEG), nt);
+        bt6(F4_P6(T + j * F4_SEG, 6 * F4_SEG), F4_P6(S + j * F4_SROW, 6 * F4_SROW), nt);
     /* along each row i': V[6 i' + j'] = (row B)_j' */
     for (int i = 0; i < 6; i++)
         bt6(F4_P6(V + 6 * i * xs, xs), F4_P6(T + 6 * i * F4_SEG, F4_SEG), nt);
@@ -368,8 +505,8 @@ static void f4_input(float* restrict V, size_t xs, const float* x, const NormAct
 DDPM_SIMD_CLONES
 static void f4_output(float* y, const float* base, const float* restrict M, size_t xs,
                       const WinoStart* st, int H, int W, int r, int n) {
-    const int th = tiles4(H), tw = tiles4(W), nt = n * tw;
-    float T[24 * F4_SEG], O[16 * F4_SEG];
+    const int th = tiles4(H), tw = tiles4(W), nt = n * tw, vec = f4_vec();
+    float T[24 * F4_SEG], O[16 * F4_SEG + 8];   /* + put_row's 8-lane spill */
     /* down each column j: T[6 i + j] = (A^T m)_i, i = 0..3 */
     for (int j = 0; j < 6; j++)
         at6(F4_P4(T + j * F4_SEG, 6 * F4_SEG), F4_P6(M + j * xs, 6 * xs), nt);
@@ -383,7 +520,7 @@ static void f4_output(float* y, const float* base, const float* restrict M, size
         for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
             const size_t at = plane + (size_t)(4 * ty + i) * W;
             put_row(y + at, base ? base + at : NULL, base == y, O + (size_t)4 * i * F4_SEG + m * tw,
-                    sv, W);
+                    sv, W, vec);
         }
     }
 }
@@ -393,11 +530,11 @@ DDPM_SIMD_CLONES
 static void f4_output_adjoint(float* restrict dM, size_t xs, const float* dy, int H, int W, int r,
                               int n) {
     const int nt = n * tiles4(W);
-    float D[16 * F4_SEG], T[24 * F4_SEG];
+    float D[16 * F4_SROW], T[24 * F4_SEG];
     stage_blocks(D, dy, H, W, r, n);
     /* down each block column j: T[4 i' + j] = (A y)_i', i' = 0..5 */
     for (int j = 0; j < 4; j++)
-        a4(F4_P6(T + j * F4_SEG, 4 * F4_SEG), F4_P4(D + j * F4_SEG, 4 * F4_SEG), nt);
+        a4(F4_P6(T + j * F4_SEG, 4 * F4_SEG), F4_P4(D + j * F4_SROW, 4 * F4_SROW), nt);
     /* along each row i': dM[6 i' + j'] = (row A^T)_j' */
     for (int i = 0; i < 6; i++)
         a4(F4_P6(dM + 6 * i * xs, xs), F4_P4(T + 4 * i * F4_SEG, F4_SEG), nt);
