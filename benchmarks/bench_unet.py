@@ -129,16 +129,18 @@ def main():
           " stride-1 layers run Winograd F(4x4, 3x3), which does up to 4x fewer, so % peak can "
           "pass 100)")
     for what, B in (("forward", b_fwd), ("forward+backward", b_train)):
-        print(f"\nwhere the time goes (one {what}, batch {B}):")
+        print(f"\nwhere the time goes (one {what}, batch {B}"
+              f"{', grad=False' if what == 'forward' else ''}):")
         for nt in args.threads:
             ddpm.set_num_threads(nt)
             x = rng.standard_normal((B, 1, 28, 28)).astype(np.float32)
             t = rng.integers(0, 1000, B)
-            net(x, t)
+            grad = what != "forward"   # the forward row's forward: nothing kept for a backward
+            net(x, t, grad=grad)
             net.profile(True)
             t0 = time.perf_counter()
-            net(x, t)
-            if what != "forward":
+            net(x, t, grad=grad)
+            if grad:
                 net.backward(x)
             total = time.perf_counter() - t0
             prof = net.profile(False)
