@@ -235,7 +235,7 @@ static inline int f4_vec(void) { return __builtin_cpu_supports("avx2"); }
 
 /* s[j][t] = p[4 t + j], t = 0..7, j = 0..3: the stride-4 split of p[0..31]
  * as four 8-lane vectors (each two two-source permutes and a join) */
-#define F4_SPLIT_J(j, lo, hi)                                                      \
+#define F4_SPLIT_J(j)                                                              \
     do {                                                                           \
         const f4_i8 ij = {j, j + 4, j + 8, j + 12, j, j, j, j};                    \
         const f4_i8 join = {0, 1, 2, 3, 8, 9, 10, 11};                             \
@@ -248,12 +248,14 @@ static inline __attribute__((always_inline)) void f4_split_v8(f4_v8 out[4], cons
     memcpy(&p1, p + 8, sizeof p1);
     memcpy(&p2, p + 16, sizeof p2);
     memcpy(&p3, p + 24, sizeof p3);
-    F4_SPLIT_J(0, lo, hi);
-    F4_SPLIT_J(1, lo, hi);
-    F4_SPLIT_J(2, lo, hi);
-    F4_SPLIT_J(3, lo, hi);
+    F4_SPLIT_J(0);
+    F4_SPLIT_J(1);
+    F4_SPLIT_J(2);
+    F4_SPLIT_J(3);
 }
 #undef F4_SPLIT_J
+#else
+static inline int f4_vec(void) { return 0; }   /* no vector extensions: the scalar paths */
 #endif
 
 /* s[j F4_SROW + tx] = pad[4 tx + j], j = 0..5, tx = 0..tw-1: one row of
@@ -270,6 +272,7 @@ static inline __attribute__((always_inline)) void f4_split_v8(f4_v8 out[4], cons
 static inline __attribute__((always_inline)) void split_row(float* restrict s,
                                                             const float* restrict pad, int tw,
                                                             int vec) {
+    (void)vec;
 #ifdef F4_SHUFFLE
     if (vec && tw <= 7) {   /* 4 tw + 2 <= 30 padded floats */
         f4_v8 q[4];
@@ -418,6 +421,7 @@ static inline __attribute__((always_inline)) void stage_blocks(float* D, const f
 static inline __attribute__((always_inline)) void put_row(float* restrict y, const float* b,
                                                           int inplace, const float* restrict o,
                                                           float sv, int W, int vec) {
+    (void)vec;
 #ifdef F4_SHUFFLE
     if (vec && W <= 32) {
         const f4_i8 pair_lo = {0, 8, 1, 9, 2, 10, 3, 11}, pair_hi = {4, 12, 5, 13, 6, 14, 7, 15};
