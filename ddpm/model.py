@@ -484,27 +484,22 @@ class UNet:
             raise TypeError(f"{F}(): grad must be True or False, got {type(grad).__name__}")
         out = np.empty((x.shape[0], self.config["out_channels"]) + x.shape[2:], np.float32)
         B, C = x.shape[0], _core.UNET_CHUNK
-        if not grad:
-            self._replay = self._generation = None
-            for i in range(0, B, C):
-                lab = None if labels is None else labels[i:i + C]
-                _core.unet_forward(self._handle, self.params, x[i:i + C], tt[i:i + C],
-                                   out[i:i + C], lab, False)
-            return out
-        if B <= C:
+        if grad and B <= C:
             self._replay = None
             self._generation = _core.unet_forward(self._handle, self.params, x, tt, out, labels)
             return out
-        # a large batch runs in chunks of UNET_CHUNK images (a fixed size, so the numbers do
-        # not depend on the thread count), and Ctrl-C is honoured between chunks; backward
-        # recomputes each chunk's forward from these inputs
-        # (keep=False: no chunk's activations are kept for it, which folds each
-        # GroupNorm + SiLU into the convolution after it; the same numbers)
+        # otherwise chunks of UNET_CHUNK images (a fixed size, so the numbers do not depend on
+        # the thread count), Ctrl-C honoured between them, none kept for a backward (keep=False
+        # folds each GroupNorm + SiLU into the convolution after it; the same numbers): with
+        # grad, backward recomputes each chunk's forward from the inputs kept here
+        self._replay = self._generation = None
+        gen = None
         for i in range(0, B, C):
             lab = None if labels is None else labels[i:i + C]
-            self._generation = _core.unet_forward(self._handle, self.params, x[i:i + C],
-                                                  tt[i:i + C], out[i:i + C], lab, False)
-        self._replay = (x.copy(), tt, labels)
+            gen = _core.unet_forward(self._handle, self.params, x[i:i + C], tt[i:i + C],
+                                     out[i:i + C], lab, False)
+        if grad:
+            self._generation, self._replay = gen, (x.copy(), tt, labels)
         return out
 
     __call__ = forward
