@@ -4,8 +4,9 @@ A U-Net call on more than ``_core.UNET_CHUNK`` images (UNet.forward, a sampler's
 or nll's network call) runs in chunks of that fixed size with a Ctrl-C check
 between them (issue 14: one forward of B=1024 could not be interrupted).  The
 chunk size comes from the shape alone, so the numbers do not depend on the
-thread count; a batch up to the chunk size is one call, bit for bit as before
-(benchmarks/fingerprint.py), and a larger one equals its chunks run one by one.
+thread count; a batch up to the chunk size is one call (a sampler's of 16 or more
+images: two halves, tests/test_infer_lanes.py), and a larger one equals its chunks
+run one by one.
 """
 from __future__ import annotations
 

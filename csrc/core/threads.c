@@ -18,6 +18,8 @@
 
 static int g_num_threads = 1;
 static int g_initialised = 0;
+/* Inside a lane (ddpm_run_lanes): that lane's share of the threads; 0 outside. */
+static _Thread_local int tl_share = 0;
 
 static void init_threads(void) {
     if (g_initialised) return;
@@ -33,7 +35,27 @@ static void init_threads(void) {
 
 int ddpm_get_num_threads(void) {
     init_threads();
-    return g_num_threads;
+    return tl_share > 0 ? tl_share : g_num_threads;
+}
+
+int ddpm_run_lanes(int lanes, int (*fn)(void* ctx, int lane), void* ctx) {
+    const int n = ddpm_get_num_threads();
+    if (lanes > DDPM_MAX_LANES) lanes = DDPM_MAX_LANES;
+    if (lanes < 1) lanes = 1;
+    int status[DDPM_MAX_LANES] = {0};
+#ifdef _OPENMP
+    if (n > lanes) omp_set_max_active_levels(2);   /* a lane's loops get its threads */
+#pragma omp parallel for schedule(static, 1) num_threads(lanes) if (lanes > 1 && lanes <= n)
+#endif
+    for (int i = 0; i < lanes; i++) {
+        const int outer = tl_share, share = (n + i) / lanes;
+        tl_share = share > 1 ? share : 1;
+        status[i] = fn(ctx, i);
+        tl_share = outer;
+    }
+    for (int i = 0; i < lanes; i++)
+        if (status[i]) return status[i];
+    return 0;
 }
 
 void ddpm_set_num_threads(int n) {

@@ -3,8 +3,9 @@
  *
  * Offers: the thread-count knob (read and set; OpenBLAS is set to one thread
  * here, so the two pools never oversubscribe the cores), how many threads a
- * loop of a given size should wake, whole-buffer moves over the pool, and the
- * parallel-loop macros every numeric file uses.
+ * loop of a given size should wake, lanes (independent jobs run side by side,
+ * each on its share of the threads), whole-buffer moves over the pool, and
+ * the parallel-loop macros every numeric file uses.
  *
  * Every parallel loop in the core writes disjoint outputs and reduces in a
  * fixed order, so the thread count changes the time, never the bits.  A
@@ -23,6 +24,16 @@ void ddpm_set_num_threads(int n);
 int ddpm_threads_for(size_t work_items, size_t min_items_per_thread);
 /* The calling thread's index in the current parallel region (0 outside one). */
 int ddpm_thread_num(void);
+
+/* Runs fn(ctx, lane) for lane = 0 .. lanes-1 at the same time, one lane per
+ * thread, the pool's threads shared out among them (lane i gets (n + i) /
+ * lanes of the knob's n, at least one).  Inside a lane, ddpm_get_num_threads()
+ * answers its share, so the loops it runs use its threads only.  lanes is
+ * clamped to 1 .. DDPM_MAX_LANES; with fewer threads than lanes (or a serial
+ * build) the lanes run one after another, each on one thread.
+ * Returns the first nonzero status in lane order, else 0. */
+#define DDPM_MAX_LANES 8
+int ddpm_run_lanes(int lanes, int (*fn)(void* ctx, int lane), void* ctx);
 /* 1 when the engine was built with OpenMP. */
 int ddpm_has_openmp(void);
 

@@ -1,7 +1,7 @@
 /*
  * unet_blocks.h - the U-Net's blocks as structs of named views, and struct
- * UNet (internal to unet_layout.c, which lays them out, and unet.c, which
- * runs them).
+ * UNet (internal to unet_layout.c, which lays them out, unet.c, which runs
+ * them, and unet_infer.c, which runs its inference twins).
  *
  * Every block kind has a struct of named parameter pointers (one instance for
  * the parameters, one of the same type for their gradients: w and g) and one
@@ -22,6 +22,7 @@
 
 #include "nets/unet.h"
 #include "nets/runtime.h"
+#include "nets/unet_infer.h"   /* UNET_LANES */
 
 /* ---- ResnetBlock2D: C in, OC out channels ---- */
 typedef struct {
@@ -217,6 +218,7 @@ struct UNet {
     MidBlock mid;
     UpBlock up[UNET_MAX_LEVELS];   /* deepest first, as diffusers numbers them */
     OutLayer out;
+    struct UNet* lanes[UNET_LANES];   /* unet_infer's twins, built on first use, or NULL */
 };
 
 #endif /* DDPM_UNET_BLOCKS_H */

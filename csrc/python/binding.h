@@ -57,14 +57,10 @@
 #include "diffusion/objective.h"
 #include "diffusion/sample.h"
 #include "nets/unet.h"
+#include "nets/unet_infer.h"   /* UNET_CHUNK */
 
 #define MAX_TIMESTEPS 1000000       /* T of a schedule; sizes its (T+1,) tables */
 #define MAX_BATCH (1 << 20)         /* images per call */
-/* The U-Net runs at most this many images per call inside the loops (and
- * UNet.forward does the same): a larger batch is cut into chunks of this size,
- * fixed (never from the thread count, so results do not depend on it), with a
- * Ctrl-C check between chunks; a batch up to this size is one call, as before. */
-#define UNET_CHUNK 64
 
 /* ------------------------------------------------------------------------ */
 /* arrays (args.c)                                                           */

@@ -1,8 +1,8 @@
 /*
  * py_sample.c - the binding of the samplers (DDPM, DDIM, DPM-Solver++(2M)):
  * the whole reverse loop runs in C with the GIL released, the model called
- * through a denoiser adapter (the U-Net, or the exact Gaussian denoiser the
- * tests use), and a stop hook that takes the GIL back between steps for
+ * through a denoiser adapter (the U-Net through unet_infer, or the exact
+ * Gaussian denoiser the tests use), and a stop hook that takes the GIL back between steps for
  * Ctrl-C and the progress callable.  The adapter and the hook are shared
  * with py_nll.c (declared in binding.h).
  *
@@ -22,28 +22,23 @@
 /* the denoiser adapter and the stop hook (shared with py_nll.c)             */
 /* ------------------------------------------------------------------------ */
 
-/* The U-Net as sample.c's denoiser: ctx is the Denoiser.  N images (N, C, S, S) go
- * through in chunks of UNET_CHUNK, with a Ctrl-C check between chunks (the GIL
- * re-taken for it), so one step of a large batch can be interrupted too. */
+/* Between the U-Net's chunks (unet_infer): Ctrl-C, with the GIL re-taken for it. */
+static int chunk_stop(void* ctx) {
+    LoopStop* stop = ctx;
+    PyEval_RestoreThread(stop->tstate);
+    const int sig = PyErr_CheckSignals();
+    stop->tstate = PyEval_SaveThread();
+    return sig < 0;
+}
+
+/* The U-Net as sample.c's denoiser: ctx is the Denoiser.  N images (N, C, S, S)
+ * go through unet_infer (chunks of UNET_CHUNK, halves side by side), so one step
+ * of a large batch can be interrupted between chunks too. */
 static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
                         const int64_t* labels, int N) {
     const Denoiser* d = ctx;
-    const UNetConfig* c = unet_config(d->h->net);
-    const size_t din = (size_t)c->in_channels * c->sample_size * c->sample_size;
-    const size_t dout = (size_t)c->out_channels * c->sample_size * c->sample_size;
-    for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
-        const int n = N - b0 < UNET_CHUNK ? N - b0 : UNET_CHUNK;
-        if (b0 > 0 && d->stop) {
-            PyEval_RestoreThread(d->stop->tstate);
-            const int sig = PyErr_CheckSignals();
-            d->stop->tstate = PyEval_SaveThread();
-            if (sig < 0) return DDPM_ERR_INTERRUPTED;
-        }
-        int st = unet_forward(d->h->net, d->params, x + (size_t)b0 * din, t + b0,
-                              labels ? labels + b0 : NULL, out + (size_t)b0 * dout, n, 0);
-        if (st) return st;
-    }
-    return DDPM_OK;
+    return unet_infer(d->h->net, d->params, x, t, labels, out, N,
+                      d->stop ? chunk_stop : NULL, d->stop);
 }
 
 int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) {
