@@ -11,7 +11,8 @@ line; run it before and after, at 1 and 2 threads:
 Items: q_sample (linear and cosine), the reference U-Net's forward and
 backward (parameter gradients and d loss / d x), a 2-step training run (eps;
 v with min-SNR weighting and warm-up), DDPM / DDIM (eta 0.5) / DPM-Solver++
-samples with trajectories, an exact NLL bound on 4 images of a small U-Net,
+samples with trajectories (4 images) and a DDIM sample of 20 (run as two
+halves), an exact NLL bound on 4 images of a small U-Net,
 and the shipped classifier's features, logits and one training step.
 Synthetic images (no data files needed).  Not a test; it takes ~20 s.
 """
@@ -71,6 +72,9 @@ def items():
         img, traj = d.sample(4, sampler=sampler, seed=5, progress=False, return_trajectory=3,
                              value_range=(-1, 1), **kw)
         out[f"sample_{sampler}"] = h(img, traj.x_t, traj.eps_hat, traj.x0_hat)
+    # 20 images: the network runs as two halves side by side (csrc/nets/unet_infer.h)
+    out["sample_ddim_n20"] = h(d.sample(20, sampler="ddim", steps=3, seed=6, progress=False,
+                                        value_range=(-1, 1)))
 
     small = ddpm.UNet(seed=2, block_out_channels=(16, 32), layers_per_block=1,
                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
