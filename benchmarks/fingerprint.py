@@ -72,7 +72,7 @@ def items():
         img, traj = d.sample(4, sampler=sampler, seed=5, progress=False, return_trajectory=3,
                              value_range=(-1, 1), **kw)
         out[f"sample_{sampler}"] = h(img, traj.x_t, traj.eps_hat, traj.x0_hat)
-    # 20 images: the network runs as two halves side by side (csrc/nets/unet_infer.h)
+    # 20 images: the network runs as two halves side by side (csrc/nets/unet_lanes.h)
     out["sample_ddim_n20"] = h(d.sample(20, sampler="ddim", steps=3, seed=6, progress=False,
                                         value_range=(-1, 1)))
 

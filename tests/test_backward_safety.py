@@ -7,7 +7,7 @@ or silently returned the gradient of the other call (the same batch).  Each path
 runs in its own subprocess (a crash is a failed test, not a dead runner).  A forward
 that another call replaced must end in a RuntimeError (or a ValueError for a batch
 that is not the forward's).  Samplers and ``nll`` run on the network's inference
-lanes (csrc/nets/unet_infer.h) and leave its workspace alone: after them the
+lanes (csrc/nets/unet_lanes.h) and leave its workspace alone: after them the
 backward must be the gradient of its own forward, bit for bit a fresh network's.
 Afterwards a forward and backward on the same object still give the gradient of a
 fresh network bit for bit.

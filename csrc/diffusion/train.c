@@ -6,6 +6,7 @@
 #include "diffusion/objective.h"
 #include "core/common.h"
 #include "diffusion/noising.h"
+#include "nets/unet_lanes.h"
 #include "core/rng.h"
 #include <math.h>
 #include <string.h>
@@ -56,7 +57,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     float tf[1024];
     float* tnet = B <= 1024 ? tf : dout;
     for (int b = 0; b < B; b++) tnet[b] = net_time(t[b]);
-    st = unet_forward(net, params, xt, tnet, labels ? used : NULL, out, B, 1);
+    st = unet_forward_halves(net, params, xt, tnet, labels ? used : NULL, out, B);
     if (st) return st;
     /* 4. loss and its gradient: target, per-image mse, weights */
     double total = 0.0;
@@ -87,8 +88,7 @@ int train_step(UNet* net, float* params, float* grads, float* m, float* v, float
     *loss = total / B;
     if (!isfinite(*loss)) return DDPM_ERR_NONFINITE;
     /* 5. gradients */
-    memset(grads, 0, sizeof(float) * P);
-    st = unet_backward(net, params, grads, dout, NULL, B, unet_generation(net));
+    st = unet_backward_halves(net, params, grads, dout, B);
     if (st) return st;
     /* 6. clip the global norm (torch: coef = max_norm / (norm + 1e-6), clamped at 1) */
     double norm = grad_global_norm(grads, P);

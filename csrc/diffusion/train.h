@@ -7,6 +7,9 @@
  *   loss = mean_b w_b mean_d (out - target)^2,  target = eps | x0 | v
  *   grads = d loss / d params;  clip the global norm;  Adam(W);  EMA
  *
+ * The network's forward and backward run a batch of 16 or more as two halves
+ * side by side (nets/unet_lanes.h): grads is then half 0's + half 1's.
+ *
  * Legend: B batch, D = C*H*W values per image, P parameters, T timesteps.
  */
 #ifndef DDPM_TRAIN_H

@@ -1,7 +1,7 @@
 /*
  * unet_blocks.h - the U-Net's blocks as structs of named views, and struct
  * UNet (internal to unet_layout.c, which lays them out, unet.c, which runs
- * them, and unet_infer.c, which runs its inference twins).
+ * them, and unet_lanes.c, which runs batches as halves on twins).
  *
  * Every block kind has a struct of named parameter pointers (one instance for
  * the parameters, one of the same type for their gradients: w and g) and one
@@ -22,7 +22,7 @@
 
 #include "nets/unet.h"
 #include "nets/runtime.h"
-#include "nets/unet_infer.h"   /* UNET_LANES */
+#include "nets/unet_lanes.h"   /* UNET_LANES */
 
 /* ---- ResnetBlock2D: C in, OC out channels ---- */
 typedef struct {
@@ -218,7 +218,8 @@ struct UNet {
     MidBlock mid;
     UpBlock up[UNET_MAX_LEVELS];   /* deepest first, as diffusers numbers them */
     OutLayer out;
-    struct UNet* lanes[UNET_LANES];   /* unet_infer's twins, built on first use, or NULL */
+    struct UNet* lanes[UNET_LANES];   /* twins for unet_lanes.c, built on first use, or NULL */
+    float* lane_grads;        /* (P,) twin 1's half of a split backward's gradient, or NULL */
 };
 
 #endif /* DDPM_UNET_BLOCKS_H */

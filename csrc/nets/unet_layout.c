@@ -291,6 +291,7 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
 void unet_free(UNet* n) {
     if (!n) return;
     for (int i = 0; i < UNET_LANES; i++) unet_free(n->lanes[i]);
+    free(n->lane_grads);
     rt_free(&n->rt);
     free(n->labels);
     free(n);

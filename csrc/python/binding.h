@@ -57,7 +57,7 @@
 #include "diffusion/objective.h"
 #include "diffusion/sample.h"
 #include "nets/unet.h"
-#include "nets/unet_infer.h"   /* UNET_CHUNK */
+#include "nets/unet_lanes.h"   /* UNET_CHUNK */
 
 #define MAX_TIMESTEPS 1000000       /* T of a schedule; sizes its (T+1,) tables */
 #define MAX_BATCH (1 << 20)         /* images per call */

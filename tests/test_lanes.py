@@ -1,15 +1,16 @@
-"""The samplers' network calls run as halves side by side (csrc/nets/unet_infer.h).
+"""The U-Net runs batches of 16 or more as halves side by side (csrc/nets/unet_lanes.h).
 
 A sampler's (or nll's) batch goes through the U-Net in chunks of
 ``_core.UNET_CHUNK`` images, and a chunk of 16 or more as two halves, each a
-forward of its own images on its own lane of threads.  The cut comes from the
-batch size alone, so:
+forward of its own images on its own lane of threads; the training step cuts its
+batch the same way (tests/test_training.py composes such a step by hand).  The
+cut comes from the batch size alone, so:
 - the network output a sampler records equals ``UNet.forward`` on each half
   (the first half takes the odd image), chunk by chunk, bit for bit;
-- the images are the same bits at 1, 2, 3 and 4 threads (two lanes of one
-  thread, and lanes of two threads each inside);
-- the lanes keep their own workspace, so sampling leaves the network's alone
-  (tests/test_backward_safety.py).
+- images and trained parameters are the same bits at 1, 2, 3 and 4 threads (two
+  lanes of one thread, and lanes of two threads each inside);
+- the samplers' lanes keep their own workspace, so sampling leaves the network's
+  alone (tests/test_backward_safety.py).
 """
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ def test_the_same_bits_at_any_thread_count(threads, sampler):
                              value_range=(-1, 1)))
     for nt, r in zip((2, 3, 4), runs[1:]):
         assert np.array_equal(runs[0], r), (nt, np.abs(runs[0] - r).max())
+
+
+def test_training_steps_are_the_same_bits_at_any_thread_count(threads):
+    rng = np.random.default_rng(2)
+    data = np.tanh(rng.standard_normal((40, 1, 28, 28))).astype(np.float32)
+    runs = []
+    for nt in (1, 2, 3, 4):
+        threads(nt)
+        d = ddpm.Diffusion(ddpm.UNet(seed=6, **REF), ddpm.NoiseSchedule("linear", timesteps=50))
+        tr = ddpm.Trainer(d, data, batch_size=SPLIT + 5, lr=1e-3, seed=4, progress=False)
+        tr.fit(steps=2)
+        runs.append((d.model.params.copy(), np.array(tr.history["loss"])))
+    for nt, (p, loss) in zip((2, 3, 4), runs[1:]):
+        assert np.array_equal(runs[0][1], loss), nt
+        assert np.array_equal(runs[0][0], p), (nt, np.abs(runs[0][0] - p).max())
