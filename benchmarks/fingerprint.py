@@ -9,11 +9,12 @@ line; run it before and after, at 1 and 2 threads:
     python benchmarks/fingerprint.py --threads 2
 
 Items: q_sample (linear and cosine), the reference U-Net's forward and
-backward (parameter gradients and d loss / d x), a 2-step training run (eps;
-v with min-SNR weighting and warm-up), DDPM / DDIM (eta 0.5) / DPM-Solver++
-samples with trajectories (4 images) and a DDIM sample of 20 (run as two
-halves), an exact NLL bound on 4 images of a small U-Net,
-and the shipped classifier's features, logits and one training step.
+backward (parameter gradients and d loss / d x), 2-step training runs (eps;
+v with min-SNR weighting and warm-up; eps on batches of 20, which the step
+runs as two halves), DDPM / DDIM (eta 0.5) / DPM-Solver++ samples with
+trajectories (4 images) and a DDIM sample of 20 (two halves), an exact NLL
+bound on 4 images of a small U-Net, and the shipped classifier's features,
+logits and one training step.
 Synthetic images (no data files needed).  Not a test; it takes ~20 s.
 """
 import argparse
@@ -65,6 +66,11 @@ def items():
                           progress=False, **extra)
         tr.fit(steps=2)
         out[name] = h(d.model.params, tr.m, tr.v, tr.ema, np.array(tr.history["loss"]))
+    # a batch of 20: the step runs it as two halves side by side (csrc/nets/unet_lanes.h)
+    d = ddpm.Diffusion(ddpm.UNet(seed=1), ddpm.NoiseSchedule("linear"))
+    tr = ddpm.Trainer(d, data, batch_size=20, lr=1e-3, seed=8, progress=False)
+    tr.fit(steps=2)
+    out["train_eps_b20"] = h(d.model.params, tr.m, tr.v, tr.ema, np.array(tr.history["loss"]))
 
     d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear"))
     for sampler, kw in (("ddpm", dict(steps=10)), ("ddim", dict(steps=10, eta=0.5)),
