@@ -20,14 +20,22 @@ static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const 
 /* Each row of P (n, n) := softmax(row): exp(x - max) / sum, the sum in 8
  * float lanes added in float64.  Elementwise with fixed lanes, so it is also
  * compiled for AVX2 with the same bits (the expf is most of the forward's
- * own time). */
+ * own time).  Each row first has its max taken off in place, then the expf
+ * runs as one pass over the whole matrix: rows of 49 (7x7 attention) left
+ * one float of each row to a scalar tail; x - max is rounded to float
+ * either way, so the same bits. */
 DDPM_SIMD_CLONES
 static void softmax_rows(float* P, int n) {
     for (int i = 0; i < n; i++) {
         float* Pi = P + (size_t)i * n;
         float mx = Pi[0];
         for (int j = 1; j < n; j++) mx = Pi[j] > mx ? Pi[j] : mx;
-        for (int j = 0; j < n; j++) Pi[j] = ddpm_expf(Pi[j] - mx);
+        for (int j = 0; j < n; j++) Pi[j] -= mx;
+    }
+    const size_t nn = (size_t)n * n;
+    for (size_t k = 0; k < nn; k++) P[k] = ddpm_expf(P[k]);
+    for (int i = 0; i < n; i++) {
+        float* Pi = P + (size_t)i * n;
         float acc[8];
         int j = 0;
 #ifdef DDPM_LANES_VECTOR
