@@ -28,6 +28,15 @@ static void free_workspace(NetRuntime* rt) {
     rt->have_forward = 0;
 }
 
+void rt_release(NetRuntime* rt, int grads_only) {
+    if (!grads_only) {
+        free_workspace(rt);
+        return;
+    }
+    free(rt->dacts);
+    rt->dacts = NULL;   /* the gradient fields are rebound by the next rt_bind_acts */
+}
+
 void rt_free(NetRuntime* rt) {
     free_workspace(rt);
     free(rt->tensors); free(rt->pviews); free(rt->aviews); free(rt->needs);

@@ -138,6 +138,10 @@ void rt_need_norm(NetRuntime* rt, int C, int HW, int G);
  * policy; reallocating the activations drops the last forward.  Does not
  * bind.  DDPM_ERR_VALUE for B < 1, DDPM_ERR_NOMEM. */
 int rt_reserve(NetRuntime* rt, int B, int for_training);
+/* Frees the workspace (grads_only: just the activation gradients, dacts); the
+ * next forward or backward allocates again.  For a network whose memory
+ * another mode of use held (unet_lanes.c's twins). */
+void rt_release(NetRuntime* rt, int grads_only);
 /* Points every activation field (and gradient field, once dacts exist) at
  * batch B; B <= rt->cap. */
 void rt_bind_acts(NetRuntime* rt, int B);

@@ -70,9 +70,12 @@ static Halves halves_of(const UNet* net, const float* params) {
 int unet_infer(UNet* net, const float* params, const float* x, const float* t,
                const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx) {
     Halves h = halves_of(net, params);
+    rt_release(&net->rt, 1);   /* a backward's scratch (a kept forward's activations stay) */
     for (int i = 0; i < UNET_LANES; i++) {
         int st = twin(net, i, &h.net[i]);
         if (st) return st;
+        if (h.net[i]->rt.dacts)   /* a training step's half: sized for it, with gradients */
+            rt_release(&h.net[i]->rt, 0);
     }
     for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
         if (b0 > 0 && stop && stop(stop_ctx)) return DDPM_ERR_INTERRUPTED;
@@ -96,6 +99,7 @@ int unet_forward_halves(UNet* net, const float* params, const float* x, const fl
     h.net[0] = net;
     int st = twin(net, 1, &h.net[1]);
     if (st) return st;
+    if (net->lanes[0]) rt_release(&net->lanes[0]->rt, 0);   /* the denoiser's: not needed here */
     h.x = x, h.t = t, h.labels = labels, h.out = out, h.n = B, h.keep = 1;
     return ddpm_run_lanes(UNET_LANES, forward_half, &h);
 }

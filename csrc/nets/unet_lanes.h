@@ -21,6 +21,10 @@
  * twins, so a forward the network keeps for a backward survives a sampling
  * call; the training step runs half 0 on the network itself and half 1 on
  * twin 1 (its workspace then also holds half 1's activation gradients).
+ * Switching between the two frees what the other left: the denoiser frees
+ * the network's activation gradients (scratch of a backward; a kept forward's
+ * activations stay) and a twin's training-sized workspace, the training step
+ * twin 0's workspace.
  *
  * Legend: as in unet.h (B, N batch, Cin/Cout image channels, S sample size,
  * P parameters).
