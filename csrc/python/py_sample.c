@@ -2,9 +2,9 @@
  * py_sample.c - the binding of the samplers (DDPM, DDIM, DPM-Solver++(2M)):
  * the whole reverse loop runs in C with the GIL released, the model called
  * through a denoiser adapter (the U-Net through unet_infer, or the exact
- * Gaussian denoiser the tests use), and a stop hook that takes the GIL back between steps for
- * Ctrl-C and the progress callable.  The adapter and the hook are shared
- * with py_nll.c (declared in binding.h).
+ * Gaussian denoiser the tests use), and a stop hook that takes the GIL back
+ * between steps for Ctrl-C and the progress callable.  The adapter and the
+ * hook are shared with py_nll.c (declared in binding.h).
  *
  * Legend: N images, D values per image, K steps, M captured frames, T steps
  * of the schedule.
