@@ -17,6 +17,26 @@ static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const 
                       M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
 }
 
+/* max of x[0..n), n >= 1: 8 running maxima (lane l over the j = l mod 8)
+ * then those and the tail.  The max of the same floats whatever the order
+ * (a zero's sign aside, which x - max and expf do not see); a single chain
+ * of compares was most of the softmax's time. */
+static inline __attribute__((always_inline)) float row_max(const float* x, int n) {
+    float m[8];
+    int j = 0;
+    if (n >= 8) {
+        for (int l = 0; l < 8; l++) m[l] = x[l];
+        for (j = 8; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    } else {
+        for (int l = 0; l < 8; l++) m[l] = x[0];
+    }
+    float mx = m[0];
+    for (int l = 1; l < 8; l++) mx = m[l] > mx ? m[l] : mx;
+    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
 /* Each row of P (n, n) := softmax(row): exp(x - max) / sum, the sum in 8
  * float lanes added in float64.  Elementwise with fixed lanes, so it is also
  * compiled for AVX2 with the same bits (the expf is most of the forward's
@@ -28,8 +48,7 @@ DDPM_SIMD_CLONES
 static void softmax_rows(float* P, int n) {
     for (int i = 0; i < n; i++) {
         float* Pi = P + (size_t)i * n;
-        float mx = Pi[0];
-        for (int j = 1; j < n; j++) mx = Pi[j] > mx ? Pi[j] : mx;
+        float mx = row_max(Pi, n);
         for (int j = 0; j < n; j++) Pi[j] -= mx;
     }
     const size_t nn = (size_t)n * n;
@@ -81,14 +100,16 @@ static void softmax_rows_backward(float* dS, const float* P, int n) {
  * block off (0 = q, C = k, 2C = v); consecutive rows are B*HW apart. */
 #define PANEL(base, off) ((base) + ((size_t)((off) + h * hd) * B + b) * HW)
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH) {
+void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH,
+                       int keep) {
     const int hd = C / NH, ld = B * HW;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = ddpm_threads_for((size_t)B * NH * HW * HW * hd, 1 << 16);
+    if (nt > B * NH) nt = B * NH;   /* without keep, thread t's P is slot t of att */
     DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < B * NH; task++) {
         int b = task / NH, h = task % NH;
-        float* P = att + (size_t)task * HW * HW;
+        float* P = att + (size_t)(keep ? task : ddpm_thread_num()) * HW * HW;
         /* S = scale q^T k  (HW, HW) */
         gemm(1, 0, HW, HW, hd, scale, PANEL(qkv, 0), ld, PANEL(qkv, C), ld, 0.0f, P, HW);
         softmax_rows(P, HW);

@@ -116,7 +116,8 @@ static void attn_forward(UNet* n, AttnBlock* b) {
                            HW, n->cfg.norm_groups, n->cfg.norm_eps, 0));
     PROF(rt, UNET_PROF_CONV1_FWD,
          conv2d_forward(a->qkv, NULL, a->hn, w->qkv_w, w->qkv_b, B, C, H, W, 3 * C, 1, 1, 0));
-    PROF(rt, UNET_PROF_ATTN_FWD, attention_forward(a->o, a->att, a->qkv, B, C, HW, b->NH));
+    PROF(rt, UNET_PROF_ATTN_FWD,
+         attention_forward(a->o, a->att, a->qkv, B, C, HW, b->NH, n->keep));
     /* out = (x + bias) + to_out(o): the residual is where the GEMM's output
      * starts (one pass, where a copy and then an accumulate took two) */
     PROF(rt, UNET_PROF_CONV1_FWD,

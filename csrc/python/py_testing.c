@@ -316,7 +316,7 @@ static PyObject* py_attention_forward(PyObject* self, PyObject* args) {
     F32(att, ao, "att", (size_t)B * NH * HW * HW, 1, 0);
     F32(qkv, qo, "qkv", (size_t)3 * C * B * HW, 0, 0);
     Py_BEGIN_ALLOW_THREADS
-    attention_forward(out, att, qkv, B, C, HW, NH);
+    attention_forward(out, att, qkv, B, C, HW, NH, 1);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
