@@ -88,3 +88,70 @@ def test_training_steps_are_the_same_bits_at_any_thread_count(threads):
     for nt, (p, loss) in zip((2, 3, 4), runs[1:]):
         assert np.array_equal(runs[0][1], loss), nt
         assert np.array_equal(runs[0][0], p), (nt, np.abs(runs[0][0] - p).max())
+
+
+def test_sampling_and_training_take_turns_on_the_lanes(threads):
+    """Twin 1 runs a training step's half with the whole workspace and a sampler's
+    half with a lean one (only what an inference forward writes): after each switch
+    its results are those of a network that never switched."""
+    threads(2)
+    rng = np.random.default_rng(7)
+    data = np.tanh(rng.standard_normal((40, 1, 28, 28))).astype(np.float32)
+    n = SPLIT + 3
+
+    def run(net, params):
+        net.params[:] = params
+        d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+        return d.sample(n, steps=2, sampler="ddim", seed=1, progress=False, value_range=(-1, 1))
+
+    net = ddpm.UNet(seed=8, **REF)
+    d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+    p0 = net.params.copy()
+    first = run(net, p0)
+    tr = ddpm.Trainer(d, data, batch_size=SPLIT + 5, lr=1e-3, seed=4, progress=False)
+    tr.fit(steps=1)
+    p1 = net.params.copy()
+    second = run(net, p1)
+    tr.fit(steps=1)                                   # training again after sampling
+    p2 = net.params.copy()
+    third = run(net, p2)
+
+    fresh = ddpm.Diffusion(ddpm.UNet(seed=8, **REF), ddpm.NoiseSchedule("linear", timesteps=50))
+    ftr = ddpm.Trainer(fresh, data, batch_size=SPLIT + 5, lr=1e-3, seed=4, progress=False)
+    ftr.fit(steps=2)                                  # the same two steps, no sampling between
+    assert np.array_equal(fresh.model.params, p2)
+    for params, got in ((p0, first), (p1, second), (p2, third)):
+        want = run(ddpm.UNet(seed=8, **REF), params)
+        assert np.array_equal(got, want), np.abs(got - want).max()
+    assert not np.array_equal(first, third)           # the training did change the samples
+
+
+@pytest.mark.parametrize("nt", [1, 2, 4])
+def test_an_inference_forward_borrows_scratch_for_its_attention(threads, nt):
+    """Without a kept forward, the attention's probabilities go to per-thread slots
+    of the convolution's scratch.  Here attention at 32x32 over 4 channels needs
+    more of it than the convolutions do, even for one thread's (1024, 1024) slot (a
+    U-Net that does not ask for it fails this under the sanitizers); the output
+    equals a kept forward's, and a lane's (sampling) equals UNet.forward on each
+    half."""
+    threads(nt)
+    cfg = dict(sample_size=32, block_out_channels=(4, 4), norm_num_groups=2,
+               attention_head_dim=4, layers_per_block=1,
+               down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "AttnUpBlock2D"), num_train_timesteps=50)
+    net = ddpm.UNet(seed=2, **cfg)
+    rng = np.random.default_rng(nt)
+    net.params[:] += rng.standard_normal(net.params.size).astype(np.float32) * 0.1
+    x = rng.standard_normal((SPLIT + 1, 1, 32, 32)).astype(np.float32)
+    t = np.full(SPLIT + 1, 30.0)
+    lean = net(x, t, grad=False)
+    kept = net(x, t, grad=True)
+    assert np.abs(kept).max() > 0.1
+    assert np.array_equal(lean, kept), np.abs(lean - kept).max()
+    d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+    _, traj = d.sample(SPLIT + 1, steps=1, sampler="ddim", x_T=x, return_trajectory=[50],
+                       progress=False)
+    h = (SPLIT + 2) // 2
+    want = np.concatenate([net(x[:h], np.full(h, 49.0), grad=False),
+                           net(x[h:], np.full(SPLIT + 1 - h, 49.0), grad=False)])
+    assert np.array_equal(traj.eps_hat[0], want)

@@ -105,7 +105,8 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int C, i
     const int hd = C / NH, ld = B * HW;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = ddpm_threads_for((size_t)B * NH * HW * HW * hd, 1 << 16);
-    if (nt > B * NH) nt = B * NH;   /* without keep, thread t's P is slot t of att */
+    if (nt > B * NH) nt = B * NH;
+    if (!keep && nt > ATTN_SLOTS) nt = ATTN_SLOTS;   /* thread t's P: slot t of att */
     DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < B * NH; task++) {
         int b = task / NH, h = task % NH;

@@ -13,10 +13,21 @@
 #ifndef DDPM_ATTENTION_H
 #define DDPM_ATTENTION_H
 
-/* out (C, B, HW); att (B, NH, HW, HW): with keep, the probabilities P,
- * saved for backward; without, scratch of which each thread reuses one
- * (HW, HW) slot (a P that stays in its core's cache: writing all B NH of
- * them was 4.9 MB a call at B = 32, 7x7, 16 heads). */
+#include <stddef.h>
+
+/* Threads an attention forward without keep uses at most: each reuses one
+ * (HW, HW) slot of its scratch, min(B NH, ATTN_SLOTS) slots. */
+#define ATTN_SLOTS 8
+static inline size_t attention_scratch_floats(int B, int NH, int HW) {
+    const size_t tasks = (size_t)B * NH;
+    return (tasks < ATTN_SLOTS ? tasks : ATTN_SLOTS) * HW * HW;
+}
+
+/* out (C, B, HW).  With keep, att (B, NH, HW, HW) receives the probabilities
+ * P, saved for backward; without, att is scratch of
+ * attention_scratch_floats(B, NH, HW) floats, each thread's P in one slot, where it stays in the core's
+ * cache (writing all B NH of them was 4.9 MB a call at B = 32, 7x7, 16
+ * heads). */
 void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH,
                        int keep);
 

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 199309L
 #include "nets/runtime.h"
 #include "core/threads.h"
+#include "layers/attention.h"
 #include "layers/conv2d.h"
 #include "layers/groupnorm.h"
 
@@ -74,22 +75,31 @@ void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const ch
     snprintf(name, sizeof name, "%s%s", prefix, suffix);
     size_t off = param_tensor_add(rt->tensors, &rt->ntensors, rt->tensors_cap, &rt->nparams,
                                   name, ndim, d0, d1, d2, d3);
-    if (w || g) rt->pviews[rt->npviews++] = (RtView){w, g, off};
+    if (w || g) rt->pviews[rt->npviews++] = (RtView){w, g, off, 0};
+}
+
+static void add_slot(NetRuntime* rt, float** a, float** d, size_t per_image, int kept) {
+    ROOM(rt, aviews, naviews, aviews_cap);
+    ROOM(rt, slots, nslots, slots_cap);
+    rt->slots[rt->nslots++] = (RtSlot){rt->acts_floats, per_image, 0, kept};
+    rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats, kept ? RT_KEPT : rt->lean_floats};
+    rt->acts_floats += per_image;
+    if (!kept) rt->lean_floats += per_image;
 }
 
 void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image) {
-    ROOM(rt, aviews, naviews, aviews_cap);
-    ROOM(rt, slots, nslots, slots_cap);
-    rt->slots[rt->nslots++] = (RtSlot){rt->acts_floats, per_image, 0};
-    rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats};
-    rt->acts_floats += per_image;
+    add_slot(rt, a, d, per_image, 0);
+}
+
+void rt_act_kept(NetRuntime* rt, float** a, float** d, size_t per_image) {
+    add_slot(rt, a, d, per_image, 1);
 }
 
 void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
     ROOM(rt, aviews, naviews, aviews_cap);
     for (int i = 0; i < rt->naviews; i++)
         if (rt->aviews[i].value == src) {
-            rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset};
+            rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset, rt->aviews[i].lean};
             return;
         }
     rt->status = DDPM_ERR_VALUE;   /* src was never registered: a layout bug */
@@ -97,12 +107,17 @@ void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
 
 void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S) {
     ROOM(rt, needs, nneeds, needs_cap);
-    rt->needs[rt->nneeds++] = (RtNeed){1, C, H, W, OC, K, S, 0};
+    rt->needs[rt->nneeds++] = (RtNeed){RT_NEED_CONV, C, H, W, OC, K, S, 0};
 }
 
 void rt_need_norm(NetRuntime* rt, int C, int HW, int G) {
     ROOM(rt, needs, nneeds, needs_cap);
-    rt->needs[rt->nneeds++] = (RtNeed){0, C, HW, 1, 0, 0, 0, G};
+    rt->needs[rt->nneeds++] = (RtNeed){RT_NEED_NORM, C, HW, 1, 0, 0, 0, G};
+}
+
+void rt_need_attention(NetRuntime* rt, int NH, int HW) {
+    ROOM(rt, needs, nneeds, needs_cap);
+    rt->needs[rt->nneeds++] = (RtNeed){RT_NEED_ATTN, NH, HW, 1, 0, 0, 0, 0};
 }
 
 /* ------------------------------------------------------------- workspace */
@@ -113,8 +128,11 @@ static void scratch_sizes(const NetRuntime* rt, int B, size_t* col, size_t* gn) 
     *gn = 1;
     for (int i = 0; i < rt->nneeds; i++) {
         const RtNeed* n = &rt->needs[i];
-        if (n->is_conv) {
+        if (n->kind == RT_NEED_CONV) {
             size_t c = conv2d_scratch_floats(B, n->C, n->H, n->W, n->OC, n->K, n->S);
+            if (c > *col) *col = c;
+        } else if (n->kind == RT_NEED_ATTN) {
+            size_t c = attention_scratch_floats(B, n->C, n->H);
             if (c > *col) *col = c;
         } else {
             size_t g = groupnorm_scratch_floats(B, n->C, n->H * n->W, n->G);
@@ -132,8 +150,14 @@ static int hold(float** buf, size_t* have, size_t n) {
     return *buf ? DDPM_OK : DDPM_ERR_NOMEM;
 }
 
+void rt_set_lean(NetRuntime* rt, int lean) {
+    if (rt->lean == !!lean) return;
+    free_workspace(rt);
+    rt->lean = !!lean;
+}
+
 int rt_reserve(NetRuntime* rt, int B, int for_training) {
-    if (B < 1) return DDPM_ERR_VALUE;
+    if (B < 1 || (for_training && rt->lean)) return DDPM_ERR_VALUE;
     const int grow = rt->policy == RT_GROW;
     if (grow ? B > rt->cap : B != rt->cap) {   /* a new activation arena */
         if (grow) {
@@ -144,7 +168,8 @@ int rt_reserve(NetRuntime* rt, int B, int for_training) {
         } else {
             free_workspace(rt);   /* scratch too: it is sized with the arena */
         }
-        rt->acts = malloc(sizeof(float) * rt->acts_floats * (size_t)B);
+        rt->acts = malloc(sizeof(float) * (rt->lean ? rt->lean_floats : rt->acts_floats) *
+                          (size_t)B);
         if (!rt->acts) return DDPM_ERR_NOMEM;
         rt->cap = B;
     }
@@ -169,6 +194,11 @@ void rt_bind_acts(NetRuntime* rt, int B) {
     rt->B = B;
     for (int i = 0; i < rt->naviews; i++) {
         const RtView* v = &rt->aviews[i];
+        if (rt->lean) {
+            if (v->value) *v->value = v->lean == RT_KEPT ? NULL : rt->acts + v->lean * (size_t)B;
+            if (v->grad) *v->grad = NULL;
+            continue;
+        }
         const size_t at = v->offset * (size_t)B;
         if (v->value) *v->value = rt->acts + at;
         if (v->grad) *v->grad = rt->dacts ? rt->dacts + at : NULL;

@@ -12,7 +12,9 @@
  *             shape and offset: the layout Python and saved files rely on) and
  *             records the addresses of the parameter and gradient fields;
  *   rt_act    gives an activation a new slot of the workspace (a size per
- *             image) and records its value and gradient fields;
+ *             image) and records its value and gradient fields; rt_act_kept
+ *             does so for a slot only a forward kept for a backward writes
+ *             (a lean workspace, for inference, leaves it out);
  *   rt_link   points a block's input fields at an earlier block's output slot;
  *   rt_need_conv / rt_need_norm record the scratch a layer will want.
  *
@@ -45,21 +47,28 @@ typedef struct {
     float** value;   /* the field viewing the tensor (params or acts), or NULL */
     float** grad;    /* the same field of the gradient struct, or NULL */
     size_t offset;   /* floats into params/grads; per image into acts/dacts */
+    size_t lean;     /* per image into a lean workspace's acts; RT_KEPT for a kept slot */
 } RtView;
+
+#define RT_KEPT ((size_t)-1)
 
 /* One activation tensor of the workspace. */
 typedef struct {
     size_t off, len;           /* per image, in floats: at acts + off * B, len * B floats */
     int fresh;                 /* during a backward: 1 while its gradient is unwritten */
+    int kept;                  /* written only by a forward kept for a backward */
 } RtSlot;
 
 /* A layer shape the workspace's scratch must serve (see rt_need_*). */
 typedef struct {
-    int is_conv;               /* 1: conv2d, 0: groupnorm */
-    int C, H, W;               /* input (C, B, H, W); a groupnorm's is (C, B, H*W, 1) */
+    int kind;                  /* RT_NEED_NORM, RT_NEED_CONV or RT_NEED_ATTN */
+    int C, H, W;               /* input (C, B, H, W); a groupnorm's is (C, B, H*W, 1);
+                                  an attention's: C heads over H positions */
     int OC, K, S;              /* conv2d: output channels, kernel size, stride */
     int G;                     /* groupnorm: groups */
 } RtNeed;
+
+enum { RT_NEED_NORM = 0, RT_NEED_CONV = 1, RT_NEED_ATTN = 2 };
 
 /* Workspace policy: RT_EXACT reallocates when the batch changes (the U-Net:
  * training and sampling batches differ a lot); RT_GROW keeps the largest
@@ -79,12 +88,15 @@ typedef struct {
     RtView* aviews;            /* (naviews,) slots and links */
     int naviews, aviews_cap;
     size_t acts_floats;        /* per image: the slots' len, summed */
+    size_t lean_floats;        /* per image: the len of the slots that are not kept, summed */
     RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
     int nneeds, needs_cap;
     int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
                                   for a link to an unregistered field; else 0 */
     /* the workspace */
     int policy;                /* RT_EXACT or RT_GROW */
+    int lean;                  /* 1: acts holds only the slots an inference forward writes
+                                  (kept ones unbound, no dacts); see rt_set_lean */
     int B;                     /* batch the activation views are bound to (0: none) */
     int cap;                   /* images acts (and dacts) hold */
     float* acts;               /* (acts_floats * cap) */
@@ -120,28 +132,42 @@ void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const ch
 
 /* A new activation slot of per_image floats, viewed by *a and its gradient by *d. */
 void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image);
+/* rt_act for a slot that only a forward kept for a backward writes (a
+ * normalised activation the backward reads, attention probabilities). */
+void rt_act_kept(NetRuntime* rt, float** a, float** d, size_t per_image);
 /* *a, *d view the slot that the field src (registered before) views. */
 void rt_link(NetRuntime* rt, float** a, float** d, float** src);
 
 /* rt_act / rt_link for field f of block b (activations a and gradients da). */
 #define RT_ACT(rt, b, f, per_image) rt_act((rt), &(b)->a.f, &(b)->da.f, (size_t)(per_image))
+#define RT_ACT_KEPT(rt, b, f, per_image) \
+    rt_act_kept((rt), &(b)->a.f, &(b)->da.f, (size_t)(per_image))
 #define RT_LINK(rt, b, f, src) rt_link((rt), &(b)->a.f, &(b)->da.f, (src))
 
 /* The scratch a conv2d over (C, B, H, W) -> OC (K x K, stride S) and a
  * groupnorm over (C, B, HW) with G groups will need, for any B. */
 void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S);
 void rt_need_norm(NetRuntime* rt, int C, int HW, int G);
+/* The scratch an attention forward without keep borrows from the conv's
+ * (its probabilities, attention.h) over (B, NH heads, HW positions). */
+void rt_need_attention(NetRuntime* rt, int NH, int HW);
 
 /* ---- the workspace ---- */
 
 /* Makes the workspace hold batch B (dacts too when for_training), by the
  * policy; reallocating the activations drops the last forward.  Does not
- * bind.  DDPM_ERR_VALUE for B < 1, DDPM_ERR_NOMEM. */
+ * bind.  DDPM_ERR_VALUE for B < 1 or for_training in a lean workspace,
+ * DDPM_ERR_NOMEM. */
 int rt_reserve(NetRuntime* rt, int B, int for_training);
 /* Frees the workspace (grads_only: just the activation gradients, dacts); the
  * next forward or backward allocates again.  For a network whose memory
  * another mode of use held (unet_lanes.c's twins). */
 void rt_release(NetRuntime* rt, int grads_only);
+/* lean 1: the workspace holds only what a forward that is not kept writes
+ * (the kept slots' fields are bound to NULL, no backward can run): an
+ * inference network's, about half the floats.  A change of mode frees the
+ * workspace. */
+void rt_set_lean(NetRuntime* rt, int lean);
 /* Points every activation field (and gradient field, once dacts exist) at
  * batch B; B <= rt->cap. */
 void rt_bind_acts(NetRuntime* rt, int B);

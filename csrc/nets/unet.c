@@ -117,7 +117,8 @@ static void attn_forward(UNet* n, AttnBlock* b) {
     PROF(rt, UNET_PROF_CONV1_FWD,
          conv2d_forward(a->qkv, NULL, a->hn, w->qkv_w, w->qkv_b, B, C, H, W, 3 * C, 1, 1, 0));
     PROF(rt, UNET_PROF_ATTN_FWD,
-         attention_forward(a->o, a->att, a->qkv, B, C, HW, b->NH, n->keep));
+         attention_forward(a->o, n->keep ? a->att : rt->col, a->qkv, B, C, HW, b->NH,
+                           n->keep));
     /* out = (x + bias) + to_out(o): the residual is where the GEMM's output
      * starts (one pass, where a copy and then an accumulate took two) */
     PROF(rt, UNET_PROF_CONV1_FWD,
@@ -205,6 +206,7 @@ int unet_forward(UNet* n, const float* params, const float* x, const float* t,
     const size_t HW = (size_t)cfg->sample_size * cfg->sample_size;
     if (!ddpm_all_finite(x, (size_t)B * cfg->in_channels * HW) || !ddpm_all_finite(t, (size_t)B))
         return DDPM_ERR_NONFINITE;
+    if (keep && rt->lean) return DDPM_ERR_VALUE;   /* a lean workspace has no kept slots */
     int st = unet_reserve(n, B, 0);
     if (!st) st = keep_labels(n, labels, B);
     if (st) return st;

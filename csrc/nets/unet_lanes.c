@@ -74,8 +74,9 @@ int unet_infer(UNet* net, const float* params, const float* x, const float* t,
     for (int i = 0; i < UNET_LANES; i++) {
         int st = twin(net, i, &h.net[i]);
         if (st) return st;
-        if (h.net[i]->rt.dacts)   /* a training step's half: sized for it, with gradients */
-            rt_release(&h.net[i]->rt, 0);
+        /* only what an inference forward writes (a training step's half, sized
+         * for it and with gradients, is freed) */
+        rt_set_lean(&h.net[i]->rt, 1);
     }
     for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
         if (b0 > 0 && stop && stop(stop_ctx)) return DDPM_ERR_INTERRUPTED;
@@ -99,6 +100,7 @@ int unet_forward_halves(UNet* net, const float* params, const float* x, const fl
     h.net[0] = net;
     int st = twin(net, 1, &h.net[1]);
     if (st) return st;
+    rt_set_lean(&h.net[1]->rt, 0);   /* the whole workspace, for the backward */
     if (net->lanes[0]) rt_release(&net->lanes[0]->rt, 0);   /* the denoiser's: not needed here */
     h.x = x, h.t = t, h.labels = labels, h.out = out, h.n = B, h.keep = 1;
     return ddpm_run_lanes(UNET_LANES, forward_half, &h);

@@ -21,10 +21,13 @@
  * twins, so a forward the network keeps for a backward survives a sampling
  * call; the training step runs half 0 on the network itself and half 1 on
  * twin 1 (its workspace then also holds half 1's activation gradients).
- * Switching between the two frees what the other left: the denoiser frees
- * the network's activation gradients (scratch of a backward; a kept forward's
- * activations stay) and a twin's training-sized workspace, the training step
- * twin 0's workspace.
+ * The denoiser's twins hold a lean workspace (runtime.h: only what an
+ * inference forward writes, no normalised activations or attention
+ * probabilities for a backward: about half the floats).  Switching between
+ * the two frees what the other left: the denoiser frees the network's
+ * activation gradients (scratch of a backward; a kept forward's activations
+ * stay) and twin 1's whole workspace, the training step twin 0's workspace
+ * and twin 1's lean one.
  *
  * Legend: as in unet.h (B, N batch, Cin/Cout image channels, S sample size,
  * P parameters).

@@ -47,11 +47,11 @@ static float** resnet_layout(UNet* n, ResnetBlock* b, const char* p, float** in,
     }
     RT_LINK(rt, b, x, in);
     RT_LINK(rt, b, emb, &n->time.a.emb_act);
-    RT_ACT(rt, b, act1, C * HW);
+    RT_ACT_KEPT(rt, b, act1, C * HW);
     RT_ACT(rt, b, norm1_a, C);
     RT_ACT(rt, b, norm1_k, C);
     RT_ACT(rt, b, conv1, OC * HW);
-    RT_ACT(rt, b, act2, OC * HW);
+    RT_ACT_KEPT(rt, b, act2, OC * HW);
     RT_ACT(rt, b, norm2_a, OC);
     RT_ACT(rt, b, norm2_k, OC);
     RT_ACT(rt, b, tproj, OC);
@@ -89,13 +89,14 @@ static float** attn_layout(UNet* n, AttnBlock* b, const char* p, float** in, int
     RT_ACT(rt, b, hn, C * HW);
     RT_ACT(rt, b, qkv, 3 * C * HW);
     RT_ACT(rt, b, o, C * HW);
-    RT_ACT(rt, b, att, b->NH * HW * HW);
+    RT_ACT_KEPT(rt, b, att, b->NH * HW * HW);
     RT_ACT(rt, b, mean, G);
     RT_ACT(rt, b, rstd, G);
     RT_ACT(rt, b, out, C * HW);
     rt_need_conv(rt, C, H, H, 3 * C, 1, 1);
     rt_need_conv(rt, C, H, H, C, 1, 1);
     rt_need_norm(rt, C, (int)HW, G);
+    rt_need_attention(rt, b->NH, (int)HW);
     return &b->a.out;
 }
 
@@ -163,7 +164,7 @@ static void out_layout(UNet* n, OutLayer* b, float** in, int C, int OC, int H) {
     RT_PARAM(rt, b, conv_out_w, "conv_out", ".weight", RT_DIMS4(OC, C, 3, 3));
     RT_PARAM(rt, b, conv_out_b, "conv_out", ".bias", RT_DIMS1(OC));
     RT_LINK(rt, b, x, in);
-    RT_ACT(rt, b, act, C * HW);
+    RT_ACT_KEPT(rt, b, act, C * HW);
     RT_ACT(rt, b, norm_a, C);
     RT_ACT(rt, b, norm_k, C);
     RT_ACT(rt, b, mean, G);
