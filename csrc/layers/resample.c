@@ -43,6 +43,7 @@ void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int 
 }
 
 void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, size_t BHW) {
+    if (a == out && b == out + (size_t)Ca * BHW) return;   /* the parts are in place */
     ddpm_copy(out, a, (size_t)Ca * BHW);
     ddpm_copy(out + (size_t)Ca * BHW, b, (size_t)Cb * BHW);
 }

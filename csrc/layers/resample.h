@@ -16,7 +16,9 @@ void upsample_forward(float* out, const float* inp, int C, int B, int H, int W);
  * block of dout (C, B, 2H, 2W). */
 void upsample_backward(float* dinp, const float* dout, int C, int B, int H, int W, int accumulate);
 
-/* out (Ca + Cb, B, HW) = [a; b]; a (Ca, B, HW), b (Cb, B, HW). */
+/* out (Ca + Cb, B, HW) = [a; b]; a (Ca, B, HW), b (Cb, B, HW).  When a and b
+ * already are out's two parts (a lean workspace's producers wrote them in
+ * place), nothing moves. */
 void concat_forward(float* out, const float* a, const float* b, int Ca, int Cb, size_t BHW);
 /* da += dout[:Ca], db += dout[Ca:]; each = instead of += where acc_a /
  * acc_b is 0. */

@@ -75,16 +75,17 @@ void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const ch
     snprintf(name, sizeof name, "%s%s", prefix, suffix);
     size_t off = param_tensor_add(rt->tensors, &rt->ntensors, rt->tensors_cap, &rt->nparams,
                                   name, ndim, d0, d1, d2, d3);
-    if (w || g) rt->pviews[rt->npviews++] = (RtView){w, g, off, 0};
+    if (w || g) rt->pviews[rt->npviews++] = (RtView){w, g, off, -1};
 }
 
 static void add_slot(NetRuntime* rt, float** a, float** d, size_t per_image, int kept) {
     ROOM(rt, aviews, naviews, aviews_cap);
     ROOM(rt, slots, nslots, slots_cap);
-    rt->slots[rt->nslots++] = (RtSlot){rt->acts_floats, per_image, 0, kept};
-    rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats, kept ? RT_KEPT : rt->lean_floats};
+    rt->slots[rt->nslots] = (RtSlot){rt->acts_floats, per_image, 0, kept, -1, 0, 0};
+    rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats, rt->nslots};
+    rt->nslots++;
     rt->acts_floats += per_image;
-    if (!kept) rt->lean_floats += per_image;
+    rt->lean_floats = 0;   /* laid out again when a lean workspace is reserved */
 }
 
 void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image) {
@@ -99,7 +100,7 @@ void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
     ROOM(rt, aviews, naviews, aviews_cap);
     for (int i = 0; i < rt->naviews; i++)
         if (rt->aviews[i].value == src) {
-            rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset, rt->aviews[i].lean};
+            rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset, rt->aviews[i].slot};
             return;
         }
     rt->status = DDPM_ERR_VALUE;   /* src was never registered: a layout bug */
@@ -113,6 +114,47 @@ void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S) {
 void rt_need_norm(NetRuntime* rt, int C, int HW, int G) {
     ROOM(rt, needs, nneeds, needs_cap);
     rt->needs[rt->nneeds++] = (RtNeed){RT_NEED_NORM, C, HW, 1, 0, 0, 0, G};
+}
+
+static int slot_viewed_by(const NetRuntime* rt, float** field) {
+    for (int i = 0; i < rt->naviews; i++)
+        if (rt->aviews[i].value == field) return rt->aviews[i].slot;
+    return -1;
+}
+
+void rt_alias(NetRuntime* rt, float** child, float** parent, size_t sub) {
+    const int c = slot_viewed_by(rt, child), p = slot_viewed_by(rt, parent);
+    if (c < 0 || p < 0 || c == p || rt->slots[c].kept || rt->slots[p].kept ||
+        rt->slots[c].parent >= 0 || rt->slots[p].parent >= 0 ||
+        sub > rt->slots[p].len || rt->slots[c].len > rt->slots[p].len - sub) {
+        rt->status = DDPM_ERR_VALUE;   /* a layout bug */
+        return;
+    }
+    for (int i = 0; i < rt->nslots; i++)
+        if (rt->slots[i].parent == c) {   /* c holds others: one level only */
+            rt->status = DDPM_ERR_VALUE;
+            return;
+        }
+    rt->slots[c].parent = p;
+    rt->slots[c].sub = sub;
+    rt->lean_floats = 0;
+}
+
+/* Each slot's place in a lean workspace: the slots that are neither kept nor
+ * inside another one, in order, then those inside at their parent's place
+ * (rt_alias allows one level). */
+static void lean_layout(NetRuntime* rt) {
+    size_t at = 0;
+    for (int i = 0; i < rt->nslots; i++) {
+        RtSlot* s = &rt->slots[i];
+        s->lean = s->kept ? RT_KEPT : at;
+        if (!s->kept && s->parent < 0) at += s->len;
+    }
+    for (int i = 0; i < rt->nslots; i++) {   /* parents are never inside another */
+        RtSlot* s = &rt->slots[i];
+        if (s->parent >= 0) s->lean = rt->slots[s->parent].lean + s->sub;
+    }
+    rt->lean_floats = at > 0 ? at : 1;
 }
 
 void rt_need_attention(NetRuntime* rt, int NH, int HW) {
@@ -158,6 +200,7 @@ void rt_set_lean(NetRuntime* rt, int lean) {
 
 int rt_reserve(NetRuntime* rt, int B, int for_training) {
     if (B < 1 || (for_training && rt->lean)) return DDPM_ERR_VALUE;
+    if (rt->lean && !rt->lean_floats) lean_layout(rt);
     const int grow = rt->policy == RT_GROW;
     if (grow ? B > rt->cap : B != rt->cap) {   /* a new activation arena */
         if (grow) {
@@ -195,7 +238,8 @@ void rt_bind_acts(NetRuntime* rt, int B) {
     for (int i = 0; i < rt->naviews; i++) {
         const RtView* v = &rt->aviews[i];
         if (rt->lean) {
-            if (v->value) *v->value = v->lean == RT_KEPT ? NULL : rt->acts + v->lean * (size_t)B;
+            const size_t at = rt->slots[v->slot].lean;
+            if (v->value) *v->value = at == RT_KEPT ? NULL : rt->acts + at * (size_t)B;
             if (v->grad) *v->grad = NULL;
             continue;
         }

@@ -47,16 +47,19 @@ typedef struct {
     float** value;   /* the field viewing the tensor (params or acts), or NULL */
     float** grad;    /* the same field of the gradient struct, or NULL */
     size_t offset;   /* floats into params/grads; per image into acts/dacts */
-    size_t lean;     /* per image into a lean workspace's acts; RT_KEPT for a kept slot */
+    int slot;        /* the activation slot viewed (index into slots); -1 for parameters */
 } RtView;
 
-#define RT_KEPT ((size_t)-1)
+#define RT_KEPT ((size_t)-1)   /* RtSlot.lean of a slot a lean workspace leaves out */
 
 /* One activation tensor of the workspace. */
 typedef struct {
     size_t off, len;           /* per image, in floats: at acts + off * B, len * B floats */
     int fresh;                 /* during a backward: 1 while its gradient is unwritten */
     int kept;                  /* written only by a forward kept for a backward */
+    int parent;                /* in a lean workspace: part of slot parent (-1: its own) */
+    size_t sub;                /*   at sub floats per image into it */
+    size_t lean;               /* per image into a lean workspace's acts, or RT_KEPT */
 } RtSlot;
 
 /* A layer shape the workspace's scratch must serve (see rt_need_*). */
@@ -88,7 +91,7 @@ typedef struct {
     RtView* aviews;            /* (naviews,) slots and links */
     int naviews, aviews_cap;
     size_t acts_floats;        /* per image: the slots' len, summed */
-    size_t lean_floats;        /* per image: the len of the slots that are not kept, summed */
+    size_t lean_floats;        /* per image: a lean workspace's (lean_layout), 0 before */
     RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
     int nneeds, needs_cap;
     int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
@@ -135,6 +138,11 @@ void rt_act(NetRuntime* rt, float** a, float** d, size_t per_image);
 /* rt_act for a slot that only a forward kept for a backward writes (a
  * normalised activation the backward reads, attention probabilities). */
 void rt_act_kept(NetRuntime* rt, float** a, float** d, size_t per_image);
+/* In a lean workspace, the slot the field child views lies inside the one
+ * parent views, sub floats per image in (a channel range of it: a skip
+ * concatenation's part, written there by its producer so that nothing is
+ * copied).  A full workspace keeps them apart. */
+void rt_alias(NetRuntime* rt, float** child, float** parent, size_t sub);
 /* *a, *d view the slot that the field src (registered before) views. */
 void rt_link(NetRuntime* rt, float** a, float** d, float** src);
 

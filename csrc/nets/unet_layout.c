@@ -133,6 +133,9 @@ static float** concat_layout(UNet* n, SkipConcat* b, float** h, int C, float** s
     RT_LINK(rt, b, h, h);
     RT_LINK(rt, b, skip, skip);
     RT_ACT(rt, b, out, (size_t)(C + CS) * H * H);
+    /* an inference forward's producers write their parts in place */
+    rt_alias(rt, h, &b->a.out, 0);
+    rt_alias(rt, skip, &b->a.out, (size_t)C * H * H);
     return &b->a.out;
 }
 
