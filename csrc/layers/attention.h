@@ -25,9 +25,9 @@ static inline size_t attention_scratch_floats(int B, int NH, int HW) {
 
 /* out (C, B, HW).  With keep, att (B, NH, HW, HW) receives the probabilities
  * P, saved for backward; without, att is scratch of
- * attention_scratch_floats(B, NH, HW) floats, each thread's P in one slot, where it stays in the core's
- * cache (writing all B NH of them was 4.9 MB a call at B = 32, 7x7, 16
- * heads). */
+ * attention_scratch_floats(B, NH, HW) floats, each thread's P in one slot,
+ * where it stays in the core's cache (writing all B NH of them was 4.9 MB a
+ * call at B = 32, 7x7, 16 heads). */
 void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH,
                        int keep);
 

@@ -16,7 +16,9 @@
  *             does so for a slot only a forward kept for a backward writes
  *             (a lean workspace, for inference, leaves it out);
  *   rt_link   points a block's input fields at an earlier block's output slot;
- *   rt_need_conv / rt_need_norm record the scratch a layer will want.
+ *   rt_alias  places a slot inside another in a lean workspace;
+ *   rt_need_conv / rt_need_norm / rt_need_attention record the scratch a
+ *             layer will want.
  *
  * Binding then writes the pointers: rt_bind_params(params, grads) at the start
  * of each forward and backward, rt_bind_acts(B) once the workspace holds B
@@ -172,8 +174,9 @@ int rt_reserve(NetRuntime* rt, int B, int for_training);
  * another mode of use held (unet_lanes.c's twins). */
 void rt_release(NetRuntime* rt, int grads_only);
 /* lean 1: the workspace holds only what a forward that is not kept writes
- * (the kept slots' fields are bound to NULL, no backward can run): an
- * inference network's, about half the floats.  A change of mode frees the
+ * (the kept slots' fields are bound to NULL, no backward can run), with the
+ * slots rt_alias placed inside others: an inference network's, 43% of the
+ * floats per image for the reference U-Net.  A change of mode frees the
  * workspace. */
 void rt_set_lean(NetRuntime* rt, int lean);
 /* Points every activation field (and gradient field, once dacts exist) at
