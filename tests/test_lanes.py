@@ -155,3 +155,39 @@ def test_an_inference_forward_borrows_scratch_for_its_attention(threads, nt):
     want = np.concatenate([net(x[:h], np.full(h, 49.0), grad=False),
                            net(x[h:], np.full(SPLIT + 1 - h, 49.0), grad=False)])
     assert np.array_equal(traj.eps_hat[0], want)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(sample_size=16, block_out_channels=(8, 16, 16, 32), layers_per_block=1,
+         norm_num_groups=4, attention_head_dim=4,
+         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+         up_block_types=("AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+    dict(sample_size=12, block_out_channels=(8, 16), layers_per_block=3, norm_num_groups=4,
+         attention_head_dim=8, num_class_embeds=3,
+         down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+         up_block_types=("UpBlock2D", "AttnUpBlock2D")),
+])
+def test_the_lanes_planned_workspace_gives_the_networks_numbers(threads, cfg):
+    """The denoiser's twins plan their workspace: a block's slots take the floats of
+    slots no later block reads, and a skip concatenation's parts are written in place
+    (csrc/nets/runtime.h).  For U-Nets of other shapes than the reference (more
+    levels, more layers, attention here and there, classes), a sampler's network
+    outputs still equal UNet.forward's (the whole workspace) on each half."""
+    threads(2)
+    K = cfg.get("num_class_embeds")
+    net = ddpm.UNet(seed=4, num_train_timesteps=50, **cfg)
+    rng = np.random.default_rng(11)
+    net.params[:] += rng.standard_normal(net.params.size).astype(np.float32) * 0.1
+    S, n = cfg["sample_size"], SPLIT + 5
+    d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+    x_T = rng.standard_normal((n, 1, S, S)).astype(np.float32)
+    labels = None if K is None else rng.integers(0, K, n)
+    extra = {} if K is None else dict(labels=labels, guidance_scale=1.0)
+    _, traj = d.sample(n, steps=1, sampler="ddim", x_T=x_T, return_trajectory=[50],
+                       progress=False, **extra)
+    h = (n + 1) // 2
+    want = np.concatenate([net(x_T[a:b], np.full(b - a, 49.0),
+                               None if K is None else labels[a:b], grad=False)
+                           for a, b in ((0, h), (h, n))])
+    assert np.abs(want).max() > 0.1
+    assert np.array_equal(traj.eps_hat[0], want), np.abs(traj.eps_hat[0] - want).max()

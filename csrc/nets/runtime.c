@@ -81,7 +81,8 @@ void rt_param(NetRuntime* rt, float** w, float** g, const char* prefix, const ch
 static void add_slot(NetRuntime* rt, float** a, float** d, size_t per_image, int kept) {
     ROOM(rt, aviews, naviews, aviews_cap);
     ROOM(rt, slots, nslots, slots_cap);
-    rt->slots[rt->nslots] = (RtSlot){rt->acts_floats, per_image, 0, kept, -1, 0, 0};
+    rt->slots[rt->nslots] =
+        (RtSlot){rt->acts_floats, per_image, 0, kept, -1, 0, 0, rt->block, rt->block};
     rt->aviews[rt->naviews++] = (RtView){a, d, rt->acts_floats, rt->nslots};
     rt->nslots++;
     rt->acts_floats += per_image;
@@ -101,6 +102,9 @@ void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
     for (int i = 0; i < rt->naviews; i++)
         if (rt->aviews[i].value == src) {
             rt->aviews[rt->naviews++] = (RtView){a, d, rt->aviews[i].offset, rt->aviews[i].slot};
+            RtSlot* s = &rt->slots[rt->aviews[i].slot];
+            if (s->last < rt->block) s->last = rt->block;
+            rt->lean_floats = 0;
             return;
         }
     rt->status = DDPM_ERR_VALUE;   /* src was never registered: a layout bug */
@@ -140,21 +144,82 @@ void rt_alias(NetRuntime* rt, float** child, float** parent, size_t sub) {
     rt->lean_floats = 0;
 }
 
-/* Each slot's place in a lean workspace: the slots that are neither kept nor
- * inside another one, in order, then those inside at their parent's place
- * (rt_alias allows one level). */
-static void lean_layout(NetRuntime* rt) {
-    size_t at = 0;
-    for (int i = 0; i < rt->nslots; i++) {
-        RtSlot* s = &rt->slots[i];
-        s->lean = s->kept ? RT_KEPT : at;
-        if (!s->kept && s->parent < 0) at += s->len;
+void rt_block(NetRuntime* rt) { rt->block++; }
+
+void rt_plan_begin(NetRuntime* rt) { rt->plan_from = rt->block + 1; }
+
+/* Each slot's place in a lean workspace.  A unit is a slot that is neither
+ * kept nor inside another, with the slots inside it: it lives from the
+ * first block that registers one of them to the last that reads one (from
+ * before the first block to after the last when one belongs to a block
+ * before plan_from).  In order of birth, each unit takes the lowest offset
+ * where it overlaps no placed unit that lives at the same time (first fit).
+ * Those inside sit at their parent's place (rt_alias allows one level). */
+static int lean_layout(NetRuntime* rt) {
+    const int n = rt->nslots;
+    int* lo = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    int* hi = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    int* order = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    int* live = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!lo || !hi || !order || !live) {
+        free(lo); free(hi); free(order); free(live);
+        return DDPM_ERR_NOMEM;
     }
-    for (int i = 0; i < rt->nslots; i++) {   /* parents are never inside another */
-        RtSlot* s = &rt->slots[i];
-        if (s->parent >= 0) s->lean = rt->slots[s->parent].lean + s->sub;
+    for (int i = 0; i < n; i++) {
+        lo[i] = rt->slots[i].born;
+        hi[i] = rt->slots[i].last;
     }
-    rt->lean_floats = at > 0 ? at : 1;
+    for (int i = 0; i < n; i++) {   /* a unit's lifetime: its own and its parts' */
+        const RtSlot* s = &rt->slots[i];
+        if (s->parent < 0) continue;
+        if (lo[i] < lo[s->parent]) lo[s->parent] = lo[i];
+        if (hi[i] > hi[s->parent]) hi[s->parent] = hi[i];
+    }
+    int units = 0;
+    for (int i = 0; i < n; i++) {
+        if (rt->slots[i].kept || rt->slots[i].parent >= 0) continue;
+        if (lo[i] < rt->plan_from) {   /* computed out of registration order: never shared */
+            lo[i] = -1;
+            hi[i] = rt->block + 1;
+        }
+        int k = units++;   /* insertion by birth, stable */
+        while (k > 0 && lo[order[k - 1]] > lo[i]) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
+    size_t top = 0;
+    for (int u = 0; u < units; u++) {
+        const int i = order[u];
+        int nl = 0;   /* placed units alive at i's birth, by offset */
+        for (int v = 0; v < u; v++) {
+            const int j = order[v];
+            if (hi[j] < lo[i]) continue;
+            int k = nl++;
+            while (k > 0 && rt->slots[live[k - 1]].lean > rt->slots[j].lean) {
+                live[k] = live[k - 1];
+                k--;
+            }
+            live[k] = j;
+        }
+        size_t at = 0;   /* the lowest gap that holds it */
+        for (int k = 0; k < nl; k++) {
+            const RtSlot* o = &rt->slots[live[k]];
+            if (o->lean >= at + rt->slots[i].len) break;
+            if (o->lean + o->len > at) at = o->lean + o->len;
+        }
+        rt->slots[i].lean = at;
+        if (at + rt->slots[i].len > top) top = at + rt->slots[i].len;
+    }
+    for (int i = 0; i < n; i++) {
+        RtSlot* s = &rt->slots[i];
+        if (s->kept) s->lean = RT_KEPT;
+        else if (s->parent >= 0) s->lean = rt->slots[s->parent].lean + s->sub;
+    }
+    free(lo); free(hi); free(order); free(live);
+    rt->lean_floats = top > 0 ? top : 1;
+    return DDPM_OK;
 }
 
 void rt_need_attention(NetRuntime* rt, int NH, int HW) {
@@ -200,7 +265,10 @@ void rt_set_lean(NetRuntime* rt, int lean) {
 
 int rt_reserve(NetRuntime* rt, int B, int for_training) {
     if (B < 1 || (for_training && rt->lean)) return DDPM_ERR_VALUE;
-    if (rt->lean && !rt->lean_floats) lean_layout(rt);
+    if (rt->lean && !rt->lean_floats) {
+        int st = lean_layout(rt);
+        if (st) return st;
+    }
     const int grow = rt->policy == RT_GROW;
     if (grow ? B > rt->cap : B != rt->cap) {   /* a new activation arena */
         if (grow) {

@@ -62,6 +62,7 @@ typedef struct {
     int parent;                /* in a lean workspace: part of slot parent (-1: its own) */
     size_t sub;                /*   at sub floats per image into it */
     size_t lean;               /* per image into a lean workspace's acts, or RT_KEPT */
+    int born, last;            /* the blocks (rt_block) that register it and read it last */
 } RtSlot;
 
 /* A layer shape the workspace's scratch must serve (see rt_need_*). */
@@ -94,6 +95,8 @@ typedef struct {
     int naviews, aviews_cap;
     size_t acts_floats;        /* per image: the slots' len, summed */
     size_t lean_floats;        /* per image: a lean workspace's (lean_layout), 0 before */
+    int block;                 /* the block being registered (rt_block) */
+    int plan_from;             /* the first block whose slots a lean workspace may share */
     RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
     int nneeds, needs_cap;
     int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
@@ -145,6 +148,13 @@ void rt_act_kept(NetRuntime* rt, float** a, float** d, size_t per_image);
  * concatenation's part, written there by its producer so that nothing is
  * copied).  A full workspace keeps them apart. */
 void rt_alias(NetRuntime* rt, float** child, float** parent, size_t sub);
+/* Starts the next block: the slots registered from here on are its own, the
+ * links its inputs.  A lean workspace gives a slot's floats to a later
+ * block's slots once the last block that reads it is done: the forward runs
+ * the blocks in the order they are registered, from the one rt_plan_begin
+ * names on; the slots of the blocks before it are never shared. */
+void rt_block(NetRuntime* rt);
+void rt_plan_begin(NetRuntime* rt);
 /* *a, *d view the slot that the field src (registered before) views. */
 void rt_link(NetRuntime* rt, float** a, float** d, float** src);
 
@@ -175,9 +185,12 @@ int rt_reserve(NetRuntime* rt, int B, int for_training);
 void rt_release(NetRuntime* rt, int grads_only);
 /* lean 1: the workspace holds only what a forward that is not kept writes
  * (the kept slots' fields are bound to NULL, no backward can run), with the
- * slots rt_alias placed inside others: an inference network's, 43% of the
- * floats per image for the reference U-Net.  A change of mode frees the
- * workspace. */
+ * slots rt_alias placed inside others, and a slot's floats given to later
+ * blocks' once it is no longer read (rt_block): an inference network's.  So
+ * each block mostly writes where blocks just before it wrote, floats still
+ * in the cache (a 32 -> 32 channel 28x28 3x3 layer of 32 images ran 3.3 ms
+ * writing to the same output each time, 4.2 ms rotating over 40 outputs).
+ * A change of mode frees the workspace. */
 void rt_set_lean(NetRuntime* rt, int lean);
 /* Points every activation field (and gradient field, once dacts exist) at
  * batch B; B <= rt->cap. */

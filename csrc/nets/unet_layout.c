@@ -28,6 +28,7 @@
 static float** resnet_layout(UNet* n, ResnetBlock* b, const char* p, float** in, int C, int OC,
                              int H) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     const int G = n->cfg.norm_groups, TE = n->time.TE;
     const size_t HW = (size_t)H * H;
     b->C = C; b->OC = OC; b->H = H; b->W = H;
@@ -70,6 +71,7 @@ static float** resnet_layout(UNet* n, ResnetBlock* b, const char* p, float** in,
 
 static float** attn_layout(UNet* n, AttnBlock* b, const char* p, float** in, int C, int H) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     const int G = n->cfg.norm_groups, hd = n->cfg.head_dim > 0 ? n->cfg.head_dim : C;
     const size_t HW = (size_t)H * H;
     b->C = C; b->H = H; b->W = H; b->NH = C / hd;
@@ -104,6 +106,7 @@ static float** attn_layout(UNet* n, AttnBlock* b, const char* p, float** in, int
 static float** conv_layout(UNet* n, ConvLayer* b, const char* p, float** in, int C, int OC,
                            int H, int S) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     b->C = C; b->OC = OC; b->H = H; b->W = H; b->S = S;
     RT_PARAM(rt, b, weight, p, ".weight", RT_DIMS4(OC, C, 3, 3));
     RT_PARAM(rt, b, bias, p, ".bias", RT_DIMS1(OC));
@@ -115,6 +118,7 @@ static float** conv_layout(UNet* n, ConvLayer* b, const char* p, float** in, int
 
 static float** upsampler_layout(UNet* n, Upsampler* b, const char* p, float** in, int C, int H) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     const size_t HW2 = (size_t)(2 * H) * (2 * H);
     b->C = C; b->H = H; b->W = H;
     RT_PARAM(rt, b, weight, p, ".weight", RT_DIMS4(C, C, 3, 3));
@@ -129,6 +133,7 @@ static float** upsampler_layout(UNet* n, Upsampler* b, const char* p, float** in
 static float** concat_layout(UNet* n, SkipConcat* b, float** h, int C, float** skip, int CS,
                              int H) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     b->C = C; b->CS = CS; b->H = H; b->W = H;
     RT_LINK(rt, b, h, h);
     RT_LINK(rt, b, skip, skip);
@@ -141,6 +146,7 @@ static float** concat_layout(UNet* n, SkipConcat* b, float** h, int C, float** s
 
 static void time_layout(UNet* n, TimeEmbedding* b, int C0, int K) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     const char* p = "time_embedding";
     const int TE = 4 * C0;
     b->C0 = C0; b->TE = TE; b->K = K;
@@ -159,6 +165,7 @@ static void time_layout(UNet* n, TimeEmbedding* b, int C0, int K) {
 
 static void out_layout(UNet* n, OutLayer* b, float** in, int C, int OC, int H) {
     NetRuntime* rt = &n->rt;
+    rt_block(rt);   /* a block of its own (runtime.h) */
     const int G = n->cfg.norm_groups;
     const size_t HW = (size_t)H * H;
     b->C = C; b->OC = OC; b->H = H; b->W = H;
@@ -222,6 +229,9 @@ int unet_create(UNet** out, const UNetConfig* cfg, const char** why) {
     rt_act(rt, &n->x, &n->dx, (size_t)cfg->in_channels * S * S);
     float** h = conv_layout(n, &n->conv_in, "conv_in", &n->x, cfg->in_channels, C0, S, 1);
     time_layout(n, &n->time, C0, cfg->num_class_embeds);
+    /* the forward runs the time embedding first, then conv_in, then the rest in
+     * this order: a lean workspace shares only the slots from here on */
+    rt_plan_begin(rt);
 
     /* the down path's outputs, which the up path concatenates in reverse */
     float** skip[MAX_SKIPS];
