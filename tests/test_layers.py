@@ -885,12 +885,18 @@ def _at_threads(n, fn):
 
 @pytest.mark.parametrize("B,H,C,OC,K,S", [(16, 28, 32, 32, 3, 1), (16, 28, 32, 32, 3, 2),
                                           (16, 28, 96, 32, 1, 1), (5, 14, 32, 64, 1, 1),
-                                          (6, 7, 64, 128, 3, 1)])
+                                          (6, 7, 64, 128, 3, 1), (64, 7, 32, 16, 3, 1),
+                                          (64, 28, 4, 8, 3, 1)])
 def test_conv2d_bitwise_identical_across_thread_counts(B, H, C, OC, K, S):
     # (16, 28, 96, 32, 1, 1): a U-Net shortcut; its weight gradient sums over
     # B*H*W = 12544 positions, cut into parts that threads share.
     # (5, 14, 32, 64, 1, 1): a forward GEMM just over matmul's split size
     # (6, 7, 64, 128, 3, 1): Winograd F(4x4) segments across samples (4 tiles a plane)
+    # (64, 7, 32, 16, 3, 1): a 7x7 layer of a training half-batch, 8 chunks of 32 tiles:
+    # on one thread the weight gradient adds each chunk to one running sum, on two it
+    # sums one partial per chunk at the end; the same bits
+    # (64, 28, 4, 8, 3, 1): 4 chunks of 784 tiles, over the running sum's limit (a GEMM's K
+    # longer than the smallest K block of OpenBLAS's kernels): partials on one thread too
     W = H
     case = conv_case(B, C, H, W, OC, K, S)
     p = case.p32()

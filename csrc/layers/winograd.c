@@ -19,6 +19,7 @@
 
 #define WINO_LANES 8                   /* scratch lanes: at most this many threads (a laptop
                                         * has 4-8 cores; each lane costs ~2 MB) */
+#define WINO_INPLACE_MAX_K 112       /* see wino_backward */
 #define WINO_SUM_BLOCK 4096            /* floats per block of the weight-gradient partial sum */
 /* Chunks a layer is cut into at least (when it has that many tile rows): 4,
  * forward and backward, so that 4 cores get work.  More chunks mean smaller
@@ -205,10 +206,12 @@ DDPM_OMP_FOR_DYNAMIC
 
 /* The weight gradient is summed in up to WINO_LANES partials, partial p over
  * chunks p, p + WINO_LANES, ... in order, then the partials in order: fixed
- * whatever the threads.  dinp is the convolution of dout with the rotated
- * weights (OC -> C), chunk by chunk like the forward; with one kind for both,
- * each chunk's input-gradient step follows its weight-gradient step, so the
- * chunk of dout is read from memory once. */
+ * whatever the threads (one thread with at most WINO_LANES small chunks adds
+ * each chunk to one running sum: the same sums in the same order).  dinp is
+ * the convolution of dout with the rotated weights (OC -> C), chunk by chunk
+ * like the forward; with one kind for both, each chunk's input-gradient step
+ * follows its weight-gradient step, so the chunk of dout is read from memory
+ * once. */
 void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* dweight,
                    float* scratch, const float* dout, const float* inp, const float* weight,
                    int B, int C, int H, int W, int OC, int accumulate) {
@@ -226,6 +229,17 @@ void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* d
     const size_t xs = (size_t)OC * C;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
     if (nt > WINO_LANES) nt = WINO_LANES;
+    /* One thread and at most WINO_LANES chunks (each partial one chunk's
+     * G_j): G_0 + G_1 + ... summed in order is what adding each chunk's
+     * GEMM into the running sum (beta 1) computes, so the chunks go into
+     * one buffer and there is no partial to write, clear and read back: a
+     * 256 -> 128 7x7 layer of 64 images spent a fifth of its backward on
+     * those (8 partials of 4.7 MB).  Only while a chunk's tiles (the
+     * GEMM's K) fit one of OpenBLAS's K blocks (112 floats on the smallest
+     * of its kernels): over that it adds each block's sum to C in turn,
+     * which would round differently from a partial added at the end. */
+    const int inplace = nt == 1 && nchunks <= WINO_LANES &&
+                        (size_t)nr * wino_tiles(W, kw->m) <= WINO_INPLACE_MAX_K;
 DDPM_PARALLEL(nt)
     {
         if (dinp) {
@@ -243,8 +257,8 @@ DDPM_OMP_FOR_DYNAMIC
             for (int j = p; j < nchunks; j += WINO_LANES) {
                 int r0 = j * nr, n = rows - r0 < nr ? rows - r0 : nr;
                 /* the partial's first chunk writes it (no zeroing pass) */
-                wino_dweight_chunk(kw, dU + p * aw * xs, V, M, dout, inp, B, C, H, W, OC, r0,
-                                   n, j == p ? 0.0f : 1.0f);
+                wino_dweight_chunk(kw, inplace ? dU : dU + p * aw * xs, V, M, dout, inp, B, C, H,
+                                   W, OC, r0, n, (inplace ? j == 0 : j == p) ? 0.0f : 1.0f);
                 if (dinp && fused)
                     wino_conv_chunk(kx, dinp, V, M2, dout, NULL, Ur, NULL,
                                     accumulate ? dinp : NULL, NULL, B, OC, H, W, C, r0, n);
@@ -262,7 +276,7 @@ DDPM_OMP_FOR_DYNAMIC
          * reads, where gathering the np x a*a values of each weight missed
          * the cache at every load (15% of a 256 -> 128 layer's backward) */
         const size_t total = aw * xs;
-        const long nblk = (long)((total + WINO_SUM_BLOCK - 1) / WINO_SUM_BLOCK);
+        const long nblk = inplace ? 0 : (long)((total + WINO_SUM_BLOCK - 1) / WINO_SUM_BLOCK);
 DDPM_OMP_FOR
         for (long b = 0; b < nblk; b++) {
             const size_t lo = (size_t)b * WINO_SUM_BLOCK;
