@@ -1148,6 +1148,48 @@ def test_conv2d_winograd_odd_sizes(case):
     test_backward_accumulates(case)
 
 
+@pytest.mark.parametrize("B,C,OC", [(32, 64, 128), (48, 16, 24), (64, 128, 128)])
+def test_conv2d_whole_planes_give_the_row_transforms_numbers(B, C, OC):
+    # 7x7 planes in chunks of at least 8 whole planes go through the F(4x4)
+    # transforms as whole planes, 8 side by side (wino_f4_planes.c): the
+    # forward (written and accumulated) and the input gradient (its chunks
+    # follow the weight gradient's) give the numbers of the row-by-row
+    # transforms, bit for bit, at 1 and 2 threads.  B = 48 has chunks of 12
+    # planes: a group of 8 and one of 4.
+    H = W = 7
+    case = conv_case(B, C, H, W, OC, 3, 1)
+    p = case.p32()
+    dout = as32(_dout(case, (OC, B, H, W)))
+    base = q32(_rng(12, B, OC).standard_normal((OC, B, H, W)))
+
+    def run():
+        out, _ = case.ours(p)
+        acc = as32(base)
+        _core.conv2d_forward(acc, p["inp"], p["weight"], p["bias"], B, C, H, W, OC, 3, 1, True)
+        g = {k: np.zeros(p[k].shape, F32) for k in case.params}
+        case.ours_bwd(p, dout, g)
+        return [out, acc] + [g[k] for k in case.params]
+
+    runs = {}
+    try:
+        for whole in (True, False):
+            _core.conv2d_whole_planes(whole)
+            for n in (1, 2):
+                runs[whole, n] = _at_threads(n, run)
+    finally:
+        _core.conv2d_whole_planes(True)
+    for key, got in runs.items():
+        for a, b in zip(runs[False, 1], got):
+            assert np.array_equal(a, b), f"{key}: differs by {np.abs(a - b).max():.3e}"
+    c64 = case.p64()
+    out, acc = runs[True, 1][:2]
+    assert_close(f"{case.name} forward", out, case.ref(c64), rtol=1e-5, key="conv2d forward vs f64")
+    assert_close(f"{case.name} accumulate", acc, base + case.ref(c64), rtol=1e-5)
+    ref = case.ref_bwd(c64, dout.astype(F64))
+    for k, got in zip(case.params, runs[True, 1][2:]):
+        assert_close(f"{case.name} d{k}", got, ref[k], rtol=2e-5, key="conv2d backward vs f64")
+
+
 @pytest.mark.parametrize("OC", [12, 6])                 # F(4x4) / F(2x2)
 def test_conv2d_winograd_accumulate_and_threads(OC):
     B, C, H, W, K, S = 9, 8, 13, 11, 3, 1      # several chunks of tile rows

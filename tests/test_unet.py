@@ -347,6 +347,39 @@ def test_inference_forward_is_the_same_numbers(name):
         net(x, t, grad="no")
 
 
+def test_whole_small_planes_give_the_same_numbers():
+    # at 32 images the 7x7 level's convolutions take their planes whole, 8 side
+    # by side (wino_f4_planes.c), with each GroupNorm + SiLU folded in when
+    # nothing is kept: the forward that keeps its activations, the one that does
+    # not, and the backward give the numbers of the row-by-row transforms
+    from ddpm import _core
+    net = UNet(seed=4)
+    _randomise(net, 7)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 1000, 32).astype(np.float32)
+    g = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+
+    def run():
+        kept, folded = (np.empty_like(x) for _ in range(2))
+        _core.unet_forward(net._handle, net.params, x, t, folded, None, False)
+        gen = _core.unet_forward(net._handle, net.params, x, t, kept, None, True)
+        net.zero_grad()
+        dx = np.empty_like(x)
+        _core.unet_backward(net._handle, net.params, net.grads, g, dx, gen)
+        return kept, folded, dx, net.grads.copy()
+
+    try:
+        whole = run()
+        _core.conv2d_whole_planes(False)
+        rows = run()
+    finally:
+        _core.conv2d_whole_planes(True)
+    assert np.abs(whole[0]).max() > 0.1
+    for name, a, b in zip(("kept", "folded", "dx", "grads"), whole, rows):
+        assert np.array_equal(a, b), f"{name} differs by {np.abs(a - b).max():.3g}"
+
+
 def test_backward_does_not_depend_on_the_previous_call():
     # the backward writes each activation gradient first and adds later,
     # never zeroing the workspace: a previous call's numbers must not leak

@@ -9,7 +9,7 @@
  *
  * The 3x3 stride-1 layers run Winograd (winograd.h: the engine in
  * winograd.c, the F(2x2, 3x3) and F(4x4, 3x3) tiles in wino_f2.c and
- * wino_f4.c); which tile, for the forward and for each part of the
+ * wino_f4.c, wino_f4_planes.c); which tile, for the forward and for each part of the
  * backward, is chosen here from the layer's shape.
  */
 #include "layers/conv2d.h"
@@ -147,6 +147,8 @@ static const WinoKind* kind_dw(int C, int H, int W, int OC) {
     (void)C; (void)H; (void)W;
     return OC >= 8 ? &wino_f4 : &wino_f2;
 }
+
+int conv2d_whole_planes(int on) { return wino_whole_planes(on); }
 
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int S) {
     if (K == 1 && S == 1) return matmul_nt_ksplit_floats(OC, C, B * H * W);

@@ -59,4 +59,9 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, cons
                      const float* inp, const float* weight, int B, int C, int H, int W, int OC,
                      int K, int S, int accumulate);
 
+/* Testing: 0 sends every Winograd chunk through the row-by-row transforms,
+ * 1 (the default) lets small planes go whole (winograd.h: plane_max); the
+ * numbers are the same either way.  Returns the previous setting. */
+int conv2d_whole_planes(int on);
+
 #endif /* DDPM_CONV2D_H */

@@ -23,7 +23,7 @@
  * transforms run as flat unit-stride loops over the segment's tiles, one
  * 1-D transform at a time (6 values in, 6 out: few live registers).
  */
-#include "layers/winograd.h"
+#include "layers/wino_f4_steps.h"
 #include "core/common.h"
 #include <string.h>
 
@@ -34,8 +34,6 @@
 #ifndef F4_BUDGET_BWD
 #define F4_BUDGET_BWD (1u << 19)
 #endif
-
-static int tiles4(int n) { return (n + 3) / 4; }
 
 /* ------------------------------------------------------------- weights */
 
@@ -120,58 +118,6 @@ static void f4_weight_adjoint(float* dg0, const float* du0, size_t xs, int n) {
     }
 }
 
-/* ------------------------------------------------------ the 1-D steps */
-
-/* Each 1-D step takes its streams as separate restrict pointers (one base
- * pointer with runtime offsets kept GCC from vectorising: it cannot rule out
- * overlaps between the streams). */
-#define F4_P4(p, s) (p), (p) + (s), (p) + 2 * (s), (p) + 3 * (s)
-#define F4_P6(p, s) F4_P4(p, s), (p) + 4 * (s), (p) + 5 * (s)
-#define F4_OUT6 float* restrict o0, float* restrict o1, float* restrict o2, \
-    float* restrict o3, float* restrict o4, float* restrict o5
-#define F4_OUT4 float* restrict o0, float* restrict o1, float* restrict o2, float* restrict o3
-#define F4_IN6 const float* restrict d0, const float* restrict d1, const float* restrict d2, \
-    const float* restrict d3, const float* restrict d4, const float* restrict d5
-#define F4_IN4 const float* restrict d0, const float* restrict d1, const float* restrict d2, \
-    const float* restrict d3
-
-/* o_i = (B^T d)_i, i = 0..5, elementwise over k = 0..nt-1 */
-static inline __attribute__((always_inline)) void bt6(F4_OUT6, F4_IN6, int nt) {
-    for (int k = 0; k < nt; k++) {
-        const float e = d3[k] - d1[k], c = d4[k] - d2[k];
-        o0[k] = ((d0[k] - d2[k]) + c) + 1.5f * e;
-        o1[k] = (d4[k] - d1[k]) + (0.5f * d2[k] + 2.5f * d3[k]);
-        o2[k] = (d4[k] + d1[k]) - (2.5f * d2[k] - 0.5f * d3[k]);
-        o3[k] = c + 2.0f * e;
-        o4[k] = c - 0.5f * e;
-        o5[k] = ((d5[k] - d3[k]) - e) + 1.5f * c;
-    }
-}
-
-/* o_i = (A^T m)_i, i = 0..3, from m = d0..d5 */
-static inline __attribute__((always_inline)) void at6(F4_OUT4, F4_IN6, int nt) {
-    for (int k = 0; k < nt; k++) {
-        const float p = d1[k] + d2[k], q = d1[k] - d2[k];
-        o0[k] = (d0[k] + p) + (d3[k] + d4[k]);
-        o1[k] = q + (0.5f * d3[k] - 2.0f * d4[k]);
-        o2[k] = p + (0.25f * d3[k] + 4.0f * d4[k]);
-        o3[k] = (q + (0.125f * d3[k] - 8.0f * d4[k])) + d5[k];
-    }
-}
-
-/* o_i = (A y)_i, i = 0..5, from y = d0..d3 (the adjoint of at6) */
-static inline __attribute__((always_inline)) void a4(F4_OUT6, F4_IN4, int nt) {
-    for (int k = 0; k < nt; k++) {
-        const float e = d0[k] + d2[k], f = d1[k] + d3[k];
-        o0[k] = d0[k];
-        o1[k] = e + f;
-        o2[k] = e - f;
-        o3[k] = (d0[k] + 0.25f * d2[k]) + 0.5f * (d1[k] + 0.25f * d3[k]);
-        o4[k] = (d0[k] + 4.0f * d2[k]) - 2.0f * (d1[k] + 4.0f * d3[k]);
-        o5[k] = d3[k];
-    }
-}
-
 /* ------------------------------------------------------------ staging */
 
 /* dst[0..n) = 0 in blocks of 8 and 4 floats and an unrolled tail: written
@@ -221,18 +167,7 @@ static inline __attribute__((always_inline)) void split4(float* restrict s0, flo
  * tiles and the 8-lane spill of the vector paths. */
 #define F4_SROW (F4_SEG + 8)
 
-#if defined(__GNUC__) && !defined(DDPM_NO_VECTOR_EXT)
-/* 8 float lanes and a lane index, for __builtin_shuffle: one or two
- * permutes in an AVX2 or AVX-512 clone.  (16-lane vectors ran 2x slower
- * than the scalar code in an AVX2 clone, which has no 16-lane permute.)
- * The baseline clone would emulate them, so the vector paths are taken
- * only where the CPU has AVX2 (f4_vec). */
-typedef float f4_v8 __attribute__((vector_size(32)));
-typedef int32_t f4_i8 __attribute__((vector_size(32)));
-#define F4_SHUFFLE 1
-
-static inline int f4_vec(void) { return __builtin_cpu_supports("avx2"); }
-
+#ifdef F4_SHUFFLE
 /* s[j][t] = p[4 t + j], t = 0..7, j = 0..3: the stride-4 split of p[0..31]
  * as four 8-lane vectors (each two two-source permutes and a join) */
 #define F4_SPLIT_J(j)                                                              \
@@ -254,8 +189,6 @@ static inline __attribute__((always_inline)) void f4_split_v8(f4_v8 out[4], cons
     F4_SPLIT_J(3);
 }
 #undef F4_SPLIT_J
-#else
-static inline int f4_vec(void) { return 0; }   /* no vector extensions: the scalar paths */
 #endif
 
 /* s[j F4_SROW + tx] = pad[4 tx + j], j = 0..5, tx = 0..tw-1: one row of
@@ -545,4 +478,5 @@ static void f4_output_adjoint(float* restrict dM, size_t xs, const float* dy, in
 }
 
 const WinoKind wino_f4 = {4, 6, 1, F4_SEG, F4_BUDGET_FWD, F4_BUDGET_BWD, 16,
-                          f4_weight, f4_weight_adjoint, f4_input, f4_output, f4_output_adjoint};
+                          f4_weight, f4_weight_adjoint, f4_input, f4_output, f4_output_adjoint,
+                          F4_PLANE_MAX, F4_PL, f4_input_planes, f4_output_planes};

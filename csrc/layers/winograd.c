@@ -34,9 +34,24 @@
 #define WINO_MIN_CHUNKS_FWD 4
 #define WINO_MIN_CHUNKS_BWD 4
 
+static int whole_planes = 1;   /* testing switch: wino_whole_planes */
+
+int wino_whole_planes(int on) {
+    const int was = whole_planes;
+    whole_planes = on != 0;
+    return was;
+}
+
+/* Whether a convolution chunk of planes (H, W) can go as whole planes */
+static int wino_small(const WinoKind* k, int H, int W) {
+    return whole_planes && k->plane_max && H <= k->plane_max && W <= k->plane_max;
+}
+
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
  * samples): a function of the shapes alone, within the budget of floats for
- * V and M, and small enough that there are at least min_chunks chunks. */
+ * V and M, and small enough that there are at least min_chunks chunks.
+ * Changing it changes bits: OpenBLAS picks its GEMM kernel by the shape, N
+ * (the chunk's tiles) included, and its kernels sum in different orders. */
 static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size_t budget,
                      int min_chunks) {
     const int tw = wino_tiles(W, k->m);
@@ -152,13 +167,32 @@ static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, c
                             int OCo, int r0, int nr) {
     WINO_CHUNK_SIZES;
     const size_t vs = wino_pitch((size_t)Ci * T), ms = wino_pitch((size_t)OCo * T);
-    WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
+    const size_t plane = (size_t)B * H * W;
+    /* whole small planes in the kind's own order, where it has one and the
+     * chunk fills its lanes (7x7 planes 4 to a chunk ran ~5% slower so) */
+    const int planes = wino_small(k, H, W) && r0 % th == 0 && nr % th == 0 &&
+                       nr / th >= k->plane_lanes;
+    if (planes)
+        for (int ch = 0; ch < Ci; ch++) {
+            NormAct view;
+            k->input_planes(V + (size_t)ch * T, vs, x + (size_t)ch * plane,
+                            act_channel(&view, act, ch, B), H, W, r0 / th, nr / th);
+        }
+    else
+        WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
                           U + (size_t)xi * OCo * Ci, Ci, V + xi * vs, (int)T, 0.0f, M + xi * ms,
                           (int)T);
-    WINO_SEGS_LOOP(OCo, output_seg(k, out + stack, add ? add + stack : NULL, M + at, ms, bias,
-                                   add_bo, ch, OCo, H, W, r0 + r, n));
+    if (planes)
+        for (int oc = 0; oc < OCo; oc++) {
+            const WinoStart s = {bias, add_bo, oc, OCo};
+            k->output_planes(out + (size_t)oc * plane, add ? add + (size_t)oc * plane : NULL,
+                             M + (size_t)oc * T, ms, &s, H, W, r0 / th, nr / th);
+        }
+    else
+        WINO_SEGS_LOOP(OCo, output_seg(k, out + stack, add ? add + stack : NULL, M + at, ms, bias,
+                                       add_bo, ch, OCo, H, W, r0 + r, n));
 }
 
 /* dU (a*a, OC, C) = beta dU + dM V^T over the tile rows [r0, r0 + nr)

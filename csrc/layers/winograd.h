@@ -1,7 +1,9 @@
 /*
  * winograd.h - Winograd F(m x m, 3x3) for conv2d.c's 3x3 stride-1 layers:
  * the engine (winograd.c) and its two kinds of tile, F(2x2, 3x3)
- * (wino_f2.c) and F(4x4, 3x3) (wino_f4.c).  Internal to layers/.
+ * (wino_f2.c) and F(4x4, 3x3) (wino_f4.c, whole 7x7 planes in
+ * wino_f4_planes.c, their shared steps in wino_f4_steps.h).  Internal to
+ * layers/.
  *
  * Each m x m block of outputs ("tile") comes from an a x a window of the
  * input (a = m + 2) starting one row/column up-left (the zero padding):
@@ -69,6 +71,18 @@ typedef struct {
     /* dM[xi xs + k] = A dy A^T of the m x m blocks of dy (B, H, W) (zeros
      * beyond H, W) of tile rows [r, r + n) */
     void (*output_adjoint)(float* dM, size_t xs, const float* dy, int H, int W, int r, int n);
+    /* Small planes, whole: planes of at most plane_max pixels a side (0:
+     * none) may go through a convolution chunk (the forward, the input
+     * gradient) as planes b0 .. b0 + P - 1, their P tiles-per-plane tiles in
+     * an order of the kind's choosing: V[xi xs + k] from x (read through act
+     * or not), and back, y = (base + start) + A^T m A.  Not for the weight
+     * gradient, whose GEMMs sum over the tiles in their order. */
+    int plane_max;
+    int plane_lanes;       /* planes side by side: chunks of whole multiples pay */
+    void (*input_planes)(float* V, size_t xs, const float* x, const NormAct* act, int H, int W,
+                         int b0, int P);
+    void (*output_planes)(float* y, const float* base, const float* M, size_t xs,
+                          const WinoStart* s, int H, int W, int b0, int P);
 } WinoKind;
 
 extern const WinoKind wino_f2;   /* F(2x2, 3x3): adds and halvings only */
@@ -94,5 +108,9 @@ void wino_forward(const WinoKind* k, float* out, float* scratch, const float* in
 void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* dweight,
                    float* scratch, const float* dout, const float* inp, const float* weight,
                    int B, int C, int H, int W, int OC, int accumulate);
+
+/* Testing (conv2d_whole_planes): 0 turns the kinds' whole-plane transforms
+ * off, 1 on (the default); returns the previous setting. */
+int wino_whole_planes(int on);
 
 #endif /* DDPM_WINOGRAD_H */

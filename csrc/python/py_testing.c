@@ -118,6 +118,18 @@ static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(conv2d_whole_planes_doc,
+"conv2d_whole_planes(on) -> bool\n--\n\n"
+"Testing: False sends every Winograd chunk through the row-by-row transforms,\n"
+"True (the default) lets small planes (7x7) go whole. The numbers are the same\n"
+"either way. Returns the previous setting.");
+static PyObject* py_conv2d_whole_planes(PyObject* self, PyObject* args) {
+    (void)self;
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    return PyBool_FromLong(conv2d_whole_planes(on));
+}
+
 static int gn_dims(const char* F, int B, int C, int HW, int G) {
     if (!positive4(F, "B", B, "C", C, "HW", HW, "G", G)) return 0;
     if (C % G) {
@@ -588,6 +600,7 @@ static PyObject* py_softmax_ce_backward(PyObject* self, PyObject* args) {
 PyMethodDef ddpm_testing_methods[] = {
     METHOD(conv2d_forward),
     METHOD(conv2d_backward),
+    METHOD(conv2d_whole_planes),
     METHOD(groupnorm_forward),
     METHOD(groupnorm_backward),
     METHOD(linear_forward),
