@@ -126,6 +126,34 @@ def test_sampling_and_training_take_turns_on_the_lanes(threads):
     assert not np.array_equal(first, third)           # the training did change the samples
 
 
+def test_prepared_weights_follow_the_params(threads):
+    """A sampler transforms the 3x3 convolutions' weights once per call (unet_infer's
+    key), not in every step: a call after the parameters changed in place (no
+    training between) samples with the new ones, as a network that never sampled."""
+    threads(2)
+    n = SPLIT + 3
+    rng = np.random.default_rng(9)
+
+    def run(net):
+        d = ddpm.Diffusion(net, ddpm.NoiseSchedule("linear", timesteps=50))
+        return d.sample(n, steps=3, sampler="ddim", seed=2, progress=False, value_range=(-1, 1))
+
+    net = ddpm.UNet(seed=10, **REF)
+    p0 = net.params.copy()
+    p1 = p0 + (0.02 * rng.standard_normal(p0.size)).astype(np.float32)
+    first = run(net)
+    net.params[:] = p1
+    second = run(net)
+    net.params[:] = p0
+    third = run(net)
+    fresh = ddpm.UNet(seed=10, **REF)
+    fresh.params[:] = p1
+    want = run(fresh)
+    assert np.array_equal(second, want), np.abs(second - want).max()
+    assert np.array_equal(first, third)
+    assert not np.array_equal(first, second)
+
+
 @pytest.mark.parametrize("nt", [1, 2, 4])
 def test_an_inference_forward_borrows_scratch_for_its_attention(threads, nt):
     """Without a kept forward, the attention's probabilities go to per-thread slots

@@ -165,7 +165,7 @@ void conv2d_forward(float* out, float* col, const float* inp, const float* weigh
                     const float* bias, int B, int C, int H, int W, int OC, int K, int S,
                     int accumulate) {
     conv2d_forward_add(out, col, inp, weight, bias, accumulate ? out : NULL, NULL, B, C, H, W, OC,
-                       K, S);
+                       K, S, NULL);
 }
 
 /* o[i] = a[i] + bv (or bv without a): where the GEMM's output starts. */
@@ -181,11 +181,12 @@ static void start_row(float* o, const float* a, float bv, size_t n) {   /* a may
  * the input is copied (never K = 1, S = 1, whose GEMM reads inp itself). */
 static void forward(float* out, float* col, const float* inp, const NormAct* act,
                     const float* weight, const float* bias, const float* add,
-                    const float* add_bo, int B, int C, int H, int W, int OC, int K, int S) {
+                    const float* add_bo, int B, int C, int H, int W, int OC, int K, int S,
+                    const float* u) {
     if (add) add_bo = NULL;
     if (use_winograd(C, H, W, OC, K, S)) {
-        wino_forward(kind_fwd(C, H, W, OC), out, col, inp, act, weight, bias, add, add_bo, B, C,
-                     H, W, OC);
+        wino_forward(kind_fwd(C, H, W, OC), out, col, inp, act, weight, u, bias, add, add_bo, B,
+                     C, H, W, OC);
         return;
     }
     const int Ho = out_size(H, K, S), Wo = out_size(W, K, S);
@@ -216,14 +217,25 @@ static void forward(float* out, float* col, const float* inp, const NormAct* act
 
 void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
                         const float* bias, const float* add, const float* add_bo, int B, int C,
-                        int H, int W, int OC, int K, int S) {
-    forward(out, col, inp, NULL, weight, bias, add, add_bo, B, C, H, W, OC, K, S);
+                        int H, int W, int OC, int K, int S, const float* u) {
+    forward(out, col, inp, NULL, weight, bias, add, add_bo, B, C, H, W, OC, K, S, u);
 }
 
 void conv2d_forward_norm(float* out, float* col, const float* inp, const NormAct* act,
                          const float* weight, const float* bias, const float* add,
-                         const float* add_bo, int B, int C, int H, int W, int OC) {
-    forward(out, col, inp, act, weight, bias, add, add_bo, B, C, H, W, OC, 3, 1);
+                         const float* add_bo, int B, int C, int H, int W, int OC,
+                         const float* u) {
+    forward(out, col, inp, act, weight, bias, add, add_bo, B, C, H, W, OC, 3, 1, u);
+}
+
+size_t conv2d_weights_floats(int C, int H, int W, int OC, int K, int S) {
+    if (!use_winograd(C, H, W, OC, K, S)) return 0;
+    const WinoKind* k = kind_fwd(C, H, W, OC);
+    return (size_t)k->a * k->a * OC * C;
+}
+
+void conv2d_weights(float* u, const float* weight, int C, int H, int W, int OC, int K, int S) {
+    if (use_winograd(C, H, W, OC, K, S)) wino_weights(kind_fwd(C, H, W, OC), u, weight, C, OC);
 }
 
 void conv2d_backward(float* dinp, float* dweight, float* dbias, float* col, const float* dout,

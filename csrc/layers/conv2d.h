@@ -42,14 +42,24 @@ void conv2d_forward(float* out, float* col, const float* inp, const float* weigh
  * then accumulate would give, bit for bit, without those passes. */
 void conv2d_forward_add(float* out, float* col, const float* inp, const float* weight,
                         const float* bias, const float* add, const float* add_bo, int B, int C,
-                        int H, int W, int OC, int K, int S);
+                        int H, int W, int OC, int K, int S, const float* u);
 
 /* conv2d_forward_add for a 3x3 stride-1 layer whose input is a GroupNorm
  * (+ SiLU) of inp: inp (C, B, H, W) read through act's (C, B) coefficients
  * as the convolution copies it (groupnorm.h), never written out. */
 void conv2d_forward_norm(float* out, float* col, const float* inp, const NormAct* act,
                          const float* weight, const float* bias, const float* add,
-                         const float* add_bo, int B, int C, int H, int W, int OC);
+                         const float* add_bo, int B, int C, int H, int W, int OC,
+                         const float* u);
+
+/* The weights as the forward transforms them before each call (Winograd's
+ * G g G^T), for a caller that runs one layer's forward many times on the
+ * same weights: u, conv2d_weights_floats(...) floats (0: this layer
+ * transforms none), = the transform of weight (OC, C, K, K); passed as u to
+ * conv2d_forward_add / conv2d_forward_norm (NULL there: transform per call),
+ * it gives the same numbers. */
+size_t conv2d_weights_floats(int C, int H, int W, int OC, int K, int S);
+void conv2d_weights(float* u, const float* weight, int C, int H, int W, int OC, int K, int S);
 
 /* dinp (C, B, H, W) += ... (accumulate 1) or = ... (accumulate 0: its old
  * contents are never read, so it need not be zeroed first), or NULL to

@@ -211,9 +211,17 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
                           dU + (size_t)xi * OC * C, C);
 }
 
+void wino_weights(const WinoKind* k, float* U, const float* weight, int C, int OC) {
+    const size_t xs = (size_t)OC * C;
+    const int nt = ddpm_threads_for((size_t)OC * C, 1 << 12);
+DDPM_PARALLEL_FOR(nt)
+    for (int oc = 0; oc < OC; oc++)
+        k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
+}
+
 void wino_forward(const WinoKind* k, float* out, float* scratch, const float* inp,
-                  const NormAct* act, const float* weight, const float* bias, const float* add,
-                  const float* add_bo, int B, int C, int H, int W, int OC) {
+                  const NormAct* act, const float* weight, const float* Upre, const float* bias,
+                  const float* add, const float* add_bo, int B, int C, int H, int W, int OC) {
     size_t off_du, off_lane, lane;
     wino_layout(k, k, B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
@@ -225,15 +233,18 @@ void wino_forward(const WinoKind* k, float* out, float* scratch, const float* in
     const size_t xs = (size_t)OC * C;
 DDPM_PARALLEL(nt)
     {
+        if (!Upre) {
 DDPM_OMP_FOR
-        for (int oc = 0; oc < OC; oc++)
-            k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
+            for (int oc = 0; oc < OC; oc++)
+                k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
+        }
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + aa * wino_pitch((size_t)C * nr * wino_tiles(W, k->m));
 DDPM_OMP_FOR_DYNAMIC
         for (int j = 0; j < nchunks; j++) {
             int r0 = j * nr, n = rows - r0 < nr ? rows - r0 : nr;
-            wino_conv_chunk(k, out, V, M, inp, act, U, bias, add, add_bo, B, C, H, W, OC, r0, n);
+            wino_conv_chunk(k, out, V, M, inp, act, Upre ? Upre : U, bias, add, add_bo, B, C, H,
+                            W, OC, r0, n);
         }
     }
 }

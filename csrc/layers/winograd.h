@@ -95,13 +95,18 @@ static inline int wino_tiles(int n, int m) { return (n + m - 1) / m; }
 size_t wino_scratch_floats(const WinoKind* kw, const WinoKind* kx, int B, int C, int H, int W,
                            int OC);
 
+/* U (a*a, OC, C) = the forward's transformed weights of weight (OC, C, 3,
+ * 3): a*a OC C floats. */
+void wino_weights(const WinoKind* k, float* U, const float* weight, int C, int OC);
+
 /* out (OC, B, H, W) = (start + bias) + conv3x3(inp (C, B, H, W)), the start
  * add (OC, B, H, W) if given (may be out), else add_bo (B, OC) per sample
  * and channel, else 0; weight (OC, C, 3, 3); bias (OC,) or NULL; inp read
- * through act's (C, B) coefficients, or as it is with act NULL. */
+ * through act's (C, B) coefficients, or as it is with act NULL.  U: the
+ * weights as wino_weights transforms them, or NULL to transform them here. */
 void wino_forward(const WinoKind* k, float* out, float* scratch, const float* inp,
-                  const NormAct* act, const float* weight, const float* bias, const float* add,
-                  const float* add_bo, int B, int C, int H, int W, int OC);
+                  const NormAct* act, const float* weight, const float* U, const float* bias,
+                  const float* add, const float* add_bo, int B, int C, int H, int W, int OC);
 
 /* dweight (OC, C, 3, 3) += ... with kind kw; dinp (C, B, H, W) += ...
  * (accumulate) or = ..., or NULL, with kind kx; dout (OC, B, H, W). */

@@ -40,7 +40,7 @@ void rt_release(NetRuntime* rt, int grads_only) {
 
 void rt_free(NetRuntime* rt) {
     free_workspace(rt);
-    free(rt->tensors); free(rt->pviews); free(rt->aviews); free(rt->needs);
+    free(rt->tensors); free(rt->pviews); free(rt->aviews); free(rt->needs); free(rt->preps);
     free(rt->slots);
     memset(rt, 0, sizeof *rt);
 }
@@ -113,6 +113,27 @@ void rt_link(NetRuntime* rt, float** a, float** d, float** src) {
 void rt_need_conv(NetRuntime* rt, int C, int H, int W, int OC, int K, int S) {
     ROOM(rt, needs, nneeds, needs_cap);
     rt->needs[rt->nneeds++] = (RtNeed){RT_NEED_CONV, C, H, W, OC, K, S, 0};
+}
+
+void rt_prep(NetRuntime* rt, const float** u, float** w, int C, int H, int W, int OC, int K,
+             int S) {
+    *u = NULL;
+    const size_t n = conv2d_weights_floats(C, H, W, OC, K, S);
+    if (!n) return;
+    ROOM(rt, preps, npreps, preps_cap);
+    rt->preps[rt->npreps++] = (RtPrep){u, w, C, H, W, OC, K, S, rt->prep_floats};
+    rt->prep_floats += n;
+}
+
+void rt_prep_build(NetRuntime* rt, float* buf) {
+    for (int i = 0; i < rt->npreps; i++) {
+        const RtPrep* p = &rt->preps[i];
+        conv2d_weights(buf + p->off, *p->w, p->C, p->H, p->W, p->OC, p->K, p->S);
+    }
+}
+
+void rt_bind_prep(NetRuntime* rt, const float* buf) {
+    for (int i = 0; i < rt->npreps; i++) *rt->preps[i].u = buf ? buf + rt->preps[i].off : NULL;
 }
 
 void rt_need_norm(NetRuntime* rt, int C, int HW, int G) {

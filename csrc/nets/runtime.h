@@ -18,7 +18,9 @@
  *   rt_link   points a block's input fields at an earlier block's output slot;
  *   rt_alias  places a slot inside another in a lean workspace;
  *   rt_need_conv / rt_need_norm / rt_need_attention record the scratch a
- *             layer will want.
+ *             layer will want;
+ *   rt_prep   records a convolution whose transformed weights a caller may
+ *             prepare once for many forwards (rt_prep_build, rt_bind_prep).
  *
  * Binding then writes the pointers: rt_bind_params(params, grads) at the start
  * of each forward and backward, rt_bind_acts(B) once the workspace holds B
@@ -76,6 +78,16 @@ typedef struct {
 
 enum { RT_NEED_NORM = 0, RT_NEED_CONV = 1, RT_NEED_ATTN = 2 };
 
+/* A convolution's prepared weights (conv2d_weights): the field its layer
+ * reads them through, the parameter field they come from, its shape, and
+ * where they lie in a prepared buffer. */
+typedef struct {
+    const float** u;           /* the layer's field: NULL, or the prepared weights */
+    float** w;                 /* the weight's parameter field */
+    int C, H, W, OC, K, S;
+    size_t off;                /* floats into the buffer */
+} RtPrep;
+
 /* Workspace policy: RT_EXACT reallocates when the batch changes (the U-Net:
  * training and sampling batches differ a lot); RT_GROW keeps the largest
  * batch seen (the classifier: features in chunks of the same size). */
@@ -99,6 +111,9 @@ typedef struct {
     int plan_from;             /* the first block whose slots a lean workspace may share */
     RtNeed* needs;             /* (nneeds,) layer shapes that need scratch */
     int nneeds, needs_cap;
+    RtPrep* preps;             /* (npreps,) convolutions whose weights can be prepared */
+    int npreps, preps_cap;
+    size_t prep_floats;        /* a prepared buffer's floats */
     int status;                /* registration failure: DDPM_ERR_NOMEM, or DDPM_ERR_VALUE
                                   for a link to an unregistered field; else 0 */
     /* the workspace */
@@ -171,6 +186,13 @@ void rt_need_norm(NetRuntime* rt, int C, int HW, int G);
 /* The scratch an attention forward without keep borrows from the conv's
  * (its probabilities, attention.h) over (B, NH heads, HW positions). */
 void rt_need_attention(NetRuntime* rt, int NH, int HW);
+/* A convolution (C, H, W) -> OC (K x K, stride S) of weight field *w whose
+ * layer reads prepared weights through *u (NULL: none, it transforms them
+ * itself); only those that transform any take room (conv2d_weights_floats). */
+void rt_prep(NetRuntime* rt, const float** u, float** w, int C, int H, int W, int OC, int K,
+             int S);
+#define RT_PREP(rt, b, uf, wf, C, H, W, OC, K, S) \
+    rt_prep((rt), &(b)->uf, &(b)->w.wf, (C), (H), (W), (OC), (K), (S))
 
 /* ---- the workspace ---- */
 
@@ -198,6 +220,12 @@ void rt_bind_acts(NetRuntime* rt, int B);
 /* Points every parameter field into params and every gradient field into
  * grads (when grads != NULL).  The forward only reads through them. */
 void rt_bind_params(NetRuntime* rt, const float* params, float* grads);
+/* buf (prep_floats) = every rt_prep convolution's prepared weights, from the
+ * bound parameters. */
+void rt_prep_build(NetRuntime* rt, float* buf);
+/* Points every rt_prep field at its weights in buf (built by a network of
+ * the same layout), or at NULL. */
+void rt_bind_prep(NetRuntime* rt, const float* buf);
 
 /* ---- activation gradients: first writer overwrites ---- */
 

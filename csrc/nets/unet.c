@@ -59,9 +59,9 @@ static void time_forward(UNet* n, TimeEmbedding* e, const float* t) {
  * bits, one pass over the activations fewer. */
 static void norm_conv_forward(UNet* n, float* out, float* act, float* ca, float* ck,
                               float* mean, float* rstd, const float* x, const float* norm_w,
-                              const float* norm_b, const float* conv_w, const float* conv_b,
-                              const float* add, const float* add_bo, int C, int H, int W,
-                              int OC) {
+                              const float* norm_b, const float* conv_w, const float* conv_u,
+                              const float* conv_b, const float* add, const float* add_bo, int C,
+                              int H, int W, int OC) {
     NetRuntime* rt = &n->rt;
     const int B = rt->B, G = n->cfg.norm_groups;
     const float eps = n->cfg.norm_eps;
@@ -70,14 +70,14 @@ static void norm_conv_forward(UNet* n, float* out, float* act, float* ca, float*
              groupnorm_forward(act, mean, rstd, x, norm_w, norm_b, B, C, H * W, G, eps, 1));
         PROF(rt, UNET_PROF_CONV3_FWD,
              conv2d_forward_add(out, rt->col, act, conv_w, conv_b, add, add_bo, B, C, H, W, OC,
-                                3, 1));
+                                3, 1, conv_u));
     } else {
         const NormAct na = {ca, ck, 1};
         PROF(rt, UNET_PROF_NORM_FWD,
              groupnorm_coeffs(ca, ck, mean, rstd, x, norm_w, norm_b, B, C, H * W, G, eps));
         PROF(rt, UNET_PROF_CONV3_FWD,
              conv2d_forward_norm(out, rt->col, x, &na, conv_w, conv_b, add, add_bo, B, C, H, W,
-                                 OC));
+                                 OC, conv_u));
     }
 }
 
@@ -91,8 +91,8 @@ static void resnet_forward(UNet* n, ResnetBlock* r) {
     /* conv1 = tproj (per sample and channel) + conv1(act1): the conv's output
      * transform starts from tproj, so conv1 is written once */
     norm_conv_forward(n, a->conv1, a->act1, a->norm1_a, a->norm1_k, a->mean1, a->rstd1, a->x,
-                      w->norm1_w, w->norm1_b, w->conv1_w, w->conv1_b, NULL, a->tproj, C, H, W,
-                      OC);
+                      w->norm1_w, w->norm1_b, w->conv1_w, r->conv1_u, w->conv1_b, NULL, a->tproj,
+                      C, H, W, OC);
     /* out = shortcut(x) + conv2(act2): the residual is where conv2's output starts */
     const float* residual = a->x;
     if (w->conv_shortcut_w) {
@@ -102,8 +102,8 @@ static void resnet_forward(UNet* n, ResnetBlock* r) {
         residual = a->out;
     }
     norm_conv_forward(n, a->out, a->act2, a->norm2_a, a->norm2_k, a->mean2, a->rstd2, a->conv1,
-                      w->norm2_w, w->norm2_b, w->conv2_w, w->conv2_b, residual, NULL, OC, H, W,
-                      OC);
+                      w->norm2_w, w->norm2_b, w->conv2_w, r->conv2_u, w->conv2_b, residual, NULL,
+                      OC, H, W, OC);
 }
 
 static void attn_forward(UNet* n, AttnBlock* b) {
@@ -123,7 +123,7 @@ static void attn_forward(UNet* n, AttnBlock* b) {
      * starts (one pass, where a copy and then an accumulate took two) */
     PROF(rt, UNET_PROF_CONV1_FWD,
          conv2d_forward_add(a->out, NULL, a->o, w->to_out_w, w->to_out_b, a->x, NULL, B, C, H, W,
-                            C, 1, 1));
+                            C, 1, 1, NULL));
 }
 
 /* conv_in or a downsampler */
@@ -139,8 +139,8 @@ static void upsampler_forward(UNet* n, Upsampler* u) {
     const int B = rt->B, C = u->C;
     PROF(rt, UNET_PROF_OTHER, upsample_forward(u->a.up, u->a.x, C, B, u->H, u->W));
     PROF(rt, UNET_PROF_CONV3_FWD,
-         conv2d_forward(u->a.out, rt->col, u->a.up, u->w.weight, u->w.bias, B, C, 2 * u->H,
-                        2 * u->W, C, 3, 1, 0));
+         conv2d_forward_add(u->a.out, rt->col, u->a.up, u->w.weight, u->w.bias, NULL, NULL, B,
+                            C, 2 * u->H, 2 * u->W, C, 3, 1, u->u));
 }
 
 static void concat_forward_block(UNet* n, SkipConcat* s) {
@@ -153,8 +153,8 @@ static void out_forward(UNet* n, OutLayer* o) {
     const OutParams* w = &o->w;
     const OutActs* a = &o->a;
     norm_conv_forward(n, a->out, a->act, a->norm_a, a->norm_k, a->mean, a->rstd, a->x,
-                      w->conv_norm_out_w, w->conv_norm_out_b, w->conv_out_w, w->conv_out_b, NULL,
-                      NULL, o->C, o->H, o->W, o->OC);
+                      w->conv_norm_out_w, w->conv_norm_out_b, w->conv_out_w, o->conv_out_u,
+                      w->conv_out_b, NULL, NULL, o->C, o->H, o->W, o->OC);
 }
 
 static void down_forward(UNet* n, DownBlock* d) {

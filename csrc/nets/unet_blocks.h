@@ -64,6 +64,8 @@ typedef struct {
     int C, OC, H, W;
     ResnetParams w, g;        /* parameters and their gradients */
     ResnetActs a, da;         /* activations and their gradients */
+    const float* conv1_u;     /* conv1's prepared weights (rt_prep), or NULL */
+    const float* conv2_u;     /* conv2's */
 } ResnetBlock;
 
 /* ---- Attention (one group norm, q/k/v, NH heads, to_out, residual): C channels ---- */
@@ -121,6 +123,7 @@ typedef struct {              /* Upsample2D: 2x nearest, then a 3x3 conv, C chan
     int C, H, W;
     ConvParams w, g;
     UpsampleActs a, da;
+    const float* u;           /* the conv's prepared weights (rt_prep), or NULL */
 } Upsampler;
 
 /* ---- the up path's skip concatenation: h (C channels) then skip (CS) ---- */
@@ -180,6 +183,7 @@ typedef struct {
     int C, OC, H, W;
     OutParams w, g;
     OutActs a, da;
+    const float* conv_out_u;  /* conv_out's prepared weights (rt_prep), or NULL */
 } OutLayer;
 
 /* ---- diffusers' blocks ---- */
@@ -220,6 +224,8 @@ struct UNet {
     OutLayer out;
     struct UNet* lanes[UNET_LANES];   /* twins for unet_lanes.c, built on first use, or NULL */
     float* lane_grads;        /* (P,) twin 1's half of a split backward's gradient, or NULL */
+    float* prep;              /* (rt.prep_floats) the denoiser's prepared weights, or NULL */
+    uint64_t prep_key;        /* the unet_infer key they were prepared for */
 };
 
 #endif /* DDPM_UNET_BLOCKS_H */

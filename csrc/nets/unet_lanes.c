@@ -67,8 +67,44 @@ static Halves halves_of(const UNet* net, const float* params) {
     return h;
 }
 
+/* net->prep for key (made from params when key is new), or NULL without a
+ * key; *st DDPM_ERR_NOMEM when it cannot be allocated. */
+static const float* prepared(UNet* net, const float* params, uint64_t key, int* st) {
+    *st = DDPM_OK;
+    if (!key || !net->rt.prep_floats) return NULL;
+    if (key != net->prep_key || !net->prep) {
+        if (!net->prep && !(net->prep = malloc(sizeof(float) * net->rt.prep_floats))) {
+            *st = DDPM_ERR_NOMEM;
+            return NULL;
+        }
+        rt_bind_params(&net->rt, params, NULL);
+        rt_prep_build(&net->rt, net->prep);
+        net->prep_key = key;
+    }
+    return net->prep;
+}
+
+static int infer_chunks(Halves* h, const float* params, const float* x, const float* t,
+                        const int64_t* labels, float* out, int N, unet_stop_fn stop,
+                        void* stop_ctx) {
+    for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
+        if (b0 > 0 && stop && stop(stop_ctx)) return DDPM_ERR_INTERRUPTED;
+        h->n = N - b0 < UNET_CHUNK ? N - b0 : UNET_CHUNK;
+        h->x = x + (size_t)b0 * h->din;
+        h->t = t + b0;
+        h->labels = labels ? labels + b0 : NULL;
+        h->out = out + (size_t)b0 * h->dout_per;
+        int st = h->n >= UNET_SPLIT
+            ? ddpm_run_lanes(UNET_LANES, forward_half, h)
+            : unet_forward(h->net[0], params, h->x, h->t, h->labels, h->out, h->n, 0);
+        if (st) return st;
+    }
+    return DDPM_OK;
+}
+
 int unet_infer(UNet* net, const float* params, const float* x, const float* t,
-               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx) {
+               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx,
+               uint64_t key) {
     Halves h = halves_of(net, params);
     rt_release(&net->rt, 1);   /* a backward's scratch (a kept forward's activations stay) */
     for (int i = 0; i < UNET_LANES; i++) {
@@ -78,19 +114,14 @@ int unet_infer(UNet* net, const float* params, const float* x, const float* t,
          * for it and with gradients, is freed) */
         rt_set_lean(&h.net[i]->rt, 1);
     }
-    for (int b0 = 0; b0 < N; b0 += UNET_CHUNK) {
-        if (b0 > 0 && stop && stop(stop_ctx)) return DDPM_ERR_INTERRUPTED;
-        h.n = N - b0 < UNET_CHUNK ? N - b0 : UNET_CHUNK;
-        h.x = x + (size_t)b0 * h.din;
-        h.t = t + b0;
-        h.labels = labels ? labels + b0 : NULL;
-        h.out = out + (size_t)b0 * h.dout_per;
-        int st = h.n >= UNET_SPLIT
-            ? ddpm_run_lanes(UNET_LANES, forward_half, &h)
-            : unet_forward(h.net[0], params, h.x, h.t, h.labels, h.out, h.n, 0);
-        if (st) return st;
-    }
-    return DDPM_OK;
+    int st;
+    const float* prep = prepared(net, params, key, &st);
+    if (st) return st;
+    /* the twins read the prepared weights for this call only */
+    for (int i = 0; i < UNET_LANES; i++) rt_bind_prep(&h.net[i]->rt, prep);
+    st = infer_chunks(&h, params, x, t, labels, out, N, stop, stop_ctx);
+    for (int i = 0; i < UNET_LANES; i++) rt_bind_prep(&h.net[i]->rt, NULL);
+    return st;
 }
 
 int unet_forward_halves(UNet* net, const float* params, const float* x, const float* t,
@@ -102,6 +133,8 @@ int unet_forward_halves(UNet* net, const float* params, const float* x, const fl
     if (st) return st;
     rt_set_lean(&h.net[1]->rt, 0);   /* the whole workspace, for the backward */
     if (net->lanes[0]) rt_release(&net->lanes[0]->rt, 0);   /* the denoiser's: not needed here */
+    free(net->prep);                 /* and its prepared weights, stale once params train */
+    net->prep = NULL;
     h.x = x, h.t = t, h.labels = labels, h.out = out, h.n = B, h.keep = 1;
     return ddpm_run_lanes(UNET_LANES, forward_half, &h);
 }

@@ -51,10 +51,16 @@ typedef int (*unet_stop_fn)(void* ctx);
 /* The denoiser: out (N, Cout, S, S) = eps_theta(x (N, Cin, S, S), t (N,),
  * labels (N,) or NULL), in chunks of UNET_CHUNK images, each cut as above, on
  * the twins (nothing kept for a backward).  stop (may be NULL) runs on the
- * calling thread between chunks.  The statuses of unet_forward, or
- * DDPM_ERR_NOMEM for a twin that cannot be built, or DDPM_ERR_INTERRUPTED. */
+ * calling thread between chunks.  key: nonzero for a caller that calls again
+ * and again on the same params (a sampler's loop): the 3x3 convolutions'
+ * transformed weights are made once per key and kept (net->prep) instead of
+ * in every layer call, the same numbers; the caller takes a new key whenever
+ * params may have changed.  0: made in each call.  The statuses of
+ * unet_forward, or DDPM_ERR_NOMEM for a twin or prepared weights that cannot
+ * be allocated, or DDPM_ERR_INTERRUPTED. */
 int unet_infer(UNet* net, const float* params, const float* x, const float* t,
-               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx);
+               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx,
+               uint64_t key);
 
 /* The training step's forward: unet_forward with keep on B images, cut as
  * above (half 0 on net, half 1 on twin 1).  Statuses as unet_forward's. */

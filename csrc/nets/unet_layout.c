@@ -64,6 +64,8 @@ static float** resnet_layout(UNet* n, ResnetBlock* b, const char* p, float** in,
     rt_need_conv(rt, C, H, H, OC, 3, 1);
     rt_need_conv(rt, OC, H, H, OC, 3, 1);
     if (C != OC) rt_need_conv(rt, C, H, H, OC, 1, 1);
+    RT_PREP(rt, b, conv1_u, conv1_w, C, H, H, OC, 3, 1);
+    RT_PREP(rt, b, conv2_u, conv2_w, OC, H, H, OC, 3, 1);
     rt_need_norm(rt, C, (int)HW, G);
     rt_need_norm(rt, OC, (int)HW, G);
     return &b->a.out;
@@ -127,6 +129,7 @@ static float** upsampler_layout(UNet* n, Upsampler* b, const char* p, float** in
     RT_ACT(rt, b, up, C * HW2);
     RT_ACT(rt, b, out, C * HW2);
     rt_need_conv(rt, C, 2 * H, 2 * H, C, 3, 1);
+    RT_PREP(rt, b, u, weight, C, 2 * H, 2 * H, C, 3, 1);
     return &b->a.out;
 }
 
@@ -182,6 +185,7 @@ static void out_layout(UNet* n, OutLayer* b, float** in, int C, int OC, int H) {
     RT_ACT(rt, b, out, OC * HW);
     rt_need_norm(rt, C, (int)HW, G);
     rt_need_conv(rt, C, H, H, OC, 3, 1);
+    RT_PREP(rt, b, conv_out_u, conv_out_w, C, H, H, OC, 3, 1);
 }
 
 /* ----------------------------------------------------------- the network */
@@ -306,6 +310,7 @@ void unet_free(UNet* n) {
     if (!n) return;
     for (int i = 0; i < UNET_LANES; i++) unet_free(n->lanes[i]);
     free(n->lane_grads);
+    free(n->prep);
     rt_free(&n->rt);
     free(n->labels);
     free(n);

@@ -167,6 +167,7 @@ typedef struct {
     NetHandle* h;               /* the U-Net, or NULL for the Gaussian denoiser */
     const float* params;        /* (P,) with h */
     size_t num_params;          /* its size, checked against P by check_image_batch */
+    uint64_t key;               /* this call's own, for unet_infer's prepared weights */
     GaussianDenoiser gauss;     /* without h; alpha_bars, T, objective, D set by denoiser_bind */
     sample_denoise_fn fn;       /* set by denoiser_bind */
     void* ctx;

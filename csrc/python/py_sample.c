@@ -38,7 +38,7 @@ static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
                         const int64_t* labels, int N) {
     const Denoiser* d = ctx;
     return unet_infer(d->h->net, d->params, x, t, labels, out, N,
-                      d->stop ? chunk_stop : NULL, d->stop);
+                      d->stop ? chunk_stop : NULL, d->stop, d->key);
 }
 
 int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) {
@@ -63,6 +63,10 @@ int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) 
     if (!p) return -1;
     d->params = (const float*)PyArray_DATA(p);
     d->num_params = (size_t)PyArray_SIZE(p);
+    /* a new key per call (the GIL held): params may have changed since the
+     * last, never during one */
+    static uint64_t keys;
+    d->key = ++keys;
     return 0;
 }
 
