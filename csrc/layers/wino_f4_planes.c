@@ -1,7 +1,7 @@
 /*
  * wino_f4_planes.c - the F(4x4, 3x3) transforms of whole small planes
- * (7x7, 14x14) in plane lanes, for wino_f4 (wino_f4_steps.h says how the
- * tiles are numbered).
+ * (7x7: at most F4_PLANE_MAX a side) in plane lanes, for wino_f4
+ * (wino_f4_steps.h says how the tiles are numbered).
  *
  * Why: wino_f4.c stages a tile row at a time, and a 7x7 plane's tile row
  * holds two tiles, so most of each 8-lane staging step was idle (its input
@@ -10,7 +10,9 @@
  * into pixel-major order once (8x8 blocks of shuffles), padded with zeros,
  * normalised (and SiLU'd) there, and every step after that is a full vector.
  * The output goes the other way.  Each value is computed by the same
- * operations on the same operands as in wino_f4.c: the same bits.
+ * operations on the same operands as in wino_f4.c: the same bits.  (14x14
+ * planes ran slower so: 64 -> 64 channels, 32 images, 1.96 -> 2.34 ms; their
+ * rows of 4 tiles already fill half of each 8-lane step.)
  */
 #include "layers/wino_f4_steps.h"
 #include "core/common.h"
