@@ -91,30 +91,49 @@ static void f4_weight(float* restrict u, size_t xs, const float* restrict g0, in
     }
 }
 
-/* G^T w for w = (w0, .., w5), in float64: out[i * os], i = 0..2 */
-#define F4_GT(out, os, w0, w1, w2, w3, w4, w5)                                        \
+/* o0, o1, o2 = G^T (w0, .., w5) in float64, as named scalars (so the loop
+ * around vectorises) */
+#define F4_GT3(o0, o1, o2, w0, w1, w2, w3, w4, w5)                                    \
+    const double o0 = (w0) + ((w1) - (w2)) * (1.0 / 3) + ((w4) - 16.0 * (w3)) * (1.0 / 15); \
+    const double o1 = ((w1) + (w2)) * (1.0 / 3) - (8.0 * (w3) + 2.0 * (w4)) * (1.0 / 15); \
+    const double o2 = ((w1) - (w2)) * (1.0 / 3) + 4.0 * ((w4) - (w3)) * (1.0 / 15) + (w5)
+/* column j of s = G^T du: s0_j, s1_j, s2_j */
+#define F4_GTCOL(j) F4_GT3(s0_##j, s1_##j, s2_##j, (double)e[j][f], (double)e[6 + j][f],     \
+                           (double)e[12 + j][f], (double)e[18 + j][f], (double)e[24 + j][f], \
+                           (double)e[30 + j][f])
+/* row i of s G: o[3 i + j][f] */
+#define F4_GTROW(i)                                                                   \
     do {                                                                              \
-        (out)[0] = (w0) + ((w1) - (w2)) * (1.0 / 3) + ((w4) - 16.0 * (w3)) * (1.0 / 15); \
-        (out)[(os)] = ((w1) + (w2)) * (1.0 / 3) - (8.0 * (w3) + 2.0 * (w4)) * (1.0 / 15); \
-        (out)[2 * (os)] = ((w1) - (w2)) * (1.0 / 3) + 4.0 * ((w4) - (w3)) * (1.0 / 15) + (w5); \
+        F4_GT3(v0, v1, v2, s##i##_0, s##i##_1, s##i##_2, s##i##_3, s##i##_4, s##i##_5); \
+        o[3 * (i)][f] = (float)v0;                                                    \
+        o[3 * (i) + 1][f] = (float)v1;                                                \
+        o[3 * (i) + 2][f] = (float)v2;                                                \
     } while (0)
 
 /* dg_f (3, 3) += G^T du_f G for dg_f = dg0 + 9 f, du_f[xi * xs] = du0[xi * xs + f],
- * f = 0..n-1, in float64. */
+ * f = 0..n-1, in float64, rounded once: blocks of 64 filters gathered
+ * position-major, then one straight-line loop over the filters (as
+ * f4_weight), which vectorises; filter by filter, the double sums of the
+ * weight gradient's 128 x 128 7x7 layers took 6% of their backward. */
+DDPM_SIMD_CLONES
 static void f4_weight_adjoint(float* dg0, const float* du0, size_t xs, int n) {
-    for (int f = 0; f < n; f++) {
-        const float* du = du0 + f;
-        float* dg = dg0 + 9 * f;
-        double s[3][6], v[3];
-        for (int j = 0; j < 6; j++)
-            F4_GT(&s[0][j], 6, (double)du[j * xs], (double)du[(6 + j) * xs],
-                  (double)du[(12 + j) * xs], (double)du[(18 + j) * xs],
-                  (double)du[(24 + j) * xs], (double)du[(30 + j) * xs]);
-        for (int i = 0; i < 3; i++) {
-            const double* w = s[i];
-            F4_GT(v, 1, w[0], w[1], w[2], w[3], w[4], w[5]);
-            for (int j = 0; j < 3; j++) dg[3 * i + j] += (float)v[j];
+    float e[36][64], o[9][64];   /* e[xi][f] = du_f[xi]; o[3 i + j][f] = (G^T du_f G)[i][j] */
+    for (int f0 = 0; f0 < n; f0 += 64) {
+        const int nb = n - f0 < 64 ? n - f0 : 64;
+        for (int xi = 0; xi < 36; xi++) memcpy(e[xi], du0 + xi * xs + f0, sizeof(float) * nb);
+        for (int f = 0; f < nb; f++) {
+            F4_GTCOL(0);
+            F4_GTCOL(1);
+            F4_GTCOL(2);
+            F4_GTCOL(3);
+            F4_GTCOL(4);
+            F4_GTCOL(5);
+            F4_GTROW(0);
+            F4_GTROW(1);
+            F4_GTROW(2);
         }
+        for (int f = 0; f < nb; f++)
+            for (int k = 0; k < 9; k++) dg0[9 * (f0 + f) + k] += o[k][f];
     }
 }
 
