@@ -1152,10 +1152,11 @@ def test_conv2d_winograd_odd_sizes(case):
 def test_conv2d_whole_planes_give_the_row_transforms_numbers(B, C, OC):
     # 7x7 planes in chunks of at least 8 whole planes go through the F(4x4)
     # transforms as whole planes, 8 side by side (wino_f4_planes.c): the
-    # forward (written and accumulated) and the input gradient (its chunks
-    # follow the weight gradient's) give the numbers of the row-by-row
-    # transforms, bit for bit, at 1 and 2 threads.  B = 48 has chunks of 12
-    # planes: a group of 8 and one of 4.
+    # forward (written and accumulated), the input gradient (its chunks follow
+    # the weight gradient's) and the weight gradient (its tiles put back in the
+    # segments' order, which its GEMMs sum in) give the numbers of the
+    # row-by-row transforms, bit for bit, at 1 and 2 threads.  B = 48 has
+    # chunks of 12 planes: a group of 8 and one of 4.
     H = W = 7
     case = conv_case(B, C, H, W, OC, 3, 1)
     p = case.p32()

@@ -284,4 +284,4 @@ static void f2_output_adjoint(float* dM, size_t xs, const float* dy, int H, int 
  * at 60 GF/s, x 504 at 86 GF/s; the backward measured ~8% faster. */
 const WinoKind wino_f2 = {2, 4, 0, WINO_SEG_TILES, 1u << 17, 1u << 19, 1,
                           f2_weight, f2_weight_adjoint, f2_input, f2_output, f2_output_adjoint,
-                          0, 0, NULL, NULL};
+                          0, 0, NULL, NULL, NULL};

@@ -530,4 +530,5 @@ static void f4_output_adjoint(float* restrict dM, size_t xs, const float* dy, in
 
 const WinoKind wino_f4 = {4, 6, 1, F4_SEG, F4_BUDGET_FWD, F4_BUDGET_BWD, 16,
                           f4_weight, f4_weight_adjoint, f4_input, f4_output, f4_output_adjoint,
-                          F4_PLANE_MAX, F4_PL, f4_input_planes, f4_output_planes};
+                          F4_PLANE_MAX, F4_PL, f4_input_planes, f4_output_planes,
+                          f4_output_adjoint_planes};

@@ -44,11 +44,12 @@ static inline __attribute__((always_inline)) void transpose8(f4_v8 c[8], const f
 }
 #endif
 
-/* Q[((h + 1) PW + w + 1) F4_PL + l] = x_l[h W + w] for the F4_PL planes
- * src[l] (H, W): pixel-major, into the interior of Q's padding. */
+/* Q[((h + o) PW + w + o) F4_PL + l] = x_l[h W + w] for the F4_PL planes
+ * src[l] (H, W): pixel-major, into a grid of PW columns (o = 1: the
+ * interior of a zero padding). */
 static inline __attribute__((always_inline)) void to_lanes(float* restrict Q,
                                                            const float* const* src, int H,
-                                                           int W, int PW, int vec) {
+                                                           int W, int PW, int o, int vec) {
     const int HW = H * W;
     int f = 0;
     (void)vec;
@@ -60,12 +61,12 @@ static inline __attribute__((always_inline)) void to_lanes(float* restrict Q,
             transpose8(c, r);
             for (int q = 0; q < 8; q++) {
                 const int h = (f + q) / W, w = (f + q) % W;
-                memcpy(Q + ((size_t)(h + 1) * PW + w + 1) * F4_PL, &c[q], sizeof c[q]);
+                memcpy(Q + ((size_t)(h + o) * PW + w + o) * F4_PL, &c[q], sizeof c[q]);
             }
         }
 #endif
     for (; f < HW; f++) {
-        float* q = Q + ((size_t)(f / W + 1) * PW + f % W + 1) * F4_PL;
+        float* q = Q + ((size_t)(f / W + o) * PW + f % W + o) * F4_PL;
         for (int l = 0; l < F4_PL; l++) q[l] = src[l][f];
     }
 }
@@ -90,13 +91,45 @@ static inline __attribute__((always_inline)) void from_lanes(float* restrict dst
         for (int l = 0; l < F4_PL; l++) dst[(size_t)l * n + p] = G[(size_t)p * F4_PL + l];
 }
 
+/* dst[xi xs + l nt + t] = Vt[(xi nt + t) F4_PL + l], xi < 36, t < nt,
+ * l < np: a group's 36 transformed values of nt tiles, plane-major (the
+ * segments' order).  Four tiles (7x7 planes) of 8 planes go as a 4 x 8
+ * transpose of shuffles, 4 stores a position. */
+static inline __attribute__((always_inline)) void to_plane_major(float* restrict dst, size_t xs,
+                                                                 const float* restrict Vt, int nt,
+                                                                 int np, int vec) {
+    (void)vec;
+#ifdef F4_SHUFFLE
+    if (vec && nt == 4 && np == F4_PL) {
+        const f4_i8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+        const f4_i8 p01 = {0, 1, 8, 9, 2, 3, 10, 11}, p45 = {4, 5, 12, 13, 6, 7, 14, 15};
+        for (int xi = 0; xi < 36; xi++) {
+            f4_v8 v[4];
+            memcpy(v, Vt + (size_t)xi * 4 * F4_PL, sizeof v);
+            const f4_v8 a = __builtin_shuffle(v[0], v[1], lo), b = __builtin_shuffle(v[0], v[1], hi);
+            const f4_v8 c = __builtin_shuffle(v[2], v[3], lo), d = __builtin_shuffle(v[2], v[3], hi);
+            const f4_v8 o[4] = {__builtin_shuffle(a, c, p01), __builtin_shuffle(b, d, p01),
+                                __builtin_shuffle(a, c, p45), __builtin_shuffle(b, d, p45)};
+            memcpy(dst + xi * xs, o, sizeof o);   /* planes 0-1, 2-3, 4-5, 6-7 */
+        }
+        return;
+    }
+#endif
+    for (int xi = 0; xi < 36; xi++)
+        for (int l = 0; l < np; l++)
+            for (int t = 0; t < nt; t++)
+                dst[xi * xs + (size_t)l * nt + t] = Vt[((size_t)xi * nt + t) * F4_PL + l];
+}
+
 DDPM_SIMD_CLONES
 void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct* act, int H, int W,
-                     int b0, int P) {
+                     int b0, int P, int plane_major) {
     const int th = tiles4(H), tw = tiles4(W), PW = 4 * tw + 2, PH = 4 * th + 2, vec = f4_vec();
+    const int nt = th * tw;
     const size_t HW = (size_t)H * W, rs = (size_t)PW * F4_PL;
     float Q[F4_PAD * F4_PAD * F4_PL];   /* the padded planes, (ph, pw, l) */
     float Tc[6 * F4_PAD * F4_PL];       /* a tile row's column steps, (i', pw, l) */
+    float Vt[36 * 4 * F4_PL];           /* plane_major: a group's values, (xi, t, l) */
     /* the padding, once: each group rewrites only the interior */
     memset(Q, 0, sizeof(float) * PH * PW * F4_PL);
     for (int g = 0; g < P; g += F4_PL) {
@@ -109,7 +142,7 @@ void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct
             a[l] = act ? act->a[b] : 1.0f;
             k[l] = act ? act->k[b] : 0.0f;
         }
-        to_lanes(Q, src, H, W, PW, vec);
+        to_lanes(Q, src, H, W, PW, 1, vec);
         if (act)   /* groupnorm_act per lane, pixel by pixel (the padding stays zero) */
             for (int h = 0; h < H; h++) {
                 float* q = Q + ((size_t)(h + 1) * PW + 1) * F4_PL;
@@ -127,12 +160,47 @@ void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct
                     F4_P6(Q + ((size_t)4 * ty * PW + pw) * F4_PL, rs), F4_PL);
             /* along each tile's rows: V[6 i' + j'] = (row B)_j' */
             for (int tx = 0; tx < tw; tx++) {
-                float* v = V + (size_t)(ty * tw + tx) * P + g;
+                const int t = ty * tw + tx;
+                float* v = plane_major ? Vt + (size_t)t * F4_PL : V + (size_t)t * P + g;
+                const size_t vx = plane_major ? (size_t)nt * F4_PL : xs;
                 for (int i = 0; i < 6; i++)
-                    bt6(F4_P6(v + 6 * i * xs, xs),
+                    bt6(F4_P6(v + 6 * i * vx, vx),
                         F4_P6(Tc + ((size_t)i * PW + 4 * tx) * F4_PL, F4_PL), np);
             }
         }
+        if (plane_major) to_plane_major(V + (size_t)g * nt, xs, Vt, nt, np, vec);
+    }
+}
+
+DDPM_SIMD_CLONES
+void f4_output_adjoint_planes(float* restrict dM, size_t xs, const float* dy, int H, int W,
+                              int b0, int P) {
+    const int th = tiles4(H), tw = tiles4(W), OW = 4 * tw, nt = th * tw, vec = f4_vec();
+    const size_t HW = (size_t)H * W;
+    float D[F4_PLANE_MAX * F4_PLANE_MAX * F4_PL];   /* dy on the tiles' grid, (oh, ow, l) */
+    float Tt[24 * F4_PL];                           /* a tile's column steps, (i', j, l) */
+    float Mt[36 * 4 * F4_PL];                       /* a group's values, (xi, t, l) */
+    /* the grid beyond H, W stays zero: each group rewrites only (H, W) */
+    memset(D, 0, sizeof(float) * 4 * th * OW * F4_PL);
+    for (int g = 0; g < P; g += F4_PL) {
+        const int np = P - g < F4_PL ? P - g : F4_PL;
+        const float* src[F4_PL];
+        for (int l = 0; l < F4_PL; l++) src[l] = dy + (size_t)(b0 + g + (l < np ? l : np - 1)) * HW;
+        to_lanes(D, src, H, W, OW, 0, vec);
+        for (int ty = 0; ty < th; ty++)
+            for (int tx = 0; tx < tw; tx++) {
+                const int t = ty * tw + tx;
+                const float* d = D + ((size_t)4 * ty * OW + 4 * tx) * F4_PL;
+                /* down each block column j: Tt[4 i' + j] = (A y)_i' */
+                for (int j = 0; j < 4; j++)
+                    a4(F4_P6(Tt + j * F4_PL, 4 * F4_PL), F4_P4(d + j * F4_PL, OW * F4_PL), np);
+                /* along each row i': dM[6 i' + j'] = (row A^T)_j' */
+                float* m = Mt + (size_t)t * F4_PL;
+                for (int i = 0; i < 6; i++)
+                    a4(F4_P6(m + (size_t)6 * i * nt * F4_PL, (size_t)nt * F4_PL),
+                       F4_P4(Tt + 4 * i * F4_PL, F4_PL), np);
+            }
+        to_plane_major(dM + (size_t)g * nt, xs, Mt, nt, np, vec);
     }
 }
 

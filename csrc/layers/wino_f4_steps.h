@@ -90,14 +90,20 @@ static inline __attribute__((always_inline)) void a4(F4_OUT6, F4_IN4, int nt) {
 #define F4_PL 8
 #define F4_PLANE_MAX 8
 
-/* V[xi xs + t P + p] = B^T d B for the tiles of planes b0 .. b0 + P - 1 of
- * x (B, H, W), read through act (or NULL). */
+/* V[xi xs + t P + p] (plane_major: V[xi xs + p nt + t], nt tiles a plane)
+ * = B^T d B for the tiles of planes b0 .. b0 + P - 1 of x (B, H, W), read
+ * through act (or NULL). */
 void f4_input_planes(float* V, size_t xs, const float* x, const NormAct* act, int H, int W,
-                     int b0, int P);
+                     int b0, int P, int plane_major);
 
 /* Planes b0 .. b0 + P - 1 of y (B, H, W) = (base + start) + A^T m A for
  * m[xi xs + t P + p]; base may be y or NULL, as for WinoKind.output. */
 void f4_output_planes(float* y, const float* base, const float* M, size_t xs,
                       const WinoStart* st, int H, int W, int b0, int P);
+
+/* dM[xi xs + p nt + t] = A dy A^T of the 4x4 blocks (zeros beyond H, W) of
+ * planes b0 .. b0 + P - 1 of dy (B, H, W). */
+void f4_output_adjoint_planes(float* dM, size_t xs, const float* dy, int H, int W, int b0,
+                              int P);
 
 #endif /* DDPM_WINO_F4_STEPS_H */

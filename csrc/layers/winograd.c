@@ -42,9 +42,14 @@ int wino_whole_planes(int on) {
     return was;
 }
 
-/* Whether a convolution chunk of planes (H, W) can go as whole planes */
-static int wino_small(const WinoKind* k, int H, int W) {
-    return whole_planes && k->plane_max && H <= k->plane_max && W <= k->plane_max;
+/* Whether the chunk of tile rows [r0, r0 + nr) of planes (H, W) goes as
+ * whole planes: the kind takes planes this small, and the chunk holds whole
+ * ones, enough to fill the lanes (7x7 planes 4 to a chunk ran ~5% slower
+ * so than row by row). */
+static int wino_planes(const WinoKind* k, int H, int W, int r0, int nr) {
+    if (!whole_planes || !k->plane_max || H > k->plane_max || W > k->plane_max) return 0;
+    const int th = wino_tiles(H, k->m);
+    return r0 % th == 0 && nr % th == 0 && nr / th >= k->plane_lanes;
 }
 
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
@@ -168,15 +173,13 @@ static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, c
     WINO_CHUNK_SIZES;
     const size_t vs = wino_pitch((size_t)Ci * T), ms = wino_pitch((size_t)OCo * T);
     const size_t plane = (size_t)B * H * W;
-    /* whole small planes in the kind's own order, where it has one and the
-     * chunk fills its lanes (7x7 planes 4 to a chunk ran ~5% slower so) */
-    const int planes = wino_small(k, H, W) && r0 % th == 0 && nr % th == 0 &&
-                       nr / th >= k->plane_lanes;
+    /* whole small planes in the kind's own order, where it has them */
+    const int planes = wino_planes(k, H, W, r0, nr);
     if (planes)
         for (int ch = 0; ch < Ci; ch++) {
             NormAct view;
             k->input_planes(V + (size_t)ch * T, vs, x + (size_t)ch * plane,
-                            act_channel(&view, act, ch, B), H, W, r0 / th, nr / th);
+                            act_channel(&view, act, ch, B), H, W, r0 / th, nr / th, 0);
         }
     else
         WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
@@ -203,8 +206,18 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
                                int OC, int r0, int nr, float beta) {
     WINO_CHUNK_SIZES;
     const size_t vs = wino_pitch((size_t)C * T), ms = wino_pitch((size_t)OC * T);
-    WINO_SEGS_LOOP(C, k->input(V + at, vs, inp + stack, NULL, H, W, r0 + r, n));
-    WINO_SEGS_LOOP(OC, k->output_adjoint(dM + at, ms, dout + stack, H, W, r0 + r, n));
+    if (wino_planes(k, H, W, r0, nr)) {   /* whole small planes, in the segments' order */
+        const size_t plane = (size_t)B * H * W;
+        for (int c = 0; c < C; c++)
+            k->input_planes(V + (size_t)c * T, vs, inp + (size_t)c * plane, NULL, H, W, r0 / th,
+                            nr / th, 1);
+        for (int oc = 0; oc < OC; oc++)
+            k->output_adjoint_planes(dM + (size_t)oc * T, ms, dout + (size_t)oc * plane, H, W,
+                                     r0 / th, nr / th);
+    } else {
+        WINO_SEGS_LOOP(C, k->input(V + at, vs, inp + stack, NULL, H, W, r0 + r, n));
+        WINO_SEGS_LOOP(OC, k->output_adjoint(dM + at, ms, dout + stack, H, W, r0 + r, n));
+    }
     for (int xi = 0; xi < aa; xi++)
         BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)T, 1.0f,
                           dM + xi * ms, (int)T, V + xi * vs, (int)T, beta,

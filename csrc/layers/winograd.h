@@ -72,17 +72,21 @@ typedef struct {
      * beyond H, W) of tile rows [r, r + n) */
     void (*output_adjoint)(float* dM, size_t xs, const float* dy, int H, int W, int r, int n);
     /* Small planes, whole: planes of at most plane_max pixels a side (0:
-     * none) may go through a convolution chunk (the forward, the input
-     * gradient) as planes b0 .. b0 + P - 1, their P tiles-per-plane tiles in
-     * an order of the kind's choosing: V[xi xs + k] from x (read through act
-     * or not), and back, y = (base + start) + A^T m A.  Not for the weight
-     * gradient, whose GEMMs sum over the tiles in their order. */
+     * none) may go through a chunk as planes b0 .. b0 + P - 1.  A
+     * convolution chunk's (the forward, the input gradient) numbers their
+     * tiles in an order of the kind's choosing (plane_major 0): V[xi xs + k]
+     * from x (read through act or not), and back, y = (base + start) +
+     * A^T m A.  The weight gradient's GEMMs sum over the tiles in their
+     * order, so its chunks ask for the segments' order (plane_major 1, tile
+     * ty tw + tx of plane p at p th tw + ty tw + tx): V, and dM = A dy A^T. */
     int plane_max;
     int plane_lanes;       /* planes side by side: chunks of whole multiples pay */
     void (*input_planes)(float* V, size_t xs, const float* x, const NormAct* act, int H, int W,
-                         int b0, int P);
+                         int b0, int P, int plane_major);
     void (*output_planes)(float* y, const float* base, const float* M, size_t xs,
                           const WinoStart* s, int H, int W, int b0, int P);
+    void (*output_adjoint_planes)(float* dM, size_t xs, const float* dy, int H, int W, int b0,
+                                  int P);
 } WinoKind;
 
 extern const WinoKind wino_f2;   /* F(2x2, 3x3): adds and halvings only */
