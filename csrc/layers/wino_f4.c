@@ -35,6 +35,21 @@
 #define F4_BUDGET_BWD (1u << 19)
 #endif
 
+/* dst[0..n) = src[0..n) in blocks of 8 and 4 floats and a short tail (a
+ * call to memcpy, what GCC makes of a plain loop, cost more than these short
+ * rows: 9% of a forward). */
+static inline __attribute__((always_inline)) void copy_row(float* restrict dst,
+                                                           const float* restrict src, int n) {
+    int q = 0;
+    for (; q + 8 <= n; q += 8) memcpy(dst + q, src + q, 8 * sizeof(float));
+    if (q + 4 <= n) {
+        memcpy(dst + q, src + q, 4 * sizeof(float));
+        q += 4;
+    }
+    for (int i = 0; i < 3; i++)
+        if (q + i < n) dst[q + i] = src[q + i];
+}
+
 /* ------------------------------------------------------------- weights */
 
 /* o0..o5 = G (g0, g1, g2) in float64, as named scalars (so the loop around
@@ -87,7 +102,7 @@ static void f4_weight(float* restrict u, size_t xs, const float* restrict g0, in
             F4_ROW(4);
             F4_ROW(5);
         }
-        for (int xi = 0; xi < 36; xi++) memcpy(u + xi * xs + f0, o[xi], sizeof(float) * nb);
+        for (int xi = 0; xi < 36; xi++) copy_row(u + xi * xs + f0, o[xi], nb);
     }
 }
 
@@ -120,7 +135,7 @@ static void f4_weight_adjoint(float* dg0, const float* du0, size_t xs, int n) {
     float e[36][64], o[9][64];   /* e[xi][f] = du_f[xi]; o[3 i + j][f] = (G^T du_f G)[i][j] */
     for (int f0 = 0; f0 < n; f0 += 64) {
         const int nb = n - f0 < 64 ? n - f0 : 64;
-        for (int xi = 0; xi < 36; xi++) memcpy(e[xi], du0 + xi * xs + f0, sizeof(float) * nb);
+        for (int xi = 0; xi < 36; xi++) copy_row(e[xi], du0 + xi * xs + f0, nb);
         for (int f = 0; f < nb; f++) {
             F4_GTCOL(0);
             F4_GTCOL(1);
@@ -152,21 +167,6 @@ static inline __attribute__((always_inline)) void zero_row(float* dst, int n) {
     if (q < n) dst[q] = 0.0f;
     if (q + 1 < n) dst[q + 1] = 0.0f;
     if (q + 2 < n) dst[q + 2] = 0.0f;
-}
-
-/* dst[0..n) = src[0..n) in blocks of 8 and 4 floats and a short tail (a
- * call to memcpy, what GCC makes of a plain loop, cost more than these short
- * rows: 9% of a forward). */
-static inline __attribute__((always_inline)) void copy_row(float* restrict dst,
-                                                           const float* restrict src, int n) {
-    int q = 0;
-    for (; q + 8 <= n; q += 8) memcpy(dst + q, src + q, 8 * sizeof(float));
-    if (q + 4 <= n) {
-        memcpy(dst + q, src + q, 4 * sizeof(float));
-        q += 4;
-    }
-    for (int i = 0; i < 3; i++)
-        if (q + i < n) dst[q + i] = src[q + i];
 }
 
 /* s_q[t] = p[4 t + q], q = 0..3, t = 0..nt-1: a stride-4 split, which the

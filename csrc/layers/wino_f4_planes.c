@@ -191,14 +191,16 @@ void f4_output_adjoint_planes(float* restrict dM, size_t xs, const float* dy, in
             for (int tx = 0; tx < tw; tx++) {
                 const int t = ty * tw + tx;
                 const float* d = D + ((size_t)4 * ty * OW + 4 * tx) * F4_PL;
-                /* down each block column j: Tt[4 i' + j] = (A y)_i' */
+                /* down each block column j: Tt[4 i' + j] = (A y)_i'; all F4_PL
+                 * lanes (the lanes past np repeat a plane; a trip count that
+                 * varies made GCC call memcpy for a4's copied rows) */
                 for (int j = 0; j < 4; j++)
-                    a4(F4_P6(Tt + j * F4_PL, 4 * F4_PL), F4_P4(d + j * F4_PL, OW * F4_PL), np);
+                    a4(F4_P6(Tt + j * F4_PL, 4 * F4_PL), F4_P4(d + j * F4_PL, OW * F4_PL), F4_PL);
                 /* along each row i': dM[6 i' + j'] = (row A^T)_j' */
                 float* m = Mt + (size_t)t * F4_PL;
                 for (int i = 0; i < 6; i++)
                     a4(F4_P6(m + (size_t)6 * i * nt * F4_PL, (size_t)nt * F4_PL),
-                       F4_P4(Tt + 4 * i * F4_PL, F4_PL), np);
+                       F4_P4(Tt + 4 * i * F4_PL, F4_PL), F4_PL);
             }
         to_plane_major(dM + (size_t)g * nt, xs, Mt, nt, np, vec);
     }
