@@ -293,7 +293,7 @@ void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* d
      * one buffer and there is no partial to write, clear and read back: a
      * 256 -> 128 7x7 layer of 64 images spent a fifth of its backward on
      * those (8 partials of 4.7 MB).  Only while a chunk's tiles (the
-     * GEMM's K) fit one of OpenBLAS's K blocks (112 floats on the smallest
+     * GEMM's K) fit one of OpenBLAS's K blocks (112 tiles on the smallest
      * of its kernels): over that it adds each block's sum to C in turn,
      * which would round differently from a partial added at the end. */
     const int inplace = nt == 1 && nchunks <= WINO_LANES &&
