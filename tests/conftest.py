@@ -21,6 +21,47 @@ import ddpm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class AdamTrack:
+    """Compare parameters after a few AdamW steps with PyTorch's.
+
+    Adam's first step moves an element by lr * g / (|g| + eps), eps = 1e-8: an
+    element whose gradient is at float32 rounding level (|g| ~ 1e-8 when the
+    largest are ~1e-2) moves by a fraction of lr set by rounding noise, in any
+    two float32 implementations, and m carries that on.  note() records, after
+    each PyTorch backward (and clip), which elements had 0 < |g| < TINY in some step;
+    check() holds every other element to tol and those to a few Adam steps,
+    and asserts they are rare (so the check keeps its teeth).
+    """
+
+    TINY = 1e-7                        # 10 eps; ~1e-6 of the largest gradients here
+
+    def __init__(self, ref):   # a diffusers model (torch.nn.Module)
+        self.params = dict(ref.named_parameters())
+        self.tiny = {n: np.zeros(tuple(p.shape), bool) for n, p in self.params.items()}
+
+    def note(self):
+        for n, p in self.params.items():
+            g = p.grad.detach().abs().numpy()
+            self.tiny[n] |= (g > 0) & (g < self.TINY)     # exact zeros move neither
+
+    def check(self, ours, lr, steps, tol=1e-4, what="params", ref=None):
+        """ours (and ref, default PyTorch's parameters): name -> array."""
+        worst = worst_tiny = 0.0
+        total = n_tiny = 0
+        for n, p in self.params.items():
+            r = p.detach().numpy() if ref is None else np.asarray(ref[n])
+            d = np.abs(ours[n] - r)
+            t = self.tiny[n]
+            worst = max(worst, float(d[~t].max(initial=0.0)))
+            worst_tiny = max(worst_tiny, float(d[t].max(initial=0.0)))
+            total += d.size
+            n_tiny += int(t.sum())
+        assert worst <= tol, f"{what} after {steps} steps differ by {worst:.3g}"
+        assert worst_tiny <= 2 * lr * steps, f"{what}: rounding-level elements moved {worst_tiny:.3g}"
+        assert n_tiny <= 0.01 * total, f"{n_tiny} of {total} gradients below {self.TINY}"
+        return worst, n_tiny
+
+
 def run_in_subprocess(code: str, timeout: float = 120.0, cwd: str | None = None,
                       env: dict | None = None):
     """Run ``code`` with ``sys.executable -c`` and return (returncode, stdout, stderr).
