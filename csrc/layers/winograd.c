@@ -4,7 +4,8 @@
  * transforms are the kind's (wino_f2.c, wino_f4.c).
  *
  * Work goes in chunks of tile rows (size from the shapes alone), each chunk
- * done start to end - transform, a*a single-threaded GEMMs, inverse
+ * done start to end - transform, a*a single-threaded products (gemm_small.h
+ * forward, OpenBLAS for the weight gradient), inverse
  * transform - by one thread in its own scratch lane: no barrier per chunk
  * (they cost most when the cores are shared), the data stays in that core's
  * L2, and every float is produced by the same operations in the same order
@@ -14,6 +15,7 @@
  */
 #include "layers/winograd.h"
 #include "core/common.h"
+#include "core/gemm_small.h"
 #include "core/threads.h"
 #include <cblas.h>
 
@@ -55,8 +57,10 @@ static int wino_planes(const WinoKind* k, int H, int W, int r0, int nr) {
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
  * samples): a function of the shapes alone, within the budget of floats for
  * V and M, and small enough that there are at least min_chunks chunks.
- * Changing it changes bits: OpenBLAS picks its GEMM kernel by the shape, N
- * (the chunk's tiles) included, and its kernels sum in different orders. */
+ * The forward's products (gemm_small.h) sum each element in one order
+ * whatever the chunk; the weight gradient's, and the forward's on CPUs
+ * without AVX2 + FMA, go to OpenBLAS, which picks its GEMM kernel by the
+ * shape, N (the chunk's tiles) included: there changing it changes bits. */
 static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size_t budget,
                      int min_chunks) {
     const int tw = wino_tiles(W, k->m);
@@ -184,9 +188,8 @@ static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, c
     else
         WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
-        BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCo, (int)T, Ci, 1.0f,
-                          U + (size_t)xi * OCo * Ci, Ci, V + xi * vs, (int)T, 0.0f, M + xi * ms,
-                          (int)T);
+        gemm_small_nn(OCo, (int)T, Ci, U + (size_t)xi * OCo * Ci, (size_t)Ci, V + xi * vs, T,
+                      M + xi * ms, T);
     if (planes)
         for (int oc = 0; oc < OCo; oc++) {
             const WinoStart s = {bias, add_bo, oc, OCo};

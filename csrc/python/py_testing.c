@@ -3,7 +3,8 @@
  * tests (each is compared with a float64 NumPy reference and finite
  * differences) and for experiments: conv2d, GroupNorm(+SiLU), linear, SiLU,
  * the sinusoidal timestep embedding, attention, 2x nearest upsampling, 2x2
- * average/max pooling, global average pooling, softmax cross-entropy.
+ * average/max pooling, global average pooling, softmax cross-entropy; and
+ * the Winograd convolutions' small product (gemm_small.h).
  *
  * They have their own method table, ddpm_testing_methods, which module.c
  * adds to ddpm._core in its exec slot: the product's table lists the product.
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 
 #include "core/common.h"
+#include "core/gemm_small.h"
 #include "layers/attention.h"
 #include "layers/conv2d.h"
 #include "layers/groupnorm.h"
@@ -128,6 +130,37 @@ static PyObject* py_conv2d_whole_planes(PyObject* self, PyObject* args) {
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
     return PyBool_FromLong(conv2d_whole_planes(on));
+}
+
+PyDoc_STRVAR(gemm_small_doc,
+"gemm_small(out, a, b, M, N, K)\n--\n\n"
+"Testing: out (M,N) = a (M,K) b (K,N), the Winograd convolutions' product.");
+static PyObject* py_gemm_small(PyObject* self, PyObject* args) {
+    (void)self;
+    const char* F = "gemm_small";
+    PyObject *oo, *ao, *bo;
+    int M, N, K;
+    if (!PyArg_ParseTuple(args, "OOOiii", &oo, &ao, &bo, &M, &N, &K)) return NULL;
+    if (!positive(F, "M", M) || !positive(F, "N", N) || !positive(F, "K", K)) return NULL;
+    F32(out, oo, "out", (size_t)M * N, 1, 0);
+    F32(a, ao, "a", (size_t)M * K, 0, 0);
+    F32(b, bo, "b", (size_t)K * N, 0, 0);
+    Py_BEGIN_ALLOW_THREADS
+    gemm_small_nn(M, N, K, a, (size_t)K, b, (size_t)N, out, (size_t)N);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(gemm_small_kernel_doc,
+"gemm_small_kernel(on) -> bool\n--\n\n"
+"Testing: False sends the Winograd products to OpenBLAS, True (the default)\n"
+"to ddpm's own AVX2 + FMA kernel where the CPU has one. Returns whether the\n"
+"kernel was in use before the call.");
+static PyObject* py_gemm_small_kernel(PyObject* self, PyObject* args) {
+    (void)self;
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    return PyBool_FromLong(gemm_small_kernel(on));
 }
 
 static int gn_dims(const char* F, int B, int C, int HW, int G) {
@@ -601,6 +634,8 @@ PyMethodDef ddpm_testing_methods[] = {
     METHOD(conv2d_forward),
     METHOD(conv2d_backward),
     METHOD(conv2d_whole_planes),
+    METHOD(gemm_small),
+    METHOD(gemm_small_kernel),
     METHOD(groupnorm_forward),
     METHOD(groupnorm_backward),
     METHOD(linear_forward),
