@@ -803,7 +803,10 @@ def test_linear_and_silu_vs_torch(B, IN, OUT):
     assert_close("silu dinp vs torch", ds, xt.grad.numpy(), 1e-4, key="silu vs torch")
 
 
-@pytest.mark.parametrize("B,C,HW,NH", [(1, 4, 6, 1), (2, 6, 5, 3), (2, 8, 9, 2), (2, 32, 16, 4)])
+# HW 49 (the 7x7 layers) and 75 run the forward's 32-query blocks, 8-query
+# vectors and scalar tail (attention.c)
+@pytest.mark.parametrize("B,C,HW,NH", [(1, 4, 6, 1), (2, 6, 5, 3), (2, 8, 9, 2), (2, 32, 16, 4),
+                                       (2, 16, 49, 2), (1, 8, 75, 1)])
 def test_attention_vs_torch(B, C, HW, NH):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -824,6 +827,26 @@ def test_attention_vs_torch(B, C, HW, NH):
     assert_close("attn out vs torch", out, y_cm.detach().numpy(), 1e-4, key=k)
     assert_close("attn att vs torch", ex["att"], Pt.detach().numpy(), 1e-4, key=k)
     assert_close("attn dqkv vs torch", g["qkv"], qkv.grad.numpy(), 1e-4, key=k)
+
+
+def test_attention_queries_are_computed_alike_wherever_they_fall():
+    """Each query's output and probabilities are one fixed sequence of float
+    operations, whether it falls in a 32-query block, an 8-query vector or the
+    scalar tail: permuting the queries (q's positions, k and v kept) permutes
+    out and att bit for bit."""
+    B, C, HW, NH = 2, 16, 75, 2
+    qkv = attn_case(B, C, HW, NH).p32()["qkv"]
+    perm = np.random.default_rng(3).permutation(HW)
+    assert (perm[:32] >= 40).any() and (perm[64:] < 32).any()   # blocks swap places
+    qkv2 = qkv.copy()
+    qkv2[:C] = qkv[:C][:, :, perm]
+    out, att = np.empty((C, B, HW), F32), np.empty((B, NH, HW, HW), F32)
+    out2, att2 = np.empty_like(out), np.empty_like(att)
+    _core.attention_forward(out, att, qkv, B, C, HW, NH)
+    _core.attention_forward(out2, att2, qkv2, B, C, HW, NH)
+    assert np.array_equal(out2, out[:, :, perm])
+    assert np.array_equal(att2, att[:, :, perm, :])
+    assert np.allclose(att.sum(-1), 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("C,B,H,W", [(3, 2, 4, 5), (1, 1, 1, 1)])

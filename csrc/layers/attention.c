@@ -1,6 +1,7 @@
 /*
- * attention.c - softmax attention forward and backward, one (b, head) per task,
- * the products as single-threaded SGEMMs on strided panels of qkv.
+ * attention.c - softmax attention forward and backward, one (b, head) per task:
+ * the forward in its own 8-lane loops on strided panels of qkv (below), the
+ * backward's products as single-threaded SGEMMs.
  */
 #include "layers/attention.h"
 #include "core/common.h"
@@ -9,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Single-threaded SGEMM on strided panels, safe inside our threads: OpenBLAS
+/* Single-threaded SGEMM on strided panels (the backward), safe inside our threads: OpenBLAS
  * is held at one thread (matmul.c), so each task runs its own small products. */
 static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
                         const float* Bm, int ldb, float beta, float* C, int ldc) {
@@ -17,64 +18,106 @@ static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const 
                       M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
 }
 
-/* max of x[0..n), n >= 1: 8 running maxima (lane l over the j = l mod 8)
- * then those and the tail.  The max of the same floats whatever the order
- * (a zero's sign aside, which x - max and expf do not see); a single chain
- * of compares was most of the softmax's time. */
-static inline __attribute__((always_inline)) float row_max(const float* x, int n) {
-    float m[8];
-    int j = 0;
-    if (n >= 8) {
-        for (int l = 0; l < 8; l++) m[l] = x[l];
-        for (j = 8; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
-    } else {
-        for (int l = 0; l < 8; l++) m[l] = x[0];
+/* ---- the forward, one (b, h) task, in the transposed layout PT (HW, HW),
+ * PT[j][i] = P[i][j]: every loop runs along the queries i, unit-stride and
+ * independent, so the softmax needs no horizontal sums (as rows of 49
+ * floats, the 7x7 layers' max, sum and scale loops ran mostly in scalar
+ * tails), and both products are 8-lane multiply-adds along i with no
+ * per-call OpenBLAS packing (at 49 x 49 x 8 that cost more than the
+ * arithmetic).  Each element is one fixed sequence of operations (a sum
+ * over d, then j, ascending, from the first product), whichever block,
+ * lane or thread computes it. ---- */
+
+/* The products' blocks: R rows of the result (4 or 1) by NV vectors of 8
+ * queries (2 or 1), R x NV independent chains, each operand vector loaded
+ * once for R multiply-adds (one chain per loop ran at the adds' latency).
+ * dst[r dld + i] = sum_{t < n} a[r ald + t ast] b[t bld + i] (* scale when
+ * scaled), i in [i0, i0 + 8 NV), r < R.  R and NV are constants at each
+ * call, so the loops over them unroll into registers. */
+static inline __attribute__((always_inline)) void att_block(
+    float* dst, size_t dld, const float* a, size_t ald, size_t ast, const float* restrict b,
+    size_t bld, int n, int i0, const int R, const int NV, int scaled, float scale) {
+#ifdef DDPM_LANES_VECTOR
+    ddpm_f8 acc[4][2], p[2];
+    for (int u = 0; u < NV; u++) DDPM_LOAD8(p[u], b + i0 + 8 * u);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = a[(size_t)r * ald] * p[u];
+    for (int t = 1; t < n; t++) {
+        for (int u = 0; u < NV; u++) DDPM_LOAD8(p[u], b + (size_t)t * bld + i0 + 8 * u);
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < NV; u++) acc[r][u] += a[(size_t)r * ald + t * ast] * p[u];
     }
-    float mx = m[0];
-    for (int l = 1; l < 8; l++) mx = m[l] > mx ? m[l] : mx;
-    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    return mx;
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) {
+            if (scaled) acc[r][u] *= scale;
+            memcpy(dst + (size_t)r * dld + i0 + 8 * u, &acc[r][u], sizeof(ddpm_f8));
+        }
+#else
+    for (int r = 0; r < R; r++)
+        for (int i = i0; i < i0 + 8 * NV; i++) {
+            float s = a[(size_t)r * ald] * b[i];
+            for (int t = 1; t < n; t++) s += a[(size_t)r * ald + t * ast] * b[(size_t)t * bld + i];
+            dst[(size_t)r * dld + i] = scaled ? s * scale : s;
+        }
+#endif
 }
 
-/* Each row of P (n, n) := softmax(row): exp(x - max) / sum, the sum in 8
- * float lanes added in float64.  Elementwise with fixed lanes, so it is also
- * compiled for AVX2 with the same bits (the expf is most of the forward's
- * own time).  Each row first has its max taken off in place, then the expf
- * runs as one pass over the whole matrix: rows of 49 (7x7 attention) left
- * one float of each row to a scalar tail; x - max is rounded to float
- * either way, so the same bits. */
-DDPM_SIMD_CLONES
-static void softmax_rows(float* P, int n) {
-    for (int i = 0; i < n; i++) {
-        float* Pi = P + (size_t)i * n;
-        float mx = row_max(Pi, n);
-        for (int j = 0; j < n; j++) Pi[j] -= mx;
-    }
-    const size_t nn = (size_t)n * n;
-    for (size_t k = 0; k < nn; k++) P[k] = ddpm_expf(P[k]);
-    for (int i = 0; i < n; i++) {
-        float* Pi = P + (size_t)i * n;
-        float acc[8];
-        int j = 0;
-#ifdef DDPM_LANES_VECTOR
-        ddpm_f8 a = {0}, v;
-        for (; j + 8 <= n; j += 8) {
-            DDPM_LOAD8(v, Pi + j);
-            a += v;
+/* dst[r dld + i] = as att_block, for all i in [0, m) and R rows: blocks of
+ * 16 and 8 queries, then the last m % 8 one by one (the same sequence in
+ * scalar arithmetic). */
+static inline __attribute__((always_inline)) void att_rows(float* dst, size_t dld, const float* a,
+                                                           size_t ald, size_t ast,
+                                                           const float* restrict b, size_t bld,
+                                                           int n, int m, const int R, int scaled,
+                                                           float scale) {
+    int i = 0;
+    for (; i + 16 <= m; i += 16) att_block(dst, dld, a, ald, ast, b, bld, n, i, R, 2, scaled, scale);
+    for (; i + 8 <= m; i += 8) att_block(dst, dld, a, ald, ast, b, bld, n, i, R, 1, scaled, scale);
+    for (; i < m; i++)
+        for (int r = 0; r < R; r++) {
+            float s = a[(size_t)r * ald] * b[i];
+            for (int t = 1; t < n; t++) s += a[(size_t)r * ald + t * ast] * b[(size_t)t * bld + i];
+            dst[(size_t)r * dld + i] = scaled ? s * scale : s;
         }
-        memcpy(acc, &a, sizeof a);
-#else
-        for (int l = 0; l < 8; l++) acc[l] = 0.0f;
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++) acc[l] += Pi[j + l];
-#endif
-        double sum = 0.0;
-        for (int l = 0; l < 8; l++) sum += acc[l];
-        for (; j < n; j++) sum += Pi[j];
-        float inv = (float)(1.0 / sum);
-        for (j = 0; j < n; j++) Pi[j] *= inv;
+}
+
+/* Each column i of PT (HW, HW) := softmax over the keys j: exp(x - max) /
+ * sum, the sum accumulated in float64 for j = 0, 1, ...; in blocks of
+ * ATT_COLS columns, whose running maxima and sums stay in L1. */
+#define ATT_COLS 64
+static inline __attribute__((always_inline)) void softmax_columns(float* PT, int HW) {
+    for (int i0 = 0; i0 < HW; i0 += ATT_COLS) {
+        const int nb = HW - i0 < ATT_COLS ? HW - i0 : ATT_COLS;
+        float mx[ATT_COLS], inv[ATT_COLS];
+        double sum[ATT_COLS];
+        float* col = PT + i0;
+        for (int i = 0; i < nb; i++) mx[i] = col[i];
+        for (int j = 1; j < HW; j++) {
+            const float* r = col + (size_t)j * HW;
+            for (int i = 0; i < nb; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
+        }
+        for (int i = 0; i < nb; i++) sum[i] = 0.0;
+        for (int j = 0; j < HW; j++) {
+            float* r = col + (size_t)j * HW;
+            for (int i = 0; i < nb; i++) r[i] = ddpm_expf(r[i] - mx[i]);
+            for (int i = 0; i < nb; i++) sum[i] += (double)r[i];
+        }
+        for (int i = 0; i < nb; i++) inv[i] = (float)(1.0 / sum[i]);
+        for (int j = 0; j < HW; j++) {
+            float* r = col + (size_t)j * HW;
+            for (int i = 0; i < nb; i++) r[i] *= inv[i];
+        }
     }
+}
+
+/* P (n, n) := its transpose, in place */
+static inline void transpose_square(float* P, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            const float t = P[(size_t)i * n + j];
+            P[(size_t)i * n + j] = P[(size_t)j * n + i];
+            P[(size_t)j * n + i] = t;
+        }
 }
 
 /* dS (n, n) := P (dS - rowsum(P dS)) row by row: the softmax backward, dS
@@ -100,6 +143,28 @@ static void softmax_rows_backward(float* dS, const float* P, int n) {
  * block off (0 = q, C = k, 2C = v); consecutive rows are B*HW apart. */
 #define PANEL(base, off) ((base) + ((size_t)((off) + h * hd) * B + b) * HW)
 
+/* One (b, h) task: o (hd, HW, rows ld apart) from q, k, v (the same), PT
+ * (HW, HW) its scratch; with keep, PT ends as P (row-major), for backward. */
+DDPM_SIMD_CLONES
+static void attention_head(float* o, float* PT, const float* q, const float* k, const float* v,
+                           int hd, int HW, size_t ld, float scale, int keep) {
+    /* S^T = scale k^T q (HW, HW): rows j of S^T from columns j of k, 4 at a time
+     * (S^T[j][i] = scale sum_d k[d][j] q[d][i]) */
+    int j = 0;
+    for (; j + 4 <= HW; j += 4)
+        att_rows(PT + (size_t)j * HW, HW, k + j, 1, ld, q, ld, hd, HW, 4, 1, scale);
+    for (; j < HW; j++) att_rows(PT + (size_t)j * HW, HW, k + j, 1, ld, q, ld, hd, HW, 1, 1, scale);
+    softmax_columns(PT, HW);
+    /* o = v P^T (hd, HW): rows d of o from rows d of v, 4 at a time
+     * (o[d][i] = sum_j v[d][j] PT[j][i]) */
+    int d = 0;
+    for (; d + 4 <= hd; d += 4)
+        att_rows(o + (size_t)d * ld, ld, v + (size_t)d * ld, ld, 1, PT, HW, HW, HW, 4, 0, 1.0f);
+    for (; d < hd; d++)
+        att_rows(o + (size_t)d * ld, ld, v + (size_t)d * ld, ld, 1, PT, HW, HW, HW, 1, 0, 1.0f);
+    if (keep) transpose_square(PT, HW);
+}
+
 void attention_forward(float* out, float* att, const float* qkv, int B, int C, int HW, int NH,
                        int keep) {
     const int hd = C / NH, ld = B * HW;
@@ -110,12 +175,9 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int C, i
     DDPM_PARALLEL_FOR(nt)
     for (int task = 0; task < B * NH; task++) {
         int b = task / NH, h = task % NH;
-        float* P = att + (size_t)(keep ? task : ddpm_thread_num()) * HW * HW;
-        /* S = scale q^T k  (HW, HW) */
-        gemm(1, 0, HW, HW, hd, scale, PANEL(qkv, 0), ld, PANEL(qkv, C), ld, 0.0f, P, HW);
-        softmax_rows(P, HW);
-        /* o = v P^T  (hd, HW) */
-        gemm(0, 1, hd, HW, HW, 1.0f, PANEL(qkv, 2 * C), ld, P, HW, 0.0f, PANEL(out, 0), ld);
+        float* PT = att + (size_t)(keep ? task : ddpm_thread_num()) * HW * HW;
+        attention_head(PANEL(out, 0), PT, PANEL(qkv, 0), PANEL(qkv, C), PANEL(qkv, 2 * C), hd, HW,
+                       (size_t)ld, scale, keep);
     }
 }
 

@@ -7,8 +7,10 @@
  * qkv (3C, B, HW): q in rows 0..C-1, k in C..2C-1, v in 2C..3C-1.
  *   S = q_h^T k_h / sqrt(hd)   (HW, HW) per (b, h);  P = softmax over keys;
  *   o_h = v_h P^T              (hd, HW).
- * One task per (b, h), disjoint writes; its small products are single-threaded
- * SGEMM calls on strided panels (OpenBLAS is one-threaded inside our pool).
+ * One task per (b, h), disjoint writes.  The forward's products and softmax are
+ * ddpm's own loops along the queries (each element summed in one fixed order);
+ * the backward's are single-threaded SGEMM calls on strided panels (OpenBLAS
+ * is one-threaded inside our pool).
  */
 #ifndef DDPM_ATTENTION_H
 #define DDPM_ATTENTION_H
