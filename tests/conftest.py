@@ -5,6 +5,9 @@
   failed test instead of a dead test runner (CONVENTIONS.md, rule 15).
 * Every test gets its thread count restored afterwards (an autouse fixture),
   so a test that calls ``ddpm.set_num_threads`` cannot leak into the next one.
+* A lesson notebook that tests/test_browser.py runs in this session (Run All in a
+  real JupyterLab, every output checked for errors) is not executed a second time
+  by tests/test_notebooks.py's nbclient run: that test is skipped, saying why.
 """
 from __future__ import annotations
 
@@ -130,3 +133,26 @@ SCREENSHOT_DIRS: list = []
 def pytest_terminal_summary(terminalreporter):
     for d in SCREENSHOT_DIRS:
         terminalreporter.write_line(f"browser test screenshots: {d}")
+
+
+@pytest.hookimpl(trylast=True)   # after -k / -m have deselected what they deselect
+def pytest_collection_modifyitems(config, items):
+    """Each lesson notebook runs once per session: test_notebook_runs[X] (nbclient) is
+    skipped when test_notebook_in_a_real_browser[X] is collected too and the browser
+    stack is here to run it; that test fails on any cell's error output or a traceback
+    on stderr, as the nbclient run does, and on more (widgets, console errors)."""
+    in_browser = {item.callspec.params["name"] for item in items
+                  if getattr(item, "originalname", "") == "test_notebook_in_a_real_browser"
+                  and hasattr(item, "callspec")}
+    if not in_browser:
+        return
+    import test_browser
+    if not test_browser.stack_present():
+        return
+    skip = pytest.mark.skip(reason="run by test_browser.py in this session (Run All in "
+                                   "JupyterLab, every output checked for errors)")
+    for item in items:
+        if (getattr(item, "originalname", "") == "test_notebook_runs"
+                and hasattr(item, "callspec")
+                and item.callspec.params["notebook"].name in in_browser):
+            item.add_marker(skip)

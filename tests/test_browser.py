@@ -45,6 +45,14 @@ def _browser_paths():
     return chrome, driver
 
 
+def stack_present():
+    """Whether this machine can run the browser test (what the lab fixture skips without)."""
+    from importlib.util import find_spec
+    chrome, driver = _browser_paths()
+    return bool(chrome and driver) and all(
+        find_spec(m) is not None for m in ("selenium", "jupyterlab", "ipywidgets", "matplotlib"))
+
+
 def _notebooks():
     out = []
     for nb in sorted(NOTEBOOKS.glob("6-2-*.ipynb")):
