@@ -137,6 +137,38 @@ typedef float ddpm_f8 __attribute__((vector_size(32)));
 /* v = the 8 floats at p (any alignment); a macro, since a function
  * returning a vector by value draws GCC's ABI note in non-AVX builds */
 #define DDPM_LOAD8(v, p) memcpy(&(v), (p), sizeof(ddpm_f8))
+typedef int32_t ddpm_i8 __attribute__((vector_size(32)));
+
+/* *e = ddpm_expf of each lane of *x: the same operations in the same order
+ * as ddpm_expf (its clamps as bitwise selects, its casts as lane
+ * conversions), so the same bits.  For loops that take several vectors per
+ * iteration: the polynomial is one long dependent chain, and with one vector
+ * per iteration (a vectorised loop of ddpm_expf) too little of it was in
+ * flight; four interleaved ran a SiLU'd float in 1.17 ns instead of 1.34 on
+ * an AMD EPYC.  Pointers, not vector values, so that non-AVX builds draw no
+ * ABI note. */
+#define DDPM_SEL8(m, a, b) ((ddpm_f8)(((m) & (ddpm_i8)(a)) | (~(m) & (ddpm_i8)(b))))
+static inline __attribute__((always_inline)) void ddpm_expf8(ddpm_f8* e, const ddpm_f8* x) {
+    const ddpm_f8 hi = (ddpm_f8){0} + 88.3762626647949f, lo = (ddpm_f8){0} - 87.3365447504f;
+    ddpm_f8 v = *x;
+    v = DDPM_SEL8(v < hi, v, hi);
+    v = DDPM_SEL8(v > lo, v, lo);
+    const ddpm_f8 fx = v * 1.44269504088896341f + 0.5f;
+    const ddpm_i8 ki = __builtin_convertvector(fx + 128.0f, ddpm_i8) - 128;
+    const ddpm_f8 kf = __builtin_convertvector(ki, ddpm_f8);
+    ddpm_f8 r = v - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    const ddpm_f8 z = r * r;
+    ddpm_f8 y = (ddpm_f8){0} + 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * z + r + 1.0f;
+    const ddpm_i8 bits = (ki + 127) << 23;
+    *e = y * (ddpm_f8)bits;
+}
 #endif
 
 /* Sum of x[0..n): 16 float lanes over blocks of 4096 (so it vectorises and the
