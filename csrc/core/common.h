@@ -67,6 +67,22 @@ static inline int ddpm_all_finite(const float* x, size_t n) {
  * from exponent bits.  Within 2 ulp of the exact value on [-87, 88]; inputs
  * beyond are clamped (exp(-87) ~ 1.6e-38, far below anything that matters
  * for SiLU or softmax).  Branch-free, so loops calling it stay SIMD. ---- */
+/* y := the polynomial at r = x - kf ln2 (in two parts), z = r * r; y holds
+ * its leading coefficient on entry.  The same text for float and ddpm_f8
+ * (ddpm_expf8), so the same operations in the same order. */
+#define DDPM_EXPF_POLY(y, r, z, x, kf)                                           \
+    do {                                                                         \
+        r = (x) - (kf) * 0.693359375f;                                           \
+        r = r - (kf) * -2.12194440e-4f;                                          \
+        z = r * r;                                                               \
+        y = y * r + 1.3981999507e-3f;                                            \
+        y = y * r + 8.3334519073e-3f;                                            \
+        y = y * r + 4.1665795894e-2f;                                            \
+        y = y * r + 1.6666665459e-1f;                                            \
+        y = y * r + 5.0000001201e-1f;                                            \
+        y = y * z + r + 1.0f;                                                    \
+    } while (0)
+
 static inline float ddpm_expf(float x) {
     x = x < 88.3762626647949f ? x : 88.3762626647949f;
     x = x > -87.3365447504f ? x : -87.3365447504f;
@@ -76,16 +92,8 @@ static inline float ddpm_expf(float x) {
      * vectorising.  The +128 rounds fx only within ~1e-5 of an integer, where
      * either k keeps r in range (1 in 27 million floats differ, by < 1 ulp). */
     float kf = (float)((int32_t)(fx + 128.0f) - 128);
-    float r = x - kf * 0.693359375f;
-    r = r - kf * -2.12194440e-4f;
-    float z = r * r;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * z + r + 1.0f;
+    float r, z, y = 1.9875691500e-4f;
+    DDPM_EXPF_POLY(y, r, z, x, kf);
     uint32_t bits = (uint32_t)((int32_t)kf + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -156,16 +164,8 @@ static inline __attribute__((always_inline)) void ddpm_expf8(ddpm_f8* e, const d
     const ddpm_f8 fx = v * 1.44269504088896341f + 0.5f;
     const ddpm_i8 ki = __builtin_convertvector(fx + 128.0f, ddpm_i8) - 128;
     const ddpm_f8 kf = __builtin_convertvector(ki, ddpm_f8);
-    ddpm_f8 r = v - kf * 0.693359375f;
-    r = r - kf * -2.12194440e-4f;
-    const ddpm_f8 z = r * r;
-    ddpm_f8 y = (ddpm_f8){0} + 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * z + r + 1.0f;
+    ddpm_f8 r, z, y = (ddpm_f8){0} + 1.9875691500e-4f;
+    DDPM_EXPF_POLY(y, r, z, v, kf);
     const ddpm_i8 bits = (ki + 127) << 23;
     *e = y * (ddpm_f8)bits;
 }
