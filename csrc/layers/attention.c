@@ -99,21 +99,8 @@ static inline __attribute__((always_inline)) void softmax_columns(float* PT, int
         for (int i = 0; i < nb; i++) sum[i] = 0.0;
         for (int j = 0; j < HW; j++) {
             float* r = col + (size_t)j * HW;
-            int i = 0;
-#ifdef DDPM_LANES_VECTOR
-            for (; i + 32 <= nb; i += 32) {   /* four chains side by side (ddpm_expf8) */
-                ddpm_f8 v[4], m;
-                for (int u = 0; u < 4; u++) {
-                    DDPM_LOAD8(v[u], r + i + 8 * u);
-                    DDPM_LOAD8(m, mx + i + 8 * u);
-                    v[u] -= m;
-                }
-                for (int u = 0; u < 4; u++) ddpm_expf8(&v[u], &v[u]);
-                for (int u = 0; u < 4; u++) memcpy(r + i + 8 * u, &v[u], sizeof v[u]);
-            }
-#endif
-            for (; i < nb; i++) r[i] = ddpm_expf(r[i] - mx[i]);
-            for (i = 0; i < nb; i++) sum[i] += (double)r[i];
+            for (int i = 0; i < nb; i++) r[i] = ddpm_expf(r[i] - mx[i]);
+            for (int i = 0; i < nb; i++) sum[i] += (double)r[i];
         }
         for (int i = 0; i < nb; i++) inv[i] = (float)(1.0 / sum[i]);
         for (int j = 0; j < HW; j++) {
