@@ -28,6 +28,15 @@ static inline void gemm(int ta, int tb, int M, int N, int K, float alpha, const 
  * over d, then j, ascending, from the first product), whichever block,
  * lane or thread computes it. ---- */
 
+/* One element of att_block's result in scalar arithmetic: the same sequence. */
+static inline __attribute__((always_inline)) float att_elem(const float* a, size_t ast,
+                                                            const float* b, size_t bld, int n,
+                                                            int i, int scaled, float scale) {
+    float s = a[0] * b[i];
+    for (int t = 1; t < n; t++) s += a[t * ast] * b[(size_t)t * bld + i];
+    return scaled ? s * scale : s;
+}
+
 /* The products' blocks: R rows of the result (4 or 1) by NV vectors of 8
  * queries (2 or 1), R x NV independent chains, each operand vector loaded
  * once for R multiply-adds (one chain per loop ran at the adds' latency).
@@ -54,11 +63,8 @@ static inline __attribute__((always_inline)) void att_block(
         }
 #else
     for (int r = 0; r < R; r++)
-        for (int i = i0; i < i0 + 8 * NV; i++) {
-            float s = a[(size_t)r * ald] * b[i];
-            for (int t = 1; t < n; t++) s += a[(size_t)r * ald + t * ast] * b[(size_t)t * bld + i];
-            dst[(size_t)r * dld + i] = scaled ? s * scale : s;
-        }
+        for (int i = i0; i < i0 + 8 * NV; i++)
+            dst[(size_t)r * dld + i] = att_elem(a + (size_t)r * ald, ast, b, bld, n, i, scaled, scale);
 #endif
 }
 
@@ -74,11 +80,8 @@ static inline __attribute__((always_inline)) void att_rows(float* dst, size_t dl
     for (; i + 16 <= m; i += 16) att_block(dst, dld, a, ald, ast, b, bld, n, i, R, 2, scaled, scale);
     for (; i + 8 <= m; i += 8) att_block(dst, dld, a, ald, ast, b, bld, n, i, R, 1, scaled, scale);
     for (; i < m; i++)
-        for (int r = 0; r < R; r++) {
-            float s = a[(size_t)r * ald] * b[i];
-            for (int t = 1; t < n; t++) s += a[(size_t)r * ald + t * ast] * b[(size_t)t * bld + i];
-            dst[(size_t)r * dld + i] = scaled ? s * scale : s;
-        }
+        for (int r = 0; r < R; r++)
+            dst[(size_t)r * dld + i] = att_elem(a + (size_t)r * ald, ast, b, bld, n, i, scaled, scale);
 }
 
 /* Each column i of PT (HW, HW) := softmax over the keys j: exp(x - max) /

@@ -52,6 +52,26 @@ static inline __attribute__((always_inline)) void groupnorm_silu8(ddpm_f8* o, co
     ddpm_expf8(&e, &e);
     *o = y * (1.0f / (1.0f + e));
 }
+
+/* dst[0..32) = groupnorm_silu8 of src[0..32) as four vectors, side by side
+ * (dst may be src) */
+static inline __attribute__((always_inline)) void groupnorm_silu32(float* dst, const float* src,
+                                                                   const ddpm_f8* a,
+                                                                   const ddpm_f8* k) {
+    ddpm_f8 v0, v1, v2, v3;
+    DDPM_LOAD8(v0, src);
+    DDPM_LOAD8(v1, src + 8);
+    DDPM_LOAD8(v2, src + 16);
+    DDPM_LOAD8(v3, src + 24);
+    groupnorm_silu8(&v0, &v0, a, k);
+    groupnorm_silu8(&v1, &v1, a, k);
+    groupnorm_silu8(&v2, &v2, a, k);
+    groupnorm_silu8(&v3, &v3, a, k);
+    memcpy(dst, &v0, sizeof v0);
+    memcpy(dst + 8, &v1, sizeof v1);
+    memcpy(dst + 16, &v2, sizeof v2);
+    memcpy(dst + 24, &v3, sizeof v3);
+}
 #endif
 
 /* dst[0..n) = groupnorm_act(src[0..n), a, k, silu): one row, a loop per
@@ -65,21 +85,8 @@ static inline __attribute__((always_inline)) void groupnorm_act_row(float* restr
         int i = 0;
 #ifdef DDPM_LANES_VECTOR
         const ddpm_f8 av = {a, a, a, a, a, a, a, a}, kv = {k, k, k, k, k, k, k, k};
-        ddpm_f8 v0, v1, v2, v3;
-        for (; i + 32 <= n; i += 32) {
-            DDPM_LOAD8(v0, src + i);
-            DDPM_LOAD8(v1, src + i + 8);
-            DDPM_LOAD8(v2, src + i + 16);
-            DDPM_LOAD8(v3, src + i + 24);
-            groupnorm_silu8(&v0, &v0, &av, &kv);
-            groupnorm_silu8(&v1, &v1, &av, &kv);
-            groupnorm_silu8(&v2, &v2, &av, &kv);
-            groupnorm_silu8(&v3, &v3, &av, &kv);
-            memcpy(dst + i, &v0, sizeof v0);
-            memcpy(dst + i + 8, &v1, sizeof v1);
-            memcpy(dst + i + 16, &v2, sizeof v2);
-            memcpy(dst + i + 24, &v3, sizeof v3);
-        }
+        ddpm_f8 v0;
+        for (; i + 32 <= n; i += 32) groupnorm_silu32(dst + i, src + i, &av, &kv);
         for (; i + 8 <= n; i += 8) {
             DDPM_LOAD8(v0, src + i);
             groupnorm_silu8(&v0, &v0, &av, &kv);

@@ -151,23 +151,10 @@ void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct
 #ifdef DDPM_LANES_VECTOR
                     /* four pixels at a time (groupnorm_silu8: the same bits) */
                     _Static_assert(F4_PL == 8, "a pixel's lanes are one ddpm_f8");
-                    ddpm_f8 av, kv, v0, v1, v2, v3;
+                    ddpm_f8 av, kv;
                     memcpy(&av, a, sizeof av);
                     memcpy(&kv, k, sizeof kv);
-                    for (; w + 4 <= W; w += 4, q += 4 * F4_PL) {
-                        DDPM_LOAD8(v0, q);
-                        DDPM_LOAD8(v1, q + F4_PL);
-                        DDPM_LOAD8(v2, q + 2 * F4_PL);
-                        DDPM_LOAD8(v3, q + 3 * F4_PL);
-                        groupnorm_silu8(&v0, &v0, &av, &kv);
-                        groupnorm_silu8(&v1, &v1, &av, &kv);
-                        groupnorm_silu8(&v2, &v2, &av, &kv);
-                        groupnorm_silu8(&v3, &v3, &av, &kv);
-                        memcpy(q, &v0, sizeof v0);
-                        memcpy(q + F4_PL, &v1, sizeof v1);
-                        memcpy(q + 2 * F4_PL, &v2, sizeof v2);
-                        memcpy(q + 3 * F4_PL, &v3, sizeof v3);
-                    }
+                    for (; w + 4 <= W; w += 4, q += 4 * F4_PL) groupnorm_silu32(q, q, &av, &kv);
 #endif
                     for (; w < W; w++, q += F4_PL)
                         for (int l = 0; l < F4_PL; l++) q[l] = groupnorm_act(q[l], a[l], k[l], 1);
