@@ -70,7 +70,8 @@ def test_gemm_small_vs_float64(M, N, K):
     assert np.all(np.abs(got - ref) <= bound + 1e-30), np.abs(got - ref).max()
 
 
-@pytest.mark.parametrize("M,N,K", [(5, 13, 9), (6, 27, 140), (4, 9, 257)])
+@pytest.mark.parametrize("M,N,K", [(5, 13, 9), (6, 27, 140), (4, 9, 257),
+                                   (11, 8, 140), (9, 5, 9)])   # the last two: 8-row blocks
 def test_gemm_small_is_the_exact_fma_chain(M, N, K):
     if not _kernel_in_use():
         pytest.skip("this CPU has no AVX2 + FMA: the products go to OpenBLAS")

@@ -8,8 +8,11 @@
  * 32, so no block is a single vector), the last block's final vector masked
  * when N is not a multiple of 8; each block runs down all of C's rows while
  * its K x 24 panel of B stays in L1.  Rows past a multiple of 4 go one at a
- * time.  Every element is the same k-ordered chain of FMAs whichever of these
- * kernels computes it.
+ * time.  A block of at most 8 columns (a chunk of two 7x7 planes' 8 tiles, as
+ * a small batch gives) runs 8 rows at a time: 4 rows made 4 chains of FMAs,
+ * too few to cover the FMA's latency (45-47 GF/s on a 128 x 128 x 8 product
+ * on an AMD EPYC; 8 rows: 64-70).  Every element is the same k-ordered
+ * chain of FMAs whichever of these kernels computes it.
  */
 #include "core/gemm_small.h"
 #include "core/common.h"
@@ -76,25 +79,32 @@ static const int32_t GS_MASK[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 
         const __m256 z = _mm256_setzero_ps(); \
         __m256 c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z; \
         __m256 c20 = z, c21 = z, c22 = z, c30 = z, c31 = z, c32 = z; \
-        if (more) { GS_GET(0) GS_GET(1) GS_GET(2) GS_GET(3) } \
+        __m256 c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z; \
+        __m256 c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z; \
+        if (more) { GS_GET(0) GS_GET(1) GS_GET(2) GS_GET(3) GS_GET(4) GS_GET(5) GS_GET(6) GS_GET(7) } \
         const float* a0 = A; \
         const float* a1 = NR > 1 ? A + lda : A; \
         const float* a2 = NR > 2 ? A + 2 * lda : A; \
         const float* a3 = NR > 3 ? A + 3 * lda : A; \
+        const float* a4 = NR > 4 ? A + 4 * lda : A; \
+        const float* a5 = NR > 5 ? A + 5 * lda : A; \
+        const float* a6 = NR > 6 ? A + 6 * lda : A; \
+        const float* a7 = NR > 7 ? A + 7 * lda : A; \
         for (int k = 0; k < K; k++) { \
             const float* bp = B + (size_t)k * ldb; \
             const __m256 b0 = GS_LOAD(bp, NV == 1); \
             const __m256 b1 = NV > 1 ? GS_LOAD(bp + 8, NV == 2) : z; \
             const __m256 b2 = NV > 2 ? GS_LOAD(bp + 16, 1) : z; \
-            GS_ROW(0) GS_ROW(1) GS_ROW(2) GS_ROW(3) \
+            GS_ROW(0) GS_ROW(1) GS_ROW(2) GS_ROW(3) GS_ROW(4) GS_ROW(5) GS_ROW(6) GS_ROW(7) \
         } \
-        GS_PUT(0) GS_PUT(1) GS_PUT(2) GS_PUT(3) \
+        GS_PUT(0) GS_PUT(1) GS_PUT(2) GS_PUT(3) GS_PUT(4) GS_PUT(5) GS_PUT(6) GS_PUT(7) \
     }
 
 GS_KERNEL(4, 1, 0) GS_KERNEL(4, 2, 0) GS_KERNEL(4, 3, 0)
 GS_KERNEL(4, 1, 1) GS_KERNEL(4, 2, 1) GS_KERNEL(4, 3, 1)
 GS_KERNEL(1, 1, 0) GS_KERNEL(1, 2, 0) GS_KERNEL(1, 3, 0)
 GS_KERNEL(1, 1, 1) GS_KERNEL(1, 2, 1) GS_KERNEL(1, 3, 1)
+GS_KERNEL(8, 1, 0) GS_KERNEL(8, 1, 1)
 
 typedef void (*gs_kernel)(float*, size_t, const float*, size_t, const float*, size_t, int,
                           __m256i, int);
@@ -118,6 +128,11 @@ GS_TARGET static void gemm_kernel(int M, int N, int K, const float* A, size_t ld
             const int kn = K - k0 < kc ? K - k0 : kc;
             const float* Bk = B + (size_t)k0 * ldb + j;
             int i = 0;
+            if (nv == 1)
+                for (; i + 8 <= M; i += 8)
+                    (tail ? gs_8x1_1 : gs_8x1_0)(C + (size_t)i * ldc + j, ldc,
+                                                 A + (size_t)i * lda + k0, lda, Bk, ldb, kn, m,
+                                                 k0 > 0);
             for (; i + 4 <= M; i += 4)
                 four(C + (size_t)i * ldc + j, ldc, A + (size_t)i * lda + k0, lda, Bk, ldb, kn, m,
                      k0 > 0);

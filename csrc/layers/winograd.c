@@ -35,6 +35,14 @@
  * 203 with 2 (B = 128: 1512, 1479, 1475). */
 #define WINO_MIN_CHUNKS_FWD 4
 #define WINO_MIN_CHUNKS_BWD 4
+/* ... but a forward chunk keeps at least this many tiles where the layer has
+ * them: each chunk reads all a*a OC C transformed weights, and a 7x7 layer of
+ * 8 images (a sampler's lane at 16 images) cut in 4 chunks of 8 tiles read
+ * them 4 times, in products too narrow to keep the FMAs busy (the 8-tile
+ * products took 25% of the sampler's time there; one chunk of 32 tiles: see
+ * wino_rows).  Only the forward: the backward's weight-gradient partials,
+ * summed per chunk, would change their bits. */
+#define WINO_MIN_TILES_FWD 32
 
 static int whole_planes = 1;   /* testing switch: wino_whole_planes */
 
@@ -55,19 +63,23 @@ static int wino_planes(const WinoKind* k, int H, int W, int r0, int nr) {
 }
 
 /* Tile rows per chunk (a chunk is a run of the B * th rows of tiles, across
- * samples): a function of the shapes alone, within the budget of floats for
- * V and M, and small enough that there are at least min_chunks chunks.
- * The forward's products (gemm_small.h) sum each element in one order
- * whatever the chunk; the weight gradient's, and the forward's on CPUs
- * without AVX2 + FMA, go to OpenBLAS, which picks its GEMM kernel by the
- * shape, N (the chunk's tiles) included: there changing it changes bits. */
-static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, size_t budget,
-                     int min_chunks) {
+ * samples) for the forward (fwd) or the backward: a function of the shapes
+ * alone, within the budget of floats for V and M, and small enough that
+ * there are at least WINO_MIN_CHUNKS_* chunks (a forward chunk keeping
+ * WINO_MIN_TILES_FWD tiles).  The forward's products (gemm_small.h) sum each
+ * element in one order whatever the chunk; the weight gradient's, and the
+ * forward's on CPUs without AVX2 + FMA, go to OpenBLAS, which picks its GEMM
+ * kernel by the shape, N (the chunk's tiles) included: there changing it
+ * changes bits. */
+static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, int fwd) {
     const int tw = wino_tiles(W, k->m);
+    const int min_chunks = fwd ? WINO_MIN_CHUNKS_FWD : WINO_MIN_CHUNKS_BWD;
     size_t per_row = (size_t)k->a * k->a * (C + OC) * tw;
     size_t rows = (size_t)B * wino_tiles(H, k->m);
-    size_t nr = budget / per_row;
+    size_t nr = (fwd ? k->budget_fwd : k->budget_bwd) / per_row;
     size_t even = (rows + min_chunks - 1) / min_chunks;
+    const size_t least = fwd ? (WINO_MIN_TILES_FWD + tw - 1) / tw : 1;
+    if (even < least) even = least;
     if (nr > even) nr = even;
     /* whole SIMD panels for the GEMMs' N where that fits: T = nr tw a
      * multiple of align */
@@ -97,14 +109,13 @@ static size_t wino_pitch(size_t n) {
  * dU partials (WINO_LANES, aw, OC, C) | WINO_LANES lanes, each V (a*a, C, T)
  * and M (a*a, OC, T) for the larger of the two kinds, each position's
  * block wino_pitch() floats from the next, T = tiles of one of
- * its chunks (the backward's budget, the larger). */
+ * its chunks (kx's: the larger of its forward and backward chunks). */
 static size_t wino_layout(const WinoKind* kw, const WinoKind* kx, int B, int C, int H, int W,
                           int OC, size_t* off_du, size_t* off_lane, size_t* lane) {
     const size_t aw = (size_t)kw->a * kw->a, ax = (size_t)kx->a * kx->a;
-    size_t Tw = (size_t)wino_rows(kw, B, C, H, W, OC, kw->budget_bwd, WINO_MIN_CHUNKS_BWD) *
-                wino_tiles(W, kw->m);
-    size_t Tx = (size_t)wino_rows(kx, B, C, H, W, OC, kx->budget_bwd, WINO_MIN_CHUNKS_BWD) *
-                wino_tiles(W, kx->m);
+    size_t Tw = (size_t)wino_rows(kw, B, C, H, W, OC, 0) * wino_tiles(W, kw->m);
+    const int fx = wino_rows(kx, B, C, H, W, OC, 1), bx = wino_rows(kx, B, C, H, W, OC, 0);
+    size_t Tx = (size_t)(fx > bx ? fx : bx) * wino_tiles(W, kx->m);
     size_t lw = aw * (wino_pitch((size_t)C * Tw) + wino_pitch((size_t)OC * Tw));
     size_t lx = ax * (wino_pitch((size_t)C * Tx) + wino_pitch((size_t)OC * Tx));
     *off_du = (aw > ax ? aw : ax) * OC * C;
@@ -241,7 +252,7 @@ void wino_forward(const WinoKind* k, float* out, float* scratch, const float* in
     size_t off_du, off_lane, lane;
     wino_layout(k, k, B, C, H, W, OC, &off_du, &off_lane, &lane);
     float* U = scratch;
-    const int nr = wino_rows(k, B, C, H, W, OC, k->budget_fwd, WINO_MIN_CHUNKS_FWD);
+    const int nr = wino_rows(k, B, C, H, W, OC, 1);
     const int rows = B * wino_tiles(H, k->m), nchunks = (rows + nr - 1) / nr;
     const size_t aa = (size_t)k->a * k->a;
     int nt = ddpm_threads_for((size_t)nchunks, 1);
@@ -281,10 +292,10 @@ void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* d
     const size_t aw = (size_t)kw->a * kw->a, ax = (size_t)kx->a * kx->a;
     float* Ur = scratch;                 /* (ax, C, OC): rotated, transposed weights */
     float* dU = scratch + off_du;        /* (WINO_LANES, aw, OC, C) */
-    const int nr = wino_rows(kw, B, C, H, W, OC, kw->budget_bwd, WINO_MIN_CHUNKS_BWD);
+    const int nr = wino_rows(kw, B, C, H, W, OC, 0);
     const int rows = B * wino_tiles(H, kw->m), nchunks = (rows + nr - 1) / nr;
     const int np = nchunks < WINO_LANES ? nchunks : WINO_LANES;   /* partials in use */
-    const int nrx = wino_rows(kx, B, C, H, W, OC, kx->budget_bwd, WINO_MIN_CHUNKS_BWD);
+    const int nrx = wino_rows(kx, B, C, H, W, OC, 0);
     const int rowsx = B * wino_tiles(H, kx->m), nchx = (rowsx + nrx - 1) / nrx;
     const int fused = kx == kw;
     const size_t xs = (size_t)OC * C;
