@@ -81,6 +81,7 @@ static int wino_rows(const WinoKind* k, int B, int C, int H, int W, int OC, int 
     const size_t least = fwd ? (WINO_MIN_TILES_FWD + tw - 1) / tw : 1;
     if (even < least) even = least;
     if (nr > even) nr = even;
+    if (nr > rows) nr = rows;   /* least can exceed a small layer's rows */
     /* whole SIMD panels for the GEMMs' N where that fits: T = nr tw a
      * multiple of align */
     size_t step = (size_t)k->align;
