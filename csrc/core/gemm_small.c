@@ -124,15 +124,15 @@ GS_TARGET static void gemm_kernel(int M, int N, int K, const float* A, size_t ld
         const __m256i m = _mm256_loadu_si256((const __m256i*)(GS_MASK + 8 - tail));
         const gs_kernel four = GS_KERNELS[0][tail != 0][nv - 1];
         const gs_kernel one = GS_KERNELS[1][tail != 0][nv - 1];
+        const gs_kernel eight = tail != 0 ? gs_8x1_1 : gs_8x1_0;   /* nv == 1 only */
         for (int k0 = 0; k0 == 0 || k0 < K; k0 += kc) {   /* K = 0: one pass, C = 0 */
             const int kn = K - k0 < kc ? K - k0 : kc;
             const float* Bk = B + (size_t)k0 * ldb + j;
             int i = 0;
             if (nv == 1)
                 for (; i + 8 <= M; i += 8)
-                    (tail ? gs_8x1_1 : gs_8x1_0)(C + (size_t)i * ldc + j, ldc,
-                                                 A + (size_t)i * lda + k0, lda, Bk, ldb, kn, m,
-                                                 k0 > 0);
+                    eight(C + (size_t)i * ldc + j, ldc, A + (size_t)i * lda + k0, lda, Bk, ldb,
+                          kn, m, k0 > 0);
             for (; i + 4 <= M; i += 4)
                 four(C + (size_t)i * ldc + j, ldc, A + (size_t)i * lda + k0, lda, Bk, ldb, kn, m,
                      k0 > 0);
