@@ -219,3 +219,95 @@ def test_the_lanes_planned_workspace_gives_the_networks_numbers(threads, cfg):
                            for a, b in ((0, h), (h, n))])
     assert np.abs(want).max() > 0.1
     assert np.array_equal(traj.eps_hat[0], want), np.abs(traj.eps_hat[0] - want).max()
+
+
+# ---------------------------------------------------------------------------
+# A sampler whose batch the U-Net runs as exactly two halves (16..64 images,
+# 2 or more threads, no guidance doubling it) runs its whole loop as the two
+# halves side by side, with no join per step (sample_run_parts in
+# csrc/diffusion/sample.h).  At 1 thread the same batch runs step by step, each
+# step's halves one after the other: every input a half reads (its x_T, noise,
+# init, known image and mask, the seed's draws at its offsets, its labels) and
+# every output it writes (its images and captured frames) must match that.
+# ---------------------------------------------------------------------------
+
+def _parts_runs(rng, n):
+    """name -> a call giving the arrays of one sampler run on n images."""
+    d = ddpm.Diffusion(ddpm.UNet(seed=6, **REF), ddpm.NoiseSchedule("linear", timesteps=50))
+    dc = ddpm.Diffusion(ddpm.UNet(seed=7, num_class_embeds=4, **REF),
+                        ddpm.NoiseSchedule("linear", timesteps=50))
+    shape = (n, 1, 28, 28)
+    x0 = np.tanh(rng.standard_normal(shape)).astype(np.float32)
+    x_T = rng.standard_normal(shape).astype(np.float32)
+    noise = rng.standard_normal((3,) + shape).astype(np.float32)
+    mask = (rng.random(shape) < 0.5).astype(np.float32)
+    labels = rng.integers(0, 3, n)
+    common = dict(progress=False, value_range=(-1, 1))
+
+    def traj(out):
+        images, t = out
+        return [images, t.x_t, t.eps_hat, t.x0_hat]
+
+    return {
+        "ddpm, the seed's noise, captured frames": lambda: traj(d.sample(
+            n, steps=3, sampler="ddpm", seed=4, return_trajectory=1, **common)),
+        "ddim eta 0.5, the caller's x_T and noise": lambda: [d.sample(
+            n, steps=3, sampler="ddim", eta=0.5, x_T=x_T, noise=noise, **common)],
+        "dpm++ with dynamic thresholding": lambda: [d.sample(
+            n, steps=3, sampler="dpm++", seed=5, dynamic_threshold=0.9, **common)],
+        "img2img": lambda: [d.img2img(x0, strength=0.5, steps=6, sampler="ddpm", seed=8,
+                                      **common)],
+        "inpaint, jumps back up": lambda: [d.inpaint(x0, mask, steps=4, jump_length=2,
+                                                     jump_n_sample=2, eta=0.5, seed=9,
+                                                     **common)],
+        "labels, unguided": lambda: [dc.sample(n, steps=2, sampler="ddim", seed=3,
+                                               labels=labels, **common)],
+        "labels, guided (a batch of 2n: step by step)": lambda: [dc.sample(
+            n, steps=2, sampler="ddim", seed=3, labels=labels, guidance_scale=2.0, **common)],
+    }
+
+
+@pytest.mark.parametrize("n", [SPLIT, 33])   # C: test_a_step_is_a_forward_of_each_half
+def test_a_sampler_run_as_independent_halves_gives_the_step_by_step_bits(threads, n):
+    rng = np.random.default_rng(n)
+    runs = _parts_runs(rng, n)
+    for name, run in runs.items():
+        threads(1)
+        want = run()
+        for nt in (2, 3):
+            threads(nt)
+            got = run()
+            for w, g in zip(want, got):
+                assert np.abs(w).max() > 0.1, name
+                assert np.array_equal(w, g), (name, nt, np.abs(w - g).max())
+
+
+def test_independent_halves_report_progress_and_stop_as_one_loop(threads):
+    d = ddpm.Diffusion(ddpm.UNet(seed=6, **REF), ddpm.NoiseSchedule("linear", timesteps=50))
+    seen = {}
+    for nt in (1, 2):
+        threads(nt)
+        calls = []
+        d.sample(32, steps=4, sampler="ddim", seed=1, progress=lambda k, K: calls.append((k, K)),
+                 progress_every=1)
+        seen[nt] = calls
+    assert seen[1] == seen[2] == [(k, 4) for k in range(5)], seen
+
+    class Stop(Exception):
+        pass
+
+    def hook(k, K):
+        calls.append(k)
+        if k == 1:
+            raise Stop
+
+    for nt in (1, 2):
+        threads(nt)
+        calls = []
+        with pytest.raises(Stop):
+            d.sample(32, steps=4, sampler="ddim", seed=1, progress=hook, progress_every=1)
+        assert calls == [0, 1], (nt, calls)
+        # and the network is free for the next call, which gives the usual bits
+        a = d.sample(32, steps=2, sampler="ddim", seed=2, progress=False)
+        threads(1)
+        assert np.array_equal(a, d.sample(32, steps=2, sampler="ddim", seed=2, progress=False))
