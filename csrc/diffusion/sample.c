@@ -5,11 +5,7 @@
  *
  * One step = one denoiser call on the whole batch, then elementwise passes
  * over the N*D values cut into fixed chunks (disjoint writes, no reductions
- * across chunks), so the result never depends on the thread count.  Nothing
- * in a step mixes images but the denoiser, so sample_run_parts runs the whole
- * loop on parts of the batch side by side (a Part: its images' offsets into
- * every (N, D) array and into the seed's draws), with no join per step: a
- * part whose core is busy elsewhere for a moment holds up only itself.
+ * across chunks), so the result never depends on the thread count.
  *
  * Arithmetic: the state is float32, and DDPM/DDIM steps compute in float32 in
  * the order diffusers' DDPMScheduler/DDIMScheduler use (coefficients from
@@ -27,7 +23,6 @@
 #include "core/rng.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,31 +218,15 @@ static int work_alloc(Work* w, const SampleSpec* s, int N, size_t D) {
 
 static void work_free(Work* w) { free(w->mem); free(w->lab); }
 
-/* The images a loop runs: [first, first + n) of the spec's batch of N (its
- * arrays hold all N): the whole batch, or one part of sample_run_parts.  With
- * D values per image, the part's values are at = first D .. at + nd - 1 of
- * each (N, D) array, all = N D apart from one step's (or frame's) to the next. */
-typedef struct {
-    int first, n, N;
-    size_t at, nd, all;
-} Part;
-
-static Part part_of(int first, int n, int N, size_t D) {
-    Part p = {first, n, N, (size_t)first * D, (size_t)n * D, (size_t)N * D};
-    return p;
-}
-
-/* Frame m of the trajectory: x, eps_hat, x0_hat (eps NULL: zeros, the end),
- * the part's values of each. */
-static void capture(const SampleSpec* s, int m, const Part* pt, const float* x, const float* eps,
+/* Frame m of the trajectory: x, eps_hat, x0_hat (eps NULL: zeros, the end). */
+static void capture(const SampleSpec* s, int m, size_t ND, const float* x, const float* eps,
                     const float* x0) {
-    const size_t at = (size_t)m * pt->all + pt->at, nd = pt->nd;
-    if (s->cap_x) memcpy(s->cap_x + at, x, sizeof(float) * nd);
+    if (s->cap_x) memcpy(s->cap_x + (size_t)m * ND, x, sizeof(float) * ND);
     if (s->cap_eps) {
-        if (eps) memcpy(s->cap_eps + at, eps, sizeof(float) * nd);
-        else memset(s->cap_eps + at, 0, sizeof(float) * nd);
+        if (eps) memcpy(s->cap_eps + (size_t)m * ND, eps, sizeof(float) * ND);
+        else memset(s->cap_eps + (size_t)m * ND, 0, sizeof(float) * ND);
     }
-    if (s->cap_x0) memcpy(s->cap_x0 + at, x0, sizeof(float) * nd);
+    if (s->cap_x0) memcpy(s->cap_x0 + (size_t)m * ND, x0, sizeof(float) * ND);
 }
 
 /* The noise scale of a DDPM / DDIM / RePaint step from alpha_bar apt to app
@@ -289,22 +268,20 @@ static void repaint_step(float* x, const float* x0, const float* eps, const floa
     }
 }
 
-/* RePaint's jump back up from entry k: single forward steps with betas[t + i]
- * on the part's values; *undo_noise is the part's values of the next sub-step. */
+/* RePaint's jump back up from entry k: single forward steps with betas[t + i]. */
 static void repaint_undo(float* x, const SampleSpec* s, int k, const float** undo_noise,
-                         float* zbuf, const Part* pt) {
+                         float* zbuf, size_t ND) {
     const int t = (int)s->ts[k], steps = (int)(s->prevs[k] - s->ts[k]);
     for (int i = 0; i < steps; i++) {
         const float beta = (float)s->betas[t + i];
         const float* z;
-        if (*undo_noise) { z = *undo_noise; *undo_noise += pt->all; }
+        if (*undo_noise) { z = *undo_noise; *undo_noise += ND; }
         else {
-            rng_normal_fill_parallel(zbuf, pt->nd, s->seed,
-                                     DDPM_STREAM_REPAINT_UNDO + (uint64_t)k,
-                                     (uint64_t)i * pt->all + pt->at);
+            rng_normal_fill_parallel(zbuf, ND, s->seed, DDPM_STREAM_REPAINT_UNDO + (uint64_t)k,
+                                     (uint64_t)i * ND);
             z = zbuf;
         }
-        combine(x, sqrtf(1.0f - beta), z, sqrtf(beta), NULL, 0.0f, pt->nd);
+        combine(x, sqrtf(1.0f - beta), z, sqrtf(beta), NULL, 0.0f, ND);
     }
 }
 
@@ -329,40 +306,35 @@ static void dpm_step(float* x, const float* x0, const float* m1, const double* a
     }
 }
 
-/* The non-finite check of the caller's arrays (all N images): DDPM_OK, or
- * DDPM_ERR_NONFINITE naming the first bad one. */
-static int check_inputs(const SampleSpec* s, size_t ND, const char** what) {
+int sample_run(float* out, const SampleSpec* s, int N, size_t D,
+               sample_denoise_fn denoise, void* denoise_ctx,
+               sample_stop_fn stop, void* stop_ctx, const char** what) {
+    static const char* none = "";
+    if (what) *what = none;
+    int st = check_spec(s, N, D);
+    if (st) return st;
+    const size_t ND = (size_t)N * D;
+    const int K = s->K, repaint = s->sampler == SAMPLER_REPAINT;
+    const double* ab = s->alpha_bars;
     const struct { const float* a; size_t n; const char* name; } inputs[] = {
-        {s->x_T, ND, "x_T"}, {s->noise, (size_t)s->K * ND, "noise"}, {s->init, ND, "init"},
+        {s->x_T, ND, "x_T"}, {s->noise, (size_t)K * ND, "noise"}, {s->init, ND, "init"},
         {s->known, ND, "the known image"}, {s->mask, ND, "mask"}};
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++)
         if (inputs[i].a && !ddpm_all_finite(inputs[i].a, inputs[i].n)) {
             if (what) *what = inputs[i].name;
             return DDPM_ERR_NONFINITE;
         }
-    return DDPM_OK;
-}
-
-/* The loop over the K entries for the images of part pt, x (pt->n, D) its
- * state (the output).  The spec and inputs are checked.  stop as sample_run's. */
-static int run_loop(float* x, const SampleSpec* s, const Part* pt, size_t D,
-                    sample_denoise_fn denoise, void* denoise_ctx, sample_stop_fn stop,
-                    void* stop_ctx, const char** what) {
-    const int N = pt->n, K = s->K, repaint = s->sampler == SAMPLER_REPAINT;
-    const size_t ND = pt->nd, at = pt->at;
-    const double* ab = s->alpha_bars;
-    Guidance guide = s->guide;   /* the part's labels */
-    if (guide.labels) guide.labels += pt->first;
     Work w;
-    int st = work_alloc(&w, s, N, D);
+    st = work_alloc(&w, s, N, D);
     if (st) return st;
-    const float* undo_noise = s->undo_noise ? s->undo_noise + at : NULL;
+    const float* undo_noise = s->undo_noise;
 
-    if (s->x_T) memmove(x, s->x_T + at, sizeof(float) * ND);
-    else rng_normal_fill_parallel(x, ND, s->seed, DDPM_STREAM_SAMPLE_INIT, at);
+    float* x = out;         /* the state lives in the output buffer */
+    if (s->x_T) memmove(x, s->x_T, sizeof(float) * ND);
+    else rng_normal_fill_parallel(x, ND, s->seed, DDPM_STREAM_SAMPLE_INIT, 0);
     if (s->init) {          /* img2img: x = sqrt(ab) init + sqrt(1 - ab) z, as add_noise */
         const float a0 = (float)ab[s->ts[0]];
-        combine(x, sqrtf(1.0f - a0), s->init + at, sqrtf(a0), NULL, 0.0f, ND);
+        combine(x, sqrtf(1.0f - a0), s->init, sqrtf(a0), NULL, 0.0f, ND);
     }
 
     int m = 0;              /* next capture frame */
@@ -371,11 +343,11 @@ static int run_loop(float* x, const SampleSpec* s, const Part* pt, size_t D,
         if (stop && stop(stop_ctx, k, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
         const int t = (int)s->ts[k], pv = (int)s->prevs[k];
         if (pv > t) {                    /* RePaint: jump back up, no model call */
-            repaint_undo(x, s, k, &undo_noise, w.zbuf ? w.zbuf : w.mo, pt);
+            repaint_undo(x, s, k, &undo_noise, w.zbuf ? w.zbuf : w.mo, ND);
             continue;
         }
         for (int n = 0; n < N; n++) w.tvec[n] = net_time(t);
-        const Guidance g = guidance_at(&guide, t);
+        const Guidance g = guidance_at(&s->guide, t);
         st = guided_denoise(&g, w.mo, x, w.tvec, N, D, w.gscratch, w.lab, denoise, denoise_ctx);
         if (st) {
             if (what) *what = st == DDPM_ERR_NONFINITE ? "x_t (the sampler diverged)" : "the model";
@@ -396,15 +368,15 @@ static int run_loop(float* x, const SampleSpec* s, const Part* pt, size_t D,
         objective_predict(w.eps, w.x0, x, w.mo, N, D, s->objective, w.avec, w.bvec,
                           s->clip_x0 && !thr);
         if (thr) threshold(w.x0, w.scratch, N, D, s->thresh_ratio, s->thresh_max);
-        if (m < s->M && s->capture[m] == k) capture(s, m++, pt, x, w.eps, w.x0);
+        if (m < s->M && s->capture[m] == k) capture(s, m++, ND, x, w.eps, w.x0);
 
         const float sigma = step_sigma(s, apt, app, pv);
         const float* z = NULL;
         if (sigma > 0.0f || repaint) {   /* RePaint's known part needs z on every step */
-            if (s->noise) z = s->noise + (size_t)k * pt->all + at;
+            if (s->noise) z = s->noise + (size_t)k * ND;
             else {
                 rng_normal_fill_parallel(w.zbuf, ND, s->seed,
-                                         DDPM_STREAM_SAMPLE_STEP + (uint64_t)k, at);
+                                         DDPM_STREAM_SAMPLE_STEP + (uint64_t)k, 0);
                 z = w.zbuf;
             }
         }
@@ -421,7 +393,7 @@ static int run_loop(float* x, const SampleSpec* s, const Part* pt, size_t D,
             combine(x, 0.0f, w.x0, sqrtf(app), w.eps, dir, ND);
             if (z) combine(x, 1.0f, z, sigma, NULL, 0.0f, ND);
         } else if (repaint) {
-            repaint_step(x, w.x0, w.eps, s->known + at, s->mask + at, z, app, sigma, ND);
+            repaint_step(x, w.x0, w.eps, s->known, s->mask, z, app, sigma, ND);
         } else if (pv == 0) {            /* DPM-Solver++ to sigma = 0: x_0 = x0_hat */
             memcpy(x, w.x0, sizeof(float) * ND);
         } else {                          /* DPM-Solver++(2M), midpoint */
@@ -435,110 +407,10 @@ static int run_loop(float* x, const SampleSpec* s, const Part* pt, size_t D,
         st = DDPM_ERR_NONFINITE;
         goto cleanup;
     }
-    if (m < s->M && s->capture[m] == K) capture(s, m++, pt, x, NULL, x);
+    if (m < s->M && s->capture[m] == K) capture(s, m++, ND, x, NULL, x);
     if (stop && stop(stop_ctx, K, K)) { st = DDPM_ERR_INTERRUPTED; goto cleanup; }
     st = DDPM_OK;
 cleanup:
     work_free(&w);
     return st;
-}
-
-int sample_run(float* out, const SampleSpec* s, int N, size_t D,
-               sample_denoise_fn denoise, void* denoise_ctx,
-               sample_stop_fn stop, void* stop_ctx, const char** what) {
-    static const char* none = "";
-    if (what) *what = none;
-    int st = check_spec(s, N, D);
-    if (!st) st = check_inputs(s, (size_t)N * D, what);
-    if (st) return st;
-    const Part whole = part_of(0, N, N, D);
-    return run_loop(out, s, &whole, D, denoise, denoise_ctx, stop, stop_ctx, what);
-}
-
-/* ------------------------------------------------------------------------ */
-/* the loop in independent parts                                              */
-/* ------------------------------------------------------------------------ */
-
-_Static_assert(SAMPLE_MAX_PARTS <= DDPM_MAX_LANES, "a part per lane");
-
-/* One sample_run_parts call: the shared spec, and each part's outcome. */
-typedef struct {
-    float* out;
-    const SampleSpec* s;
-    int N;
-    size_t D;
-    const int* first;
-    sample_part_denoise_fn denoise;
-    void* denoise_ctx;
-    sample_stop_fn stop;
-    void* stop_ctx;
-    atomic_int halt;                 /* set once any part stops or fails */
-    int status[SAMPLE_MAX_PARTS];
-    const char* what[SAMPLE_MAX_PARTS];
-} PartsRun;
-
-/* Part p's denoiser and stop hook, as run_loop calls them. */
-typedef struct {
-    PartsRun* run;
-    int p, caller;                   /* caller: on the thread that called sample_run_parts */
-} PartCtx;
-
-static int part_denoise(void* ctx, float* out, const float* x, const float* t,
-                        const int64_t* labels, int n) {
-    const PartCtx* c = ctx;
-    return c->run->denoise(c->run->denoise_ctx, c->p, out, x, t, labels, n);
-}
-
-/* Before each step: the caller's hook on the caller's thread (its steps are
- * the progress), the shared flag everywhere; the hook's last call (step =
- * nsteps) is sample_run_parts' own, once all parts are done. */
-static int part_stop(void* ctx, int step, int nsteps) {
-    const PartCtx* c = ctx;
-    PartsRun* r = c->run;
-    if (atomic_load(&r->halt)) return 1;
-    if (c->caller && r->stop && step < nsteps && r->stop(r->stop_ctx, step, nsteps)) {
-        atomic_store(&r->halt, 1);
-        return 1;
-    }
-    return 0;
-}
-
-static int run_part(void* ctx, int p) {
-    PartsRun* r = ctx;
-    PartCtx c = {r, p, ddpm_thread_num() == 0};
-    const Part pt = part_of(r->first[p], r->first[p + 1] - r->first[p], r->N, r->D);
-    r->what[p] = "";
-    r->status[p] = run_loop(r->out + pt.at, r->s, &pt, r->D, part_denoise, &c, part_stop, &c,
-                            &r->what[p]);
-    if (r->status[p]) atomic_store(&r->halt, 1);   /* the other parts stop at their next step */
-    return 0;
-}
-
-int sample_run_parts(float* out, const SampleSpec* s, int N, size_t D, int parts,
-                     const int* first, sample_part_denoise_fn denoise, void* denoise_ctx,
-                     sample_stop_fn stop, void* stop_ctx, const char** what) {
-    static const char* none = "";
-    if (what) *what = none;
-    int st = check_spec(s, N, D);
-    if (!st && (parts < 1 || parts > SAMPLE_MAX_PARTS || !first || first[0] != 0 ||
-                first[parts] != N))
-        st = DDPM_ERR_VALUE;
-    for (int p = 0; !st && p < parts; p++)
-        if (first[p + 1] <= first[p]) st = DDPM_ERR_VALUE;
-    if (!st) st = check_inputs(s, (size_t)N * D, what);
-    if (st) return st;
-    PartsRun r = {.out = out, .s = s, .N = N, .D = D, .first = first, .denoise = denoise,
-                  .denoise_ctx = denoise_ctx, .stop = stop, .stop_ctx = stop_ctx};
-    atomic_init(&r.halt, 0);
-    ddpm_run_lanes(parts, run_part, &r);
-    /* a part's own failure before the interruptions it caused in the others */
-    for (int p = 0; p < parts; p++)
-        if (r.status[p] && r.status[p] != DDPM_ERR_INTERRUPTED) {
-            if (what) *what = r.what[p];
-            return r.status[p];
-        }
-    for (int p = 0; p < parts; p++)
-        if (r.status[p]) return r.status[p];
-    if (stop && stop(stop_ctx, s->K, s->K)) return DDPM_ERR_INTERRUPTED;
-    return DDPM_OK;
 }

@@ -113,24 +113,6 @@ int sample_run(float* out, const SampleSpec* spec, int N, size_t D,
                sample_denoise_fn denoise, void* denoise_ctx,
                sample_stop_fn stop, void* stop_ctx, const char** what);
 
-/* The loop as independent parts run side by side, one thread (or share of
- * the threads) each, with no join between steps: part p is images
- * first[p] .. first[p + 1] - 1 (first[0] = 0, first[parts] = N, increasing;
- * 1 <= parts <= SAMPLE_MAX_PARTS), its model calls denoise(ctx, p, ...) on
- * its images alone, and everything else is sample_run's for those images:
- * the same values as sample_run when each part's model call gives what the
- * whole batch's gives for those images (the U-Net's halves: unet_lanes.h).
- * stop runs for step < K on the calling thread only, which also makes its
- * last call (step = K) once all parts are done; any part that stops or fails
- * makes the others stop at their next step, and a part's own failure is the
- * one returned.  Statuses as sample_run's. */
-#define SAMPLE_MAX_PARTS 8
-typedef int (*sample_part_denoise_fn)(void* ctx, int part, float* out, const float* x,
-                                      const float* t, const int64_t* labels, int n);
-int sample_run_parts(float* out, const SampleSpec* spec, int N, size_t D, int parts,
-                     const int* first, sample_part_denoise_fn denoise, void* denoise_ctx,
-                     sample_stop_fn stop, void* stop_ctx, const char** what);
-
 /* An exact denoiser for data x_0 ~ N(mean, std^2 I) (a test hook): with
  * x_t = a x_0 + b eps, E[eps | x_t] = b (x_t - a mean) / (a^2 std^2 + b^2) and
  * E[x_0 | x_t] = mean + a std^2 (x_t - a mean) / (a^2 std^2 + b^2); it

@@ -102,56 +102,26 @@ static int infer_chunks(Halves* h, const float* params, const float* x, const fl
     return DDPM_OK;
 }
 
-int unet_infer_begin(UNet* net, const float* params, uint64_t key) {
+int unet_infer(UNet* net, const float* params, const float* x, const float* t,
+               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx,
+               uint64_t key) {
+    Halves h = halves_of(net, params);
     rt_release(&net->rt, 1);   /* a backward's scratch (a kept forward's activations stay) */
-    UNet* tw[UNET_LANES];
     for (int i = 0; i < UNET_LANES; i++) {
-        int st = twin(net, i, &tw[i]);
+        int st = twin(net, i, &h.net[i]);
         if (st) return st;
         /* only what an inference forward writes (a training step's half, sized
          * for it and with gradients, is freed) */
-        rt_set_lean(&tw[i]->rt, 1);
+        rt_set_lean(&h.net[i]->rt, 1);
     }
     int st;
     const float* prep = prepared(net, params, key, &st);
     if (st) return st;
-    /* the twins read the prepared weights until unet_infer_end */
-    for (int i = 0; i < UNET_LANES; i++) rt_bind_prep(&tw[i]->rt, prep);
-    return DDPM_OK;
-}
-
-void unet_infer_end(UNet* net) {
-    for (int i = 0; i < UNET_LANES; i++)
-        if (net->lanes[i]) rt_bind_prep(&net->lanes[i]->rt, NULL);
-}
-
-int unet_infer(UNet* net, const float* params, const float* x, const float* t,
-               const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx,
-               uint64_t key) {
-    int st = unet_infer_begin(net, params, key);
-    if (!st) {
-        Halves h = halves_of(net, params);
-        for (int i = 0; i < UNET_LANES; i++) h.net[i] = net->lanes[i];
-        st = infer_chunks(&h, params, x, t, labels, out, N, stop, stop_ctx);
-    }
-    unet_infer_end(net);
+    /* the twins read the prepared weights for this call only */
+    for (int i = 0; i < UNET_LANES; i++) rt_bind_prep(&h.net[i]->rt, prep);
+    st = infer_chunks(&h, params, x, t, labels, out, N, stop, stop_ctx);
+    for (int i = 0; i < UNET_LANES; i++) rt_bind_prep(&h.net[i]->rt, NULL);
     return st;
-}
-
-int unet_infer_halves(int N, int first[UNET_LANES + 1]) {
-    if (N < UNET_SPLIT || N > UNET_CHUNK || ddpm_get_num_threads() < UNET_LANES) return 0;
-    for (int i = 0; i < UNET_LANES; i++) {
-        int nb;
-        half_range(N, i, &first[i], &nb);
-    }
-    first[UNET_LANES] = N;
-    return UNET_LANES;
-}
-
-int unet_infer_half(UNet* net, int half, const float* params, const float* x, const float* t,
-                    const int64_t* labels, float* out, int n) {
-    if (half < 0 || half >= UNET_LANES || !net->lanes[half]) return DDPM_ERR_VALUE;
-    return unet_forward(net->lanes[half], params, x, t, labels, out, n, 0);
 }
 
 int unet_forward_halves(UNet* net, const float* params, const float* x, const float* t,

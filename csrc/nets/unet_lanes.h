@@ -62,22 +62,6 @@ int unet_infer(UNet* net, const float* params, const float* x, const float* t,
                const int64_t* labels, float* out, int N, unet_stop_fn stop, void* stop_ctx,
                uint64_t key);
 
-/* The denoiser as two independent halves, for a caller that runs a whole
- * loop on each half side by side (sample_run_parts: no join per step).
- * unet_infer_halves: for a batch of N images that unet_infer would run as
- * exactly two halves at once (UNET_SPLIT <= N <= UNET_CHUNK, and at least
- * UNET_LANES threads), first[i] .. first[i + 1] - 1 are half i's images and
- * it returns UNET_LANES; otherwise 0.  Between unet_infer_begin (twins,
- * workspaces and prepared weights for key, as unet_infer; its statuses) and
- * unet_infer_end, unet_infer_half(net, i, ...) is half i's forward on n
- * images: the call unet_infer makes for that half, so the same numbers.  The
- * two halves may run at once, each on its own thread(s). */
-int unet_infer_halves(int N, int first[UNET_LANES + 1]);
-int unet_infer_begin(UNet* net, const float* params, uint64_t key);
-int unet_infer_half(UNet* net, int half, const float* params, const float* x, const float* t,
-                    const int64_t* labels, float* out, int n);
-void unet_infer_end(UNet* net);
-
 /* The training step's forward: unet_forward with keep on B images, cut as
  * above (half 0 on net, half 1 on twin 1).  Statuses as unet_forward's. */
 int unet_forward_halves(UNet* net, const float* params, const float* x, const float* t,

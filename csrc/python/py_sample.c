@@ -41,32 +41,6 @@ static int unet_denoise(void* ctx, float* out, const float* x, const float* t,
                       d->stop ? chunk_stop : NULL, d->stop, d->key);
 }
 
-/* Half `part` of the U-Net denoiser (unet_infer_halves), for sample_run_parts. */
-static int unet_denoise_half(void* ctx, int part, float* out, const float* x, const float* t,
-                             const int64_t* labels, int n) {
-    const Denoiser* d = ctx;
-    return unet_infer_half(d->h->net, part, d->params, x, t, labels, out, n);
-}
-
-/* The reverse loop: as two independent halves where the U-Net denoiser would
- * run the batch as two halves anyway and no step doubles it for guidance (the
- * same numbers, no join per step: each half keeps going while the other
- * waits on its core), else sample_run. */
-static int run_sampler(float* out, const SampleSpec* spec, int N, size_t D, Denoiser* d,
-                       LoopStop* stop, const char** what) {
-    int first[UNET_LANES + 1];
-    const int parts = d->h && guidance_scratch_floats(&spec->guide, N, D) == 0
-                          ? unet_infer_halves(N, first) : 0;
-    if (!parts)
-        return sample_run(out, spec, N, D, d->fn, d->ctx, loop_should_stop, stop, what);
-    int st = unet_infer_begin(d->h->net, d->params, d->key);
-    if (!st)
-        st = sample_run_parts(out, spec, N, D, parts, first, unet_denoise_half, d,
-                              loop_should_stop, stop, what);
-    unet_infer_end(d->h->net);
-    return st;
-}
-
 int denoiser_arg(PyObject* model, PyObject* params, const char* F, Denoiser* d) {
     memset(d, 0, sizeof *d);
     if (PyTuple_Check(model)) {
@@ -428,7 +402,8 @@ PyObject* py_sample(PyObject* self, PyObject* args, PyObject* kwargs) {
     LoopStop stop;
     const char* what = "";
     loop_begin(&d, &stop, a.hook, a.hook_every);
-    int st = run_sampler((float*)PyArray_DATA(out), &spec, N, D, &d, &stop, &what);
+    int st = sample_run((float*)PyArray_DATA(out), &spec, N, D, d.fn, d.ctx, loop_should_stop,
+                        &stop, &what);
     loop_end(&d, &stop);
     if (st) return raise_status(st, F, st == DDPM_ERR_NONFINITE ? what : "arguments");
     Py_RETURN_NONE;
