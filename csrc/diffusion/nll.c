@@ -14,6 +14,7 @@
 #include "diffusion/nll.h"
 #include "diffusion/objective.h"
 #include "core/common.h"
+#include "core/alloc.h"
 #include "core/threads.h"
 #include "core/rng.h"
 #include "diffusion/schedule.h"
@@ -164,8 +165,8 @@ int nll_run(double* terms, double* prior, const float* x0, const NllSpec* s, int
     /* workspace: schedule tables, x_t, model output, eps (own noise), t, terms, prior */
     size_t nf32 = 2 * ND + (s->noise ? 0 : ND) + (size_t)N;
     size_t nf64 = (size_t)SCHEDULE_NUM_TABLES * (size_t)(T + 1) + (size_t)N * K + (size_t)N;
-    double* ws64 = malloc(sizeof(double) * nf64);
-    float* ws32 = malloc(sizeof(float) * nf32);
+    double* ws64 = ddpm_alloc_large(sizeof(double) * nf64);
+    float* ws32 = ddpm_alloc_large(sizeof(float) * nf32);
     if (!ws64 || !ws32) { st = DDPM_ERR_NOMEM; goto cleanup; }
     ScheduleTables tab;
     schedule_tables_point(&tab, ws64, T);

@@ -19,6 +19,7 @@
 #include "diffusion/sample.h"
 #include "diffusion/objective.h"
 #include "core/common.h"
+#include "core/alloc.h"
 #include "core/threads.h"
 #include "core/rng.h"
 
@@ -199,7 +200,7 @@ static int work_alloc(Work* w, const SampleSpec* s, int N, size_t D) {
     const size_t gl = guidance_scratch_labels(&s->guide, N);
     const size_t nbuf = 3 + (size_t)dpm + (s->noise ? 0 : 1) + (size_t)thr;
     memset(w, 0, sizeof *w);
-    w->mem = malloc(sizeof(float) * (nbuf * ND + gf + 4 * (size_t)N));
+    w->mem = ddpm_alloc_large(sizeof(float) * (nbuf * ND + gf + 4 * (size_t)N));
     w->lab = gl ? malloc(sizeof(int64_t) * gl) : NULL;
     if (!w->mem || (gl && !w->lab)) { free(w->mem); free(w->lab); return DDPM_ERR_NOMEM; }
     float* p = w->mem;

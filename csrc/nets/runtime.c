@@ -5,6 +5,7 @@
  */
 #define _POSIX_C_SOURCE 199309L
 #include "nets/runtime.h"
+#include "core/alloc.h"
 #include "core/threads.h"
 #include "layers/attention.h"
 #include "layers/conv2d.h"
@@ -273,7 +274,7 @@ static void scratch_sizes(const NetRuntime* rt, int B, size_t* col, size_t* gn) 
 static int hold(float** buf, size_t* have, size_t n) {
     if (*buf && *have >= n) return DDPM_OK;
     free(*buf);
-    *buf = malloc(sizeof(float) * n);
+    *buf = ddpm_alloc_large(sizeof(float) * n);
     *have = *buf ? n : 0;
     return *buf ? DDPM_OK : DDPM_ERR_NOMEM;
 }
@@ -300,7 +301,7 @@ int rt_reserve(NetRuntime* rt, int B, int for_training) {
         } else {
             free_workspace(rt);   /* scratch too: it is sized with the arena */
         }
-        rt->acts = malloc(sizeof(float) * (rt->lean ? rt->lean_floats : rt->acts_floats) *
+        rt->acts = ddpm_alloc_large(sizeof(float) * (rt->lean ? rt->lean_floats : rt->acts_floats) *
                           (size_t)B);
         if (!rt->acts) return DDPM_ERR_NOMEM;
         rt->cap = B;
@@ -316,7 +317,7 @@ int rt_reserve(NetRuntime* rt, int B, int for_training) {
         }
     }
     if (for_training && !rt->dacts) {
-        rt->dacts = malloc(sizeof(float) * rt->acts_floats * (size_t)rt->cap);
+        rt->dacts = ddpm_alloc_large(sizeof(float) * rt->acts_floats * (size_t)rt->cap);
         if (!rt->dacts) return DDPM_ERR_NOMEM;
     }
     return DDPM_OK;

@@ -5,6 +5,7 @@
 #include "nets/unet_lanes.h"
 #include "nets/unet_blocks.h"   /* struct UNet: its twins */
 #include "core/common.h"
+#include "core/alloc.h"
 #include "core/threads.h"
 
 #include <stdlib.h>
@@ -73,7 +74,7 @@ static const float* prepared(UNet* net, const float* params, uint64_t key, int* 
     *st = DDPM_OK;
     if (!key || !net->rt.prep_floats) return NULL;
     if (key != net->prep_key || !net->prep) {
-        if (!net->prep && !(net->prep = malloc(sizeof(float) * net->rt.prep_floats))) {
+        if (!net->prep && !(net->prep = ddpm_alloc_large(sizeof(float) * net->rt.prep_floats))) {
             *st = DDPM_ERR_NOMEM;
             return NULL;
         }
@@ -146,7 +147,7 @@ int unet_backward_halves(UNet* net, const float* params, float* grads, const flo
         return unet_backward(net, params, grads, dout, NULL, B, unet_generation(net));
     }
     if (!net->lanes[1]) return DDPM_ERR_STALE;   /* no split forward ran */
-    if (!net->lane_grads && !(net->lane_grads = malloc(sizeof(float) * P)))
+    if (!net->lane_grads && !(net->lane_grads = ddpm_alloc_large(sizeof(float) * P)))
         return DDPM_ERR_NOMEM;
     Halves h = halves_of(net, params);
     h.net[0] = net, h.net[1] = net->lanes[1];
