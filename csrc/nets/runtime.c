@@ -301,8 +301,8 @@ int rt_reserve(NetRuntime* rt, int B, int for_training) {
         } else {
             free_workspace(rt);   /* scratch too: it is sized with the arena */
         }
-        rt->acts = ddpm_alloc_large(sizeof(float) * (rt->lean ? rt->lean_floats : rt->acts_floats) *
-                          (size_t)B);
+        const size_t per_image = rt->lean ? rt->lean_floats : rt->acts_floats;
+        rt->acts = ddpm_alloc_large(sizeof(float) * per_image * (size_t)B);
         if (!rt->acts) return DDPM_ERR_NOMEM;
         rt->cap = B;
     }
