@@ -4,9 +4,12 @@ Checked against a float64 product, and - where the CPU runs ddpm's own
 AVX2 + FMA kernel - against the exact chain it promises: each C[i][j] is
 fma(A[i][k], B[k][j], .) for k = 0, 1, ..., K-1 from 0, computed here in exact
 rational arithmetic rounded to float32 after every step.  Then every element
-is the same whichever of the kernel's blocks (4 or 1 rows, 8-24 columns, a
-masked last vector, K in blocks of 128) computed it, so products of any shape
-and any part of one agree bit for bit.
+is the same whichever of the kernel's blocks (8, 4 or 1 rows, 8-24 columns, a
+masked last vector, K in blocks of 128) computed it, in whichever order the
+blocks went (row blocks first for narrow products, column blocks first for
+wide ones), so products of any shape and any part of one agree bit for bit.
+The product reads a packed (blocks of 4 rows interleaved, the rest row by
+row), as the convolutions pack their weights; the hook packs it first.
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ def _fma_chain(a_row, b_col):
 
 
 SHAPES = [(1, 1, 1), (4, 8, 1), (3, 5, 7), (5, 13, 9), (8, 24, 32), (7, 31, 16), (12, 32, 40),
-          (9, 40, 3), (32, 224, 32), (64, 112, 64), (6, 56, 200), (13, 20, 257), (4, 17, 384)]
+          (9, 40, 3), (32, 224, 32), (64, 112, 64), (6, 56, 200), (13, 20, 257), (4, 17, 384),
+          (16, 32, 128), (13, 32, 256), (19, 8, 100)]   # the last three: row blocks first
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -71,7 +75,8 @@ def test_gemm_small_vs_float64(M, N, K):
 
 
 @pytest.mark.parametrize("M,N,K", [(5, 13, 9), (6, 27, 140), (4, 9, 257),
-                                   (11, 8, 140), (9, 5, 9)])   # the last two: 8-row blocks
+                                   (11, 8, 140), (9, 5, 9),   # these two: 8-row blocks
+                                   (19, 8, 60), (9, 24, 150)])   # these two: row blocks first
 def test_gemm_small_is_the_exact_fma_chain(M, N, K):
     if not _kernel_in_use():
         pytest.skip("this CPU has no AVX2 + FMA: the products go to OpenBLAS")
@@ -84,17 +89,18 @@ def test_gemm_small_is_the_exact_fma_chain(M, N, K):
 def test_gemm_small_any_block_gives_the_same_bits():
     if not _kernel_in_use():
         pytest.skip("this CPU has no AVX2 + FMA: the products go to OpenBLAS")
-    M, N, K = 23, 61, 150
-    a, b = _operands(M, N, K, seed=2)
-    whole = _product(a, b)
-    for i0, i1, j0, j1 in [(0, 23, 0, 1), (1, 22, 3, 61), (5, 9, 7, 40), (22, 23, 0, 61),
-                           (0, 4, 24, 56), (2, 19, 33, 47)]:
-        part = _product(a[i0:i1], b[:, j0:j1])
-        assert np.array_equal(part, whole[i0:i1, j0:j1]), (i0, i1, j0, j1)
+    # 61 columns go column blocks first, 32 (a 7x7 layer's chunk) row blocks first
+    for M, N, K in [(23, 61, 150), (23, 32, 128)]:
+        a, b = _operands(M, N, K, seed=2)
+        whole = _product(a, b)
+        for i0, i1, j0, j1 in [(0, 23, 0, 1), (1, 22, 3, N), (5, 9, 7, 30), (22, 23, 0, N),
+                               (0, 4, 24, 32), (2, 19, 13, 27), (0, 23, 0, 17)]:
+            part = _product(a[i0:i1], b[:, j0:j1])
+            assert np.array_equal(part, whole[i0:i1, j0:j1]), (M, N, K, i0, i1, j0, j1)
 
 
 def test_gemm_small_off_switch_gives_openblas_numbers_within_rounding():
-    M, N, K = 32, 224, 64
+    M, N, K = 35, 224, 64   # 8 blocks of 4 rows and 3 rows after them
     a, b = _operands(M, N, K, seed=3)
     was = _core.gemm_small_kernel(False)
     try:

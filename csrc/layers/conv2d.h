@@ -55,7 +55,8 @@ void conv2d_forward_norm(float* out, float* col, const float* inp, const NormAct
 /* The weights as the forward transforms them before each call (Winograd's
  * G g G^T), for a caller that runs one layer's forward many times on the
  * same weights: u, conv2d_weights_floats(...) floats (0: this layer
- * transforms none), = the transform of weight (OC, C, K, K); passed as u to
+ * transforms none), = the transform of weight (OC, C, K, K) (winograd.h:
+ * wino_weights, packed for the products); passed as u to
  * conv2d_forward_add / conv2d_forward_norm (NULL there: transform per call),
  * it gives the same numbers. */
 size_t conv2d_weights_floats(int C, int H, int W, int OC, int K, int S);

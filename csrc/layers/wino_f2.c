@@ -53,8 +53,9 @@ static void f2_weight_adjoint1(float* g, const float* u, size_t xs) {
     }
 }
 
-static void f2_weight(float* u, size_t xs, const float* g, int n, size_t gstep, int sh, int sw) {
-    for (int i = 0; i < n; i++) f2_weight1(u + i, xs, g + i * gstep, sh, sw);
+static void f2_weight(float* u, size_t xs, size_t fs, const float* g, int n, size_t gstep,
+                      int sh, int sw) {
+    for (int i = 0; i < n; i++) f2_weight1(u + i * fs, xs, g + i * gstep, sh, sw);
 }
 
 static void f2_weight_adjoint(float* dg, const float* du, size_t xs, int n) {

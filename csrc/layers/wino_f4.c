@@ -76,14 +76,14 @@ static inline __attribute__((always_inline)) void copy_row(float* restrict dst,
         o[6 * (i) + 5][f] = (float)v5;                                                \
     } while (0)
 
-/* u[xi * xs + f] (36 values each) = G g_f G^T for the n filters g_f =
+/* u[xi * xs + f fs] (36 values each) = G g_f G^T for the n filters g_f =
  * g0 + f gstep (3, 3) read with strides (sh, sw), in float64, rounded once:
  * blocks of 64 filters, gathered element-major first and written out from
  * a local block, so that the transform is one straight-line loop over the
  * filters on buffers the compiler sees apart, which vectorises. */
 DDPM_SIMD_CLONES
-static void f4_weight(float* restrict u, size_t xs, const float* restrict g0, int n, size_t gstep,
-                      int sh, int sw) {
+static void f4_weight(float* restrict u, size_t xs, size_t fs, const float* restrict g0, int n,
+                      size_t gstep, int sh, int sw) {
     float e[9][64], o[36][64];   /* e[3 i + j][f] = g_f[i][j]; o[xi][f] = u_f[xi] */
     for (int f0 = 0; f0 < n; f0 += 64) {
         const int nb = n - f0 < 64 ? n - f0 : 64;
@@ -102,7 +102,11 @@ static void f4_weight(float* restrict u, size_t xs, const float* restrict g0, in
             F4_ROW(4);
             F4_ROW(5);
         }
-        for (int xi = 0; xi < 36; xi++) copy_row(u + xi * xs + f0, o[xi], nb);
+        if (fs == 1)
+            for (int xi = 0; xi < 36; xi++) copy_row(u + xi * xs + f0, o[xi], nb);
+        else
+            for (int xi = 0; xi < 36; xi++)
+                for (int f = 0; f < nb; f++) u[xi * xs + (size_t)(f0 + f) * fs] = o[xi][f];
     }
 }
 

@@ -180,7 +180,8 @@ static inline void input_seg(const WinoKind* k, float* V, size_t xs, const float
 
 /* out (OCo, B, H, W) = (start + bias) + conv3x3(x (Ci, B, H, W)) on the tile
  * rows [r0, r0 + nr), start as conv2d_forward_add says, x read through act
- * (or NULL); U (a*a, OCo, Ci) the transformed weights; V (a*a, Ci, T),
+ * (or NULL); U (a*a, OCo, Ci) the transformed weights (each position's
+ * matrix packed for gemm_small_packed); V (a*a, Ci, T),
  * M (a*a, OCo, T) this lane's buffers. */
 static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, const float* x,
                             const NormAct* act, const float* U, const float* bias,
@@ -200,8 +201,8 @@ static void wino_conv_chunk(const WinoKind* k, float* out, float* V, float* M, c
     else
         WINO_SEGS_LOOP(Ci, input_seg(k, V + at, vs, x + stack, act, ch, B, H, W, r0 + r, n));
     for (int xi = 0; xi < aa; xi++)
-        gemm_small_nn(OCo, (int)T, Ci, U + (size_t)xi * OCo * Ci, (size_t)Ci, V + xi * vs, T,
-                      M + xi * ms, T);
+        gemm_small_packed(OCo, (int)T, Ci, U + (size_t)xi * OCo * Ci, V + xi * vs, T,
+                          M + xi * ms, T);
     if (planes)
         for (int oc = 0; oc < OCo; oc++) {
             const WinoStart s = {bias, add_bo, oc, OCo};
@@ -239,12 +240,22 @@ static void wino_dweight_chunk(const WinoKind* k, float* dU, float* V, float* dM
                           dU + (size_t)xi * OC * C, C);
 }
 
+/* Row r of U's (rows, cols) matrices (a*a of them, xs floats apart, each in
+ * gemm_small's packed layout) = the transforms of the cols filters g + i
+ * gstep, read with strides (sh, sw). */
+static void weight_row(const WinoKind* k, float* U, size_t xs, int rows, int cols, int r,
+                       const float* g, size_t gstep, int sh, int sw) {
+    size_t ks;
+    const size_t at = gemm_small_packed_row(rows, cols, r, &ks);
+    k->weight(U + at, xs, ks, g, cols, gstep, sh, sw);
+}
+
 void wino_weights(const WinoKind* k, float* U, const float* weight, int C, int OC) {
     const size_t xs = (size_t)OC * C;
     const int nt = ddpm_threads_for((size_t)OC * C, 1 << 12);
 DDPM_PARALLEL_FOR(nt)
     for (int oc = 0; oc < OC; oc++)
-        k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
+        weight_row(k, U, xs, OC, C, oc, weight + (size_t)oc * C * 9, 9, 3, 1);
 }
 
 void wino_forward(const WinoKind* k, float* out, float* scratch, const float* inp,
@@ -264,7 +275,7 @@ DDPM_PARALLEL(nt)
         if (!Upre) {
 DDPM_OMP_FOR
             for (int oc = 0; oc < OC; oc++)
-                k->weight(U + (size_t)oc * C, xs, weight + (size_t)oc * C * 9, C, 9, 3, 1);
+                weight_row(k, U, xs, OC, C, oc, weight + (size_t)oc * C * 9, 9, 3, 1);
         }
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + aa * wino_pitch((size_t)C * nr * wino_tiles(W, k->m));
@@ -291,7 +302,7 @@ void wino_backward(const WinoKind* kw, const WinoKind* kx, float* dinp, float* d
     size_t off_du, off_lane, lane;
     wino_layout(kw, kx, B, C, H, W, OC, &off_du, &off_lane, &lane);
     const size_t aw = (size_t)kw->a * kw->a, ax = (size_t)kx->a * kx->a;
-    float* Ur = scratch;                 /* (ax, C, OC): rotated, transposed weights */
+    float* Ur = scratch;                 /* (ax, C, OC): rotated, transposed weights, packed */
     float* dU = scratch + off_du;        /* (WINO_LANES, aw, OC, C) */
     const int nr = wino_rows(kw, B, C, H, W, OC, 0);
     const int rows = B * wino_tiles(H, kw->m), nchunks = (rows + nr - 1) / nr;
@@ -318,8 +329,8 @@ DDPM_PARALLEL(nt)
         if (dinp) {
 DDPM_OMP_FOR
             for (int c = 0; c < C; c++)
-                kx->weight(Ur + (size_t)c * OC, xs, weight + (size_t)c * 9 + 8, OC,
-                           (size_t)C * 9, -3, -1);
+                weight_row(kx, Ur, xs, C, OC, c, weight + (size_t)c * 9 + 8, (size_t)C * 9, -3,
+                           -1);
         }
         float* V = scratch + off_lane + (size_t)ddpm_thread_num() * lane;
         float* M = V + aw * wino_pitch((size_t)C * nr * wino_tiles(W, kw->m));

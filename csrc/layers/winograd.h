@@ -49,13 +49,15 @@ typedef struct {
     size_t budget_fwd;     /* floats of V and M per chunk: forward, */
     size_t budget_bwd;     /* backward (see winograd.c) */
     int align;             /* chunks of a multiple of this many tiles where the budget allows */
-    /* u[xi xs + i] (a*a values each) = G g_i G^T for the n filters
+    /* u[xi xs + i fs] (a*a values each) = G g_i G^T for the n filters
      * g_i = g + i gstep (3, 3) read with strides (sh, sw): (3, 1) as stored,
      * (-3, -1) from the last element for the 180-degree rotation the input
-     * gradient convolves with.  Row by row: u's a*a streams each written in
-     * order (a filter's values are xs apart; one filter at a time touched a
-     * new page per store) */
-    void (*weight)(float* u, size_t xs, const float* g, int n, size_t gstep, int sh, int sw);
+     * gradient convolves with; fs 1 for a row-major row of U, 4 for a row
+     * in one of gemm_small_packed's blocks.  Row by row: u's a*a streams
+     * each written in order (a filter's values are xs apart; one filter at a
+     * time touched a new page per store) */
+    void (*weight)(float* u, size_t xs, size_t fs, const float* g, int n, size_t gstep, int sh,
+                   int sw);
     /* dg_i (3, 3) += G^T du_i G for dg_i = dg + 9 i, du_i[xi xs] = du[xi xs + i],
      * i = 0..n-1 */
     void (*weight_adjoint)(float* dg, const float* du, size_t xs, int n);
@@ -100,7 +102,8 @@ size_t wino_scratch_floats(const WinoKind* kw, const WinoKind* kx, int B, int C,
                            int OC);
 
 /* U (a*a, OC, C) = the forward's transformed weights of weight (OC, C, 3,
- * 3): a*a OC C floats. */
+ * 3): a*a OC C floats, each position's (OC, C) matrix in gemm_small's
+ * packed layout (the products' A). */
 void wino_weights(const WinoKind* k, float* U, const float* weight, int C, int OC);
 
 /* out (OC, B, H, W) = (start + bias) + conv3x3(inp (C, B, H, W)), the start

@@ -134,7 +134,8 @@ static PyObject* py_conv2d_whole_planes(PyObject* self, PyObject* args) {
 
 PyDoc_STRVAR(gemm_small_doc,
 "gemm_small(out, a, b, M, N, K)\n--\n\n"
-"Testing: out (M,N) = a (M,K) b (K,N), the Winograd convolutions' product.");
+"Testing: out (M,N) = a (M,K) b (K,N), the Winograd convolutions' product\n"
+"(a packed first, as the convolutions pack their weights).");
 static PyObject* py_gemm_small(PyObject* self, PyObject* args) {
     (void)self;
     const char* F = "gemm_small";
@@ -145,9 +146,13 @@ static PyObject* py_gemm_small(PyObject* self, PyObject* args) {
     F32(out, oo, "out", (size_t)M * N, 1, 0);
     F32(a, ao, "a", (size_t)M * K, 0, 0);
     F32(b, bo, "b", (size_t)K * N, 0, 0);
+    float* ap = malloc(sizeof(float) * (size_t)M * K);   /* a's size, checked above */
+    if (!ap) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    gemm_small_nn(M, N, K, a, (size_t)K, b, (size_t)N, out, (size_t)N);
+    gemm_small_pack(ap, a, (size_t)K, M, K);
+    gemm_small_packed(M, N, K, ap, b, (size_t)N, out, (size_t)N);
     Py_END_ALLOW_THREADS
+    free(ap);
     Py_RETURN_NONE;
 }
 
