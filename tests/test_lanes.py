@@ -14,6 +14,8 @@ cut comes from the batch size alone, so:
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -247,6 +249,8 @@ print(huge_kb() - before)
 
 @pytest.mark.skipif(_thp_mode() != "madvise",
                     reason="the kernel's THP mode is not madvise (or not Linux): nothing to ask for")
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"),
+                    reason="no /proc/self/smaps_rollup (Linux before 4.14): nothing to count with")
 def test_the_samplers_buffers_are_asked_for_on_huge_pages():
     # csrc/core/alloc.h: the prepared weights (51 MB for this network) and the
     # lanes' workspaces are advised as transparent huge pages; 4 KB pages cost the
