@@ -5,7 +5,7 @@ AVX2 + FMA kernel - against the exact chain it promises: each C[i][j] is
 fma(A[i][k], B[k][j], .) for k = 0, 1, ..., K-1 from 0, computed here in exact
 rational arithmetic rounded to float32 after every step.  Then every element
 is the same whichever of the kernel's blocks (8, 4 or 1 rows, 8-24 columns, a
-masked last vector, K in blocks of 128) computed it, in whichever order the
+masked last vector, K in blocks of up to 256) computed it, in whichever order the
 blocks went (row blocks first for narrow products, column blocks first for
 wide ones), so products of any shape and any part of one agree bit for bit.
 The product reads a packed (blocks of 4 rows interleaved, the rest row by

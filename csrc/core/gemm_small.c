@@ -23,7 +23,7 @@
  * weights, B and C in cache, the two alternated; the same bits).  In the
  * sampler (64 images, 2 threads, the layouts switched in one process and
  * alternated, CPU time per image-step, median of 10): 5.79 ms row-major,
- * 5.68 packed, 5.51 packed with GS_ROWS_FIRST.
+ * 5.68 packed, 5.51 packed with GS_ROWS_FIRST at 4096 (GS_KC 128).
  */
 #include "core/gemm_small.h"
 #include "core/common.h"
@@ -41,9 +41,11 @@ static int have_kernel(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-/* K in blocks of at most this many (B's K x 24 panel, 12 KB, stays in L1;
- * a block carries on its elements' chains, so the sums are the same) */
-#define GS_KC 128
+/* K in blocks of at most this many (B's K x 24 panel, 24 KB, stays in L1;
+ * a block carries on its elements' chains, so the sums are the same).  256
+ * rather than 128 takes the U-Net's 256-channel 7x7 layers in one block, no
+ * C stored and loaded back halfway (and rows first, GS_ROWS_FIRST). */
+#define GS_KC 256
 
 /* mask for the first r lanes: the 8 ints from GS_MASK + 8 - r */
 static const int32_t GS_MASK[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -156,15 +158,18 @@ GS_TARGET static inline void gs_block(const GsCols* c, int rows, int K, int i, i
 }
 
 /* B's panels (K's block of rows by all N columns) of at most this many
- * floats (16 KB) stay in L1 while a block of A's rows goes across all of
- * them: then the products go row block by row block, and each block of A
- * (a 7x7 layer's transformed weights, read from memory) is read once and
- * once only.  Wider panels go column block by column block (each K x 24
+ * floats (32 KB, L1) stay in cache while a block of A's rows goes across
+ * all of them: then the products go row block by row block, and each block
+ * of A (a 7x7 layer's transformed weights, read from memory) is read once
+ * and once only.  Wider panels go column block by column block (each K x 24
  * panel in L1 down all of A's rows, which a small layer keeps in cache).
  * A C harness cycling through 38 MB of packed weights: 128 x 128 x 32 at
  * 71-76 GF/s row blocks first against 58-62 column blocks first; 64 x 192
- * x 112 at 45-52 against 57-72.  The same sums either way. */
-#define GS_ROWS_FIRST 4096
+ * x 112 at 45-52 against 57-72.  In the sampler (64 images, 2 threads, the
+ * settings switched in one process, CPU time per image-step, medians of
+ * 10-12 in three runs): 4096 floats and GS_KC 128 5.97 / 5.74 / 5.93 ms,
+ * 8192 and 256 5.68 / 5.36 / 5.76.  The same sums either way. */
+#define GS_ROWS_FIRST 8192
 
 GS_TARGET static void gemm_kernel(int M, int N, int K, const float* A, const float* B,
                                   size_t ldb, float* C, size_t ldc) {
