@@ -6,7 +6,9 @@ pinned in pyproject.toml; its symbols carry the ``scipy_`` prefix).  Set
 instead (``apt-get install libopenblas-dev pkg-config``).  ``DDPM_OPENMP=0``
 builds without OpenMP (same numbers, one thread for ddpm's own loops).
 The C files compile in parallel, one per usable core (``DDPM_BUILD_JOBS=N`` to
-choose); the extension is the same bytes either way.
+choose); the extension is the same bytes either way.  Where GCC takes them,
+``-mmove-max=256 -mstore-max=256`` (see WIDE_MOVES) make its 8-float copies one
+32-byte move instead of two halves.
 """
 import os
 import shlex
@@ -64,6 +66,29 @@ def has_openmp(compiler):
     return True
 
 
+def accepts(compiler, flags):
+    """Whether the compiler takes these flags (a warning counts as no)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "flags.c")
+        with open(src, "w") as f:
+            f.write("int main(void){return 0;}\n")
+        try:
+            compiler.compile([src], output_dir=tmp, extra_postargs=flags + ["-Werror"])
+        except Exception:
+            return False
+    return True
+
+
+# GCC's generic tuning copies a 32-byte memcpy (how the vector code loads and
+# stores 8 floats at any alignment, DDPM_LOAD8) as two 16-byte halves, even in
+# the AVX2 clones; these let it use one 32-byte move.  Only the moves change,
+# never the arithmetic: the same bits.  The U-Net's forward (32 images, 1
+# thread, the two builds alternated in one process, median of 30 paired CPU
+# times, on an AMD EPYC) took 0.961-0.979 times as long in four runs.  GCC 12+
+# on x86-64; other compilers skip them.
+WIDE_MOVES = ["-mmove-max=256", "-mstore-max=256"]
+
+
 def build_jobs():
     """How many C files compile at once: DDPM_BUILD_JOBS, else one per usable core."""
     jobs = os.environ.get("DDPM_BUILD_JOBS", "")
@@ -96,10 +121,13 @@ class BuildExt(build_ext):
     def build_extensions(self):
         compile_in_parallel(self.compiler, build_jobs())
         omp = has_openmp(self.compiler)
+        wide = accepts(self.compiler, WIDE_MOVES)
         for ext in self.extensions:
             if omp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
+            if wide:
+                ext.extra_compile_args.extend(WIDE_MOVES)
         super().build_extensions()
 
 
