@@ -648,6 +648,41 @@ def test_silu_extreme_inputs():
     assert_close("silu' extreme", d, silu_grad_ref(x.astype(F64)), rtol=1e-6, atol=1e-7)
 
 
+def _groupnorm_silu(x, B, C, HW, G):
+    out = np.full_like(x, np.nan)
+    mean, rstd = np.empty((B, G), F32), np.empty((B, G), F32)
+    w = np.linspace(0.5, 1.5, C).astype(F32)
+    b = np.linspace(-1.0, 1.0, C).astype(F32)
+    _core.groupnorm_forward(out, mean, rstd, x, w, b, B, C, HW, G, 1e-5, True)
+    return out, mean, rstd, w, b
+
+
+@pytest.mark.parametrize("HW", [7, 16, 49, 63, 64, 130, 784])
+def test_groupnorm_silu_rows_in_16_lanes_give_the_8_lane_bits(HW):
+    # where the CPU has AVX-512F the SiLU rows run in 16-float vectors
+    # (groupnorm_silu_wide): each lane the same operations, so the same bits as
+    # the 8-float rows; rows of every length (16-lane blocks, 64-float groups,
+    # tails), values out to the exp clamps
+    if not _core.groupnorm_wide(True):
+        pytest.skip("this CPU has no AVX-512F: the 8-float rows are the only ones")
+    B, C, G = 3, 4, 2
+    x = np.random.default_rng(HW).standard_normal((C, B, HW)).astype(F32)
+    x *= np.where(np.random.default_rng(HW + 1).random(x.shape) < 0.05, 300.0, 3.0).astype(F32)
+    wide = _groupnorm_silu(x, B, C, HW, G)
+    try:
+        _core.groupnorm_wide(False)
+        narrow = _groupnorm_silu(x, B, C, HW, G)
+    finally:
+        _core.groupnorm_wide(True)
+    assert np.array_equal(wide[0], narrow[0]), f"{np.sum(wide[0] != narrow[0])} differ"
+    # and both are the SiLU of the normalised input (float64, from the saved statistics)
+    out, mean, rstd, w, b = wide
+    m = np.repeat(mean.astype(F64).T, C // G, axis=0)[:, :, None]
+    r = np.repeat(rstd.astype(F64).T, C // G, axis=0)[:, :, None]
+    y = (x - m) * r * w[:, None, None] + b[:, None, None]
+    assert_close("gn+silu (16 lanes) vs f64", out, silu_ref(y), rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- timestep embedding
 
 TS_CONFIGS = [  # (dim, flip, freq_shift, max_period)

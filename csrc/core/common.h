@@ -155,19 +155,33 @@ typedef int32_t ddpm_i8 __attribute__((vector_size(32)));
  * flight; four interleaved ran a SiLU'd float in 1.17 ns instead of 1.34 on
  * an AMD EPYC.  Pointers, not vector values, so that non-AVX builds draw no
  * ABI note. */
-#define DDPM_SEL8(m, a, b) ((ddpm_f8)(((m) & (ddpm_i8)(a)) | (~(m) & (ddpm_i8)(b))))
+/* the lanes of *e = ddpm_expf(*x) for vector types F (floats) and I (int32s) */
+#define DDPM_SEL(F, I, m, a, b) ((F)(((m) & (I)(a)) | (~(m) & (I)(b))))
+#define DDPM_EXPF_LANES(F, I, e, x)                                              \
+    do {                                                                         \
+        const F hi_ = (F){0} + 88.3762626647949f, lo_ = (F){0} - 87.3365447504f; \
+        F v_ = *(x);                                                             \
+        v_ = DDPM_SEL(F, I, v_ < hi_, v_, hi_);                                  \
+        v_ = DDPM_SEL(F, I, v_ > lo_, v_, lo_);                                  \
+        const F fx_ = v_ * 1.44269504088896341f + 0.5f;                          \
+        const I ki_ = __builtin_convertvector(fx_ + 128.0f, I) - 128;            \
+        const F kf_ = __builtin_convertvector(ki_, F);                           \
+        F r_, z_, y_ = (F){0} + 1.9875691500e-4f;                                \
+        DDPM_EXPF_POLY(y_, r_, z_, v_, kf_);                                     \
+        const I bits_ = (ki_ + 127) << 23;                                       \
+        *(e) = y_ * (F)bits_;                                                    \
+    } while (0)
 static inline __attribute__((always_inline)) void ddpm_expf8(ddpm_f8* e, const ddpm_f8* x) {
-    const ddpm_f8 hi = (ddpm_f8){0} + 88.3762626647949f, lo = (ddpm_f8){0} - 87.3365447504f;
-    ddpm_f8 v = *x;
-    v = DDPM_SEL8(v < hi, v, hi);
-    v = DDPM_SEL8(v > lo, v, lo);
-    const ddpm_f8 fx = v * 1.44269504088896341f + 0.5f;
-    const ddpm_i8 ki = __builtin_convertvector(fx + 128.0f, ddpm_i8) - 128;
-    const ddpm_f8 kf = __builtin_convertvector(ki, ddpm_f8);
-    ddpm_f8 r, z, y = (ddpm_f8){0} + 1.9875691500e-4f;
-    DDPM_EXPF_POLY(y, r, z, v, kf);
-    const ddpm_i8 bits = (ki + 127) << 23;
-    *e = y * (ddpm_f8)bits;
+    DDPM_EXPF_LANES(ddpm_f8, ddpm_i8, e, x);
+}
+
+/* 16 lanes: ddpm_expf16 as ddpm_expf8, for code compiled for AVX-512
+ * (target("avx512f")) only: elsewhere GCC splits these vectors badly (a SiLU
+ * row in an AVX2 function ran 2.1x slower than in 8-lane vectors). */
+typedef float ddpm_f16 __attribute__((vector_size(64)));
+typedef int32_t ddpm_i16 __attribute__((vector_size(64)));
+static inline __attribute__((always_inline)) void ddpm_expf16(ddpm_f16* e, const ddpm_f16* x) {
+    DDPM_EXPF_LANES(ddpm_f16, ddpm_i16, e, x);
 }
 #endif
 

@@ -142,12 +142,17 @@ void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct
             a[l] = act ? act->a[b] : 1.0f;
             k[l] = act ? act->k[b] : 0.0f;
         }
+        float a16[16], k16[16];   /* a, k for two pixels' lanes */
+        for (int l = 0; l < 16; l++) a16[l] = a[l % F4_PL], k16[l] = k[l % F4_PL];
         to_lanes(Q, src, H, W, PW, 1, vec);
         if (act)   /* groupnorm_act per lane, pixel by pixel (the padding stays zero) */
             for (int h = 0; h < H; h++) {
                 float* q = Q + ((size_t)(h + 1) * PW + 1) * F4_PL;
                 int w = 0;
                 if (act->silu) {
+                    /* two pixels a vector where the CPU has AVX-512 (the same bits) */
+                    w = groupnorm_silu_wide(q, q, W * F4_PL, a16, k16) / F4_PL;
+                    q += (size_t)w * F4_PL;
 #ifdef DDPM_LANES_VECTOR
                     /* four pixels at a time (groupnorm_silu8: the same bits) */
                     _Static_assert(F4_PL == 8, "a pixel's lanes are one ddpm_f8");

@@ -168,6 +168,18 @@ static PyObject* py_gemm_small_kernel(PyObject* self, PyObject* args) {
     return PyBool_FromLong(gemm_small_kernel(on));
 }
 
+PyDoc_STRVAR(groupnorm_wide_doc,
+"groupnorm_wide(on) -> bool\n--\n\n"
+"Testing: False makes the GroupNorm+SiLU rows use 8-float vectors where the\n"
+"CPU has AVX-512F, True (the default) 16-float ones there (the same bits).\n"
+"Returns whether the 16-float rows were in use before the call.");
+static PyObject* py_groupnorm_wide(PyObject* self, PyObject* args) {
+    (void)self;
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    return PyBool_FromLong(groupnorm_wide(on));
+}
+
 static int gn_dims(const char* F, int B, int C, int HW, int G) {
     if (!positive4(F, "B", B, "C", C, "HW", HW, "G", G)) return 0;
     if (C % G) {
@@ -642,6 +654,7 @@ PyMethodDef ddpm_testing_methods[] = {
     METHOD(gemm_small),
     METHOD(gemm_small_kernel),
     METHOD(groupnorm_forward),
+    METHOD(groupnorm_wide),
     METHOD(groupnorm_backward),
     METHOD(linear_forward),
     METHOD(linear_backward),
