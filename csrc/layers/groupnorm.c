@@ -14,8 +14,7 @@
 /* ---- groupnorm_silu_wide: AVX-512 where the CPU has it ---- */
 static int wide_off = 0;   /* testing switch: groupnorm_wide(0) */
 
-#if defined(DDPM_LANES_VECTOR) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(DDPM_NO_CLONES)
+#if defined(DDPM_LANES_VECTOR) && defined(DDPM_HAVE_EXPF16) && defined(__linux__)
 static int have_wide(void) { return __builtin_cpu_supports("avx512f"); }
 
 /* groupnorm_silu8 in 16 lanes */
