@@ -660,20 +660,20 @@ def _groupnorm_silu(x, B, C, HW, G):
 @pytest.mark.parametrize("HW", [7, 16, 49, 63, 64, 130, 784])
 def test_groupnorm_silu_rows_in_16_lanes_give_the_8_lane_bits(HW):
     # where the CPU has AVX-512F the SiLU rows run in 16-float vectors
-    # (groupnorm_silu_wide): each lane the same operations, so the same bits as
+    # (core/wide.h): each lane the same operations, so the same bits as
     # the 8-float rows; rows of every length (16-lane blocks, 64-float groups,
     # tails), values out to the exp clamps
-    if not _core.groupnorm_wide(True):
+    if not _core.simd_wide(True):
         pytest.skip("this CPU has no AVX-512F: the 8-float rows are the only ones")
     B, C, G = 3, 4, 2
     x = np.random.default_rng(HW).standard_normal((C, B, HW)).astype(F32)
     x *= np.where(np.random.default_rng(HW + 1).random(x.shape) < 0.05, 300.0, 3.0).astype(F32)
     wide = _groupnorm_silu(x, B, C, HW, G)
     try:
-        _core.groupnorm_wide(False)
+        _core.simd_wide(False)
         narrow = _groupnorm_silu(x, B, C, HW, G)
     finally:
-        _core.groupnorm_wide(True)
+        _core.simd_wide(True)
     assert np.array_equal(wide[0], narrow[0]), f"{np.sum(wide[0] != narrow[0])} differ"
     # and both are the SiLU of the normalised input (float64, from the saved statistics)
     out, mean, rstd, w, b = wide
@@ -1002,6 +1002,28 @@ def test_groupnorm_and_attention_bitwise_identical_across_thread_counts():
                 f"{case.name} d{k} differs: {np.abs(g1[k] - g2[k]).max():.3e}")
         assert_close(f"{case.name} forward", o1, case.ref(case.p64()), rtol=1e-5,
                      key=f"{case.layer} forward vs f64")
+
+
+@pytest.mark.parametrize("B,C,HW,NH", [(3, 16, 49, 2), (2, 8, 10, 1), (2, 8, 100, 2)])
+def test_attention_in_16_lanes_gives_the_8_lane_bits(B, C, HW, NH):
+    # where the CPU has AVX-512F the softmax's exps run in 16-float vectors
+    # (core/wide.h: the whole (HW, HW) block when HW <= 64, else row by row):
+    # the same bits as the 8-float vectors, and the float64 reference's numbers
+    if not _core.simd_wide(True):
+        pytest.skip("this CPU has no AVX-512F: the 8-float vectors are the only ones")
+    case = attn_case(B, C, HW, NH)
+    p = case.p32()
+    wide = case.ours(p)
+    try:
+        _core.simd_wide(False)
+        narrow = case.ours(p)
+    finally:
+        _core.simd_wide(True)
+    assert np.array_equal(wide[0], narrow[0]), f"{np.sum(wide[0] != narrow[0])} differ"
+    for k in wide[1]:
+        assert np.array_equal(wide[1][k], narrow[1][k]), k
+    assert_close("attention (16 lanes) forward", wide[0], case.ref(case.p64()), rtol=1e-5,
+                 key="attention forward vs f64")
 
 
 # --------------------------------------------------------------------------- bad input

@@ -385,7 +385,7 @@ def test_sixteen_lane_silu_gives_the_same_numbers():
     # convolutions' input transforms, or written out when kept) run in 16-float
     # vectors: the forward (kept or not) and the backward give the 8-float bits
     from ddpm import _core
-    if not _core.groupnorm_wide(True):
+    if not _core.simd_wide(True):
         pytest.skip("this CPU has no AVX-512F: the 8-float rows are the only ones")
     net = UNet(seed=5)
     _randomise(net, 9)
@@ -402,10 +402,10 @@ def test_sixteen_lane_silu_gives_the_same_numbers():
 
     try:
         wide = run()
-        _core.groupnorm_wide(False)
+        _core.simd_wide(False)
         narrow = run()
     finally:
-        _core.groupnorm_wide(True)
+        _core.simd_wide(True)
     assert np.abs(wide[0]).max() > 0.1
     for name, a, b in zip(("kept", "folded", "dx", "grads"), wide, narrow):
         assert np.array_equal(a, b), f"{name} differs by {np.abs(a - b).max():.3g}"

@@ -6,6 +6,7 @@
 #include "layers/attention.h"
 #include "core/common.h"
 #include "core/threads.h"
+#include "core/wide.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -84,6 +85,32 @@ static inline __attribute__((always_inline)) void att_rows(float* dst, size_t dl
             dst[(size_t)r * dld + i] = att_elem(a + (size_t)r * ald, ast, b, bld, n, i, scaled, scale);
 }
 
+/* x[0..n) := ddpm_expf(x[0..n)): in 16-float vectors where the CPU has
+ * AVX-512F, then four 8-float vectors side by side (ddpm_expf8 says why; a
+ * loop of ddpm_expf became one vector at a time), then one by one: the same
+ * bits every way.  The exps were a third of a head's time. */
+static inline __attribute__((always_inline)) void exp_run(float* x, int n) {
+    int i = ddpm_expf_row_wide(x, n);
+#ifdef DDPM_LANES_VECTOR
+    ddpm_f8 v0, v1, v2, v3;
+    for (; i + 32 <= n; i += 32) {
+        DDPM_LOAD8(v0, x + i);
+        DDPM_LOAD8(v1, x + i + 8);
+        DDPM_LOAD8(v2, x + i + 16);
+        DDPM_LOAD8(v3, x + i + 24);
+        ddpm_expf8(&v0, &v0);
+        ddpm_expf8(&v1, &v1);
+        ddpm_expf8(&v2, &v2);
+        ddpm_expf8(&v3, &v3);
+        memcpy(x + i, &v0, sizeof v0);
+        memcpy(x + i + 8, &v1, sizeof v1);
+        memcpy(x + i + 16, &v2, sizeof v2);
+        memcpy(x + i + 24, &v3, sizeof v3);
+    }
+#endif
+    for (; i < n; i++) x[i] = ddpm_expf(x[i]);
+}
+
 /* Each column i of PT (HW, HW) := softmax over the keys j: exp(x - max) /
  * sum, the sum accumulated in float64 for j = 0, 1, ...; in blocks of
  * ATT_COLS columns, whose running maxima and sums stay in L1. */
@@ -99,10 +126,17 @@ static inline __attribute__((always_inline)) void softmax_columns(float* PT, int
             const float* r = col + (size_t)j * HW;
             for (int i = 0; i < nb; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
         }
-        for (int i = 0; i < nb; i++) sum[i] = 0.0;
         for (int j = 0; j < HW; j++) {
             float* r = col + (size_t)j * HW;
-            for (int i = 0; i < nb; i++) r[i] = ddpm_expf(r[i] - mx[i]);
+            for (int i = 0; i < nb; i++) r[i] -= mx[i];
+        }
+        if (nb == HW)   /* the block is all of PT: one run */
+            exp_run(col, HW * HW);
+        else
+            for (int j = 0; j < HW; j++) exp_run(col + (size_t)j * HW, nb);
+        for (int i = 0; i < nb; i++) sum[i] = 0.0;
+        for (int j = 0; j < HW; j++) {
+            const float* r = col + (size_t)j * HW;
             for (int i = 0; i < nb; i++) sum[i] += (double)r[i];
         }
         for (int i = 0; i < nb; i++) inv[i] = (float)(1.0 / sum[i]);

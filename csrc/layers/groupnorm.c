@@ -11,67 +11,6 @@
 #include <math.h>
 #define LANES 16
 
-/* ---- groupnorm_silu_wide: AVX-512 where the CPU has it ---- */
-static int wide_off = 0;   /* testing switch: groupnorm_wide(0) */
-
-#if defined(DDPM_LANES_VECTOR) && defined(DDPM_HAVE_EXPF16) && defined(__linux__)
-static int have_wide(void) { return __builtin_cpu_supports("avx512f"); }
-
-/* groupnorm_silu8 in 16 lanes */
-#define GN_SILU16(v)                         \
-    do {                                     \
-        const ddpm_f16 y_ = (v) * av + kv;   \
-        ddpm_f16 e_ = -y_;                   \
-        ddpm_expf16(&e_, &e_);               \
-        (v) = y_ * (1.0f / (1.0f + e_));     \
-    } while (0)
-
-__attribute__((target("avx512f"))) static int silu_wide(float* dst, const float* src, int n,
-                                                        const float* a16, const float* k16) {
-    ddpm_f16 av, kv, v0, v1, v2, v3;
-    memcpy(&av, a16, sizeof av);
-    memcpy(&kv, k16, sizeof kv);
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {   /* four vectors side by side (ddpm_expf8 says why) */
-        memcpy(&v0, src + i, sizeof v0);
-        memcpy(&v1, src + i + 16, sizeof v1);
-        memcpy(&v2, src + i + 32, sizeof v2);
-        memcpy(&v3, src + i + 48, sizeof v3);
-        GN_SILU16(v0);
-        GN_SILU16(v1);
-        GN_SILU16(v2);
-        GN_SILU16(v3);
-        memcpy(dst + i, &v0, sizeof v0);
-        memcpy(dst + i + 16, &v1, sizeof v1);
-        memcpy(dst + i + 32, &v2, sizeof v2);
-        memcpy(dst + i + 48, &v3, sizeof v3);
-    }
-    for (; i + 16 <= n; i += 16) {
-        memcpy(&v0, src + i, sizeof v0);
-        GN_SILU16(v0);
-        memcpy(dst + i, &v0, sizeof v0);
-    }
-    return i;
-}
-#undef GN_SILU16
-
-int groupnorm_silu_wide(float* dst, const float* src, int n, const float* a16, const float* k16) {
-    return !wide_off && have_wide() ? silu_wide(dst, src, n, a16, k16) : 0;
-}
-#else
-static int have_wide(void) { return 0; }
-int groupnorm_silu_wide(float* dst, const float* src, int n, const float* a16, const float* k16) {
-    (void)dst, (void)src, (void)n, (void)a16, (void)k16;
-    return 0;
-}
-#endif
-
-int groupnorm_wide(int on) {
-    const int was = have_wide() && !wide_off;
-    if (on >= 0) wide_off = !on;
-    return was;
-}
-
 static inline float sigmoidf_(float y) { return 1.0f / (1.0f + ddpm_expf(-y)); }
 
 /* sum of (x - m)^2 in fixed lanes */

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include "core/common.h"   /* ddpm_expf */
+#include "core/wide.h"     /* ddpm_silu_affine_row_wide */
 
 /* GroupNorm (+ SiLU) as per-(channel, sample) coefficients: x of channel c,
  * sample b becomes groupnorm_act(x, a[c B + b], k[c B + b], silu).  A view
@@ -74,19 +75,6 @@ static inline __attribute__((always_inline)) void groupnorm_silu32(float* dst, c
 }
 #endif
 
-/* The SiLU of groupnorm_act in 16-float vectors, on CPUs with AVX-512F
- * (groupnorm.c): dst[i] = groupnorm_act(src[i], a16[i % 16], k16[i % 16], 1)
- * for i < the returned count (n rounded down to a multiple of 16; 0 where the
- * CPU lacks AVX-512F or the testing switch is off).  The same operations lane
- * by lane as groupnorm_silu8, so the same bits; in the AVX-512 clones the
- * 8-float vectors ran a float in 0.86 ns, these in 0.54 (an AMD EPYC, Zen 4). */
-int groupnorm_silu_wide(float* dst, const float* src, int n, const float* a16, const float* k16);
-
-/* Testing: 0 turns groupnorm_silu_wide off (it then returns 0), 1 on (the
- * default), -1 only asks.  Returns whether it ran before the call (0 where
- * the CPU lacks AVX-512F). */
-int groupnorm_wide(int on);
-
 /* dst[0..n) = groupnorm_act(src[0..n), a, k, silu): one row, a loop per
  * case so each vectorises (inlined into the callers' SIMD clones); SiLU four
  * vectors at a time, the same bits. */
@@ -99,7 +87,7 @@ static inline __attribute__((always_inline)) void groupnorm_act_row(float* restr
         if (n >= 16) {
             float a16[16], k16[16];
             for (int j = 0; j < 16; j++) a16[j] = a, k16[j] = k;
-            i = groupnorm_silu_wide(dst, src, n, a16, k16);
+            i = ddpm_silu_affine_row_wide(dst, src, n, a16, k16);   /* AVX-512 */
         }
 #ifdef DDPM_LANES_VECTOR
         const ddpm_f8 av = {a, a, a, a, a, a, a, a}, kv = {k, k, k, k, k, k, k, k};

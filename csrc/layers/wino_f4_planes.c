@@ -151,7 +151,7 @@ void f4_input_planes(float* restrict V, size_t xs, const float* x, const NormAct
                 int w = 0;
                 if (act->silu) {
                     /* two pixels a vector where the CPU has AVX-512 (the same bits) */
-                    w = groupnorm_silu_wide(q, q, W * F4_PL, a16, k16) / F4_PL;
+                    w = ddpm_silu_affine_row_wide(q, q, W * F4_PL, a16, k16) / F4_PL;
                     q += (size_t)w * F4_PL;
 #ifdef DDPM_LANES_VECTOR
                     /* four pixels at a time (groupnorm_silu8: the same bits) */

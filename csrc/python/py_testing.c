@@ -22,6 +22,7 @@
 
 #include "core/common.h"
 #include "core/gemm_small.h"
+#include "core/wide.h"
 #include "layers/attention.h"
 #include "layers/conv2d.h"
 #include "layers/groupnorm.h"
@@ -168,16 +169,17 @@ static PyObject* py_gemm_small_kernel(PyObject* self, PyObject* args) {
     return PyBool_FromLong(gemm_small_kernel(on));
 }
 
-PyDoc_STRVAR(groupnorm_wide_doc,
-"groupnorm_wide(on) -> bool\n--\n\n"
-"Testing: False makes the GroupNorm+SiLU rows use 8-float vectors where the\n"
-"CPU has AVX-512F, True (the default) 16-float ones there (the same bits).\n"
-"Returns whether the 16-float rows were in use before the call.");
-static PyObject* py_groupnorm_wide(PyObject* self, PyObject* args) {
+PyDoc_STRVAR(simd_wide_doc,
+"simd_wide(on) -> bool\n--\n\n"
+"Testing: False keeps the elementwise rows (exp, GroupNorm+SiLU) in 8-float\n"
+"vectors where the CPU has AVX-512F, True (the default) hands them to the\n"
+"16-float ones there (the same bits). Returns whether the 16-float rows were\n"
+"in use before the call.");
+static PyObject* py_simd_wide(PyObject* self, PyObject* args) {
     (void)self;
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
-    return PyBool_FromLong(groupnorm_wide(on));
+    return PyBool_FromLong(ddpm_wide(on));
 }
 
 static int gn_dims(const char* F, int B, int C, int HW, int G) {
@@ -653,8 +655,8 @@ PyMethodDef ddpm_testing_methods[] = {
     METHOD(conv2d_whole_planes),
     METHOD(gemm_small),
     METHOD(gemm_small_kernel),
+    METHOD(simd_wide),
     METHOD(groupnorm_forward),
-    METHOD(groupnorm_wide),
     METHOD(groupnorm_backward),
     METHOD(linear_forward),
     METHOD(linear_backward),
