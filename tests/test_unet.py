@@ -347,18 +347,16 @@ def test_inference_forward_is_the_same_numbers(name):
         net(x, t, grad="no")
 
 
-def test_whole_small_planes_give_the_same_numbers():
-    # at 32 images the 7x7 level's convolutions take their planes whole, 8 side
-    # by side (wino_f4_planes.c), with each GroupNorm + SiLU folded in when
-    # nothing is kept: the forward that keeps its activations, the one that does
-    # not, and the backward give the numbers of the row-by-row transforms
+def _switch_keeps_the_numbers(switch, B, seed):
+    """The forward that keeps its activations, the one that does not, and the
+    backward, with the testing switch on and then off: the same bits."""
     from ddpm import _core
-    net = UNet(seed=4)
-    _randomise(net, 7)
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
-    t = rng.integers(0, 1000, 32).astype(np.float32)
-    g = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    net = UNet(seed=seed)
+    _randomise(net, seed + 3)
+    rng = np.random.default_rng(seed + 4)
+    x = rng.standard_normal((B, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 1000, B).astype(np.float32)
+    g = rng.standard_normal((B, 1, 28, 28)).astype(np.float32)
 
     def run():
         kept, folded = (np.empty_like(x) for _ in range(2))
@@ -370,45 +368,34 @@ def test_whole_small_planes_give_the_same_numbers():
         return kept, folded, dx, net.grads.copy()
 
     try:
-        whole = run()
-        _core.conv2d_whole_planes(False)
-        rows = run()
+        on = run()
+        switch(False)
+        off = run()
     finally:
-        _core.conv2d_whole_planes(True)
-    assert np.abs(whole[0]).max() > 0.1
-    for name, a, b in zip(("kept", "folded", "dx", "grads"), whole, rows):
+        switch(True)
+    assert np.abs(on[0]).max() > 0.1
+    for name, a, b in zip(("kept", "folded", "dx", "grads"), on, off):
         assert np.array_equal(a, b), f"{name} differs by {np.abs(a - b).max():.3g}"
 
 
-def test_sixteen_lane_silu_gives_the_same_numbers():
+def test_whole_small_planes_give_the_same_numbers():
+    # at 32 images the 7x7 level's convolutions take their planes whole, 8 side
+    # by side (wino_f4_planes.c), with each GroupNorm + SiLU folded in when
+    # nothing is kept: the forward that keeps its activations, the one that does
+    # not, and the backward give the numbers of the row-by-row transforms
+    from ddpm import _core
+    _switch_keeps_the_numbers(_core.conv2d_whole_planes, 32, 4)
+
+
+def test_sixteen_lane_rows_give_the_same_numbers():
     # where the CPU has AVX-512F, the GroupNorm + SiLU rows (folded into the
-    # convolutions' input transforms, or written out when kept) run in 16-float
-    # vectors: the forward (kept or not) and the backward give the 8-float bits
+    # convolutions' input transforms, or written out when kept) and the
+    # attention's exps run in 16-float vectors: the forward (kept or not) and
+    # the backward give the 8-float bits
     from ddpm import _core
     if not _core.simd_wide(True):
         pytest.skip("this CPU has no AVX-512F: the 8-float rows are the only ones")
-    net = UNet(seed=5)
-    _randomise(net, 9)
-    rng = np.random.default_rng(10)
-    x = rng.standard_normal((33, 1, 28, 28)).astype(np.float32)
-    t = rng.integers(0, 1000, 33).astype(np.float32)
-
-    def run():
-        folded = net(x, t, grad=False)
-        kept = net(x, t, grad=True)
-        net.zero_grad()
-        dx = net.backward(np.ones_like(kept))
-        return kept, folded, dx, net.grads.copy()
-
-    try:
-        wide = run()
-        _core.simd_wide(False)
-        narrow = run()
-    finally:
-        _core.simd_wide(True)
-    assert np.abs(wide[0]).max() > 0.1
-    for name, a, b in zip(("kept", "folded", "dx", "grads"), wide, narrow):
-        assert np.array_equal(a, b), f"{name} differs by {np.abs(a - b).max():.3g}"
+    _switch_keeps_the_numbers(_core.simd_wide, 33, 5)
 
 
 def test_backward_does_not_depend_on_the_previous_call():
