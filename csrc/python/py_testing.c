@@ -121,6 +121,13 @@ static PyObject* py_conv2d_backward(PyObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+/* A testing switch: fn(on) with on a bool, its previous setting returned as a bool. */
+static PyObject* testing_switch(PyObject* args, int (*fn)(int)) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    return PyBool_FromLong(fn(on));
+}
+
 PyDoc_STRVAR(conv2d_whole_planes_doc,
 "conv2d_whole_planes(on) -> bool\n--\n\n"
 "Testing: False sends every Winograd chunk through the row-by-row transforms,\n"
@@ -128,9 +135,7 @@ PyDoc_STRVAR(conv2d_whole_planes_doc,
 "either way. Returns the previous setting.");
 static PyObject* py_conv2d_whole_planes(PyObject* self, PyObject* args) {
     (void)self;
-    int on;
-    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
-    return PyBool_FromLong(conv2d_whole_planes(on));
+    return testing_switch(args, conv2d_whole_planes);
 }
 
 PyDoc_STRVAR(gemm_small_doc,
@@ -164,9 +169,7 @@ PyDoc_STRVAR(gemm_small_kernel_doc,
 "kernel was in use before the call.");
 static PyObject* py_gemm_small_kernel(PyObject* self, PyObject* args) {
     (void)self;
-    int on;
-    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
-    return PyBool_FromLong(gemm_small_kernel(on));
+    return testing_switch(args, gemm_small_kernel);
 }
 
 PyDoc_STRVAR(simd_wide_doc,
@@ -177,9 +180,7 @@ PyDoc_STRVAR(simd_wide_doc,
 "in use before the call.");
 static PyObject* py_simd_wide(PyObject* self, PyObject* args) {
     (void)self;
-    int on;
-    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
-    return PyBool_FromLong(ddpm_wide(on));
+    return testing_switch(args, ddpm_wide);
 }
 
 static int gn_dims(const char* F, int B, int C, int HW, int G) {
