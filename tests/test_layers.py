@@ -1271,6 +1271,47 @@ def test_conv2d_whole_planes_give_the_row_transforms_numbers(B, C, OC):
         assert_close(f"{case.name} d{k}", got, ref[k], rtol=2e-5, key="conv2d backward vs f64")
 
 
+@pytest.mark.parametrize("H,W", [(5, 1), (3, 4), (9, 5), (6, 8), (11, 13), (7, 14), (14, 16),
+                                 (10, 17), (5, 20), (13, 25), (28, 28), (6, 29), (5, 32)])
+def test_conv2d_16_lane_staging_gives_the_8_lane_bits(H, W):
+    # where the CPU has AVX-512F, F(4x4)'s row transforms load each window row
+    # with masked 16-float loads and split it with permutes (rows up to 28
+    # wide), and write each output row with permutes and masked stores (up to
+    # 32 wide): the same floats move, so the forward (written and
+    # accumulated) has the bits of the 8-float staging, row by row and with
+    # small planes whole; and both are the float64 reference's numbers
+    if not _core.simd_wide(True):
+        pytest.skip("this CPU has no AVX-512F: the 8-float staging is the only one")
+    B, C, OC = 3, 8, 9
+    case = conv_case(B, C, H, W, OC, 3, 1)
+    p = case.p32()
+    base = q32(_rng(13, H, W).standard_normal((OC, B, H, W)))
+
+    def run():
+        out, _ = case.ours(p)
+        acc = as32(base)
+        _core.conv2d_forward(acc, p["inp"], p["weight"], p["bias"], B, C, H, W, OC, 3, 1, True)
+        return out, acc
+
+    runs = {}
+    try:
+        for wide in (True, False):
+            _core.simd_wide(wide)
+            for whole in (True, False):
+                _core.conv2d_whole_planes(whole)
+                runs[wide, whole] = run()
+    finally:
+        _core.simd_wide(True)
+        _core.conv2d_whole_planes(True)
+    for key, got in runs.items():
+        for name, a, b in zip(("forward", "accumulate"), runs[False, False], got):
+            assert np.array_equal(a, b), f"{key} {name}: differs by {np.abs(a - b).max():.3e}"
+    c64 = case.p64()
+    out, acc = runs[True, True]
+    assert_close(f"{case.name} forward", out, case.ref(c64), rtol=1e-5, key="conv2d forward vs f64")
+    assert_close(f"{case.name} accumulate", acc, base + case.ref(c64), rtol=1e-5)
+
+
 @pytest.mark.parametrize("OC", [12, 6])                 # F(4x4) / F(2x2)
 def test_conv2d_winograd_accumulate_and_threads(OC):
     B, C, H, W, K, S = 9, 8, 13, 11, 3, 1      # several chunks of tile rows
