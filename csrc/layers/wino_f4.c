@@ -251,6 +251,39 @@ static inline __attribute__((always_inline)) void split_row(float* restrict s,
     }
 }
 
+/* The rows a segment's tile rows of one plane read, n tile rows of tw
+ * tiles (n tw <= F4_SEG, or n = 1): at most 4 n + 2 rows of W <= 4 tw
+ * floats, so (4 F4_SEG / tw + 2) W <= 16 F4_SEG + 2 WINO_MAX_W floats. */
+#define F4_ACT_FLOATS (16 * F4_SEG + 2 * WINO_MAX_W)
+
+/* A segment's input rows read through act: rows lo.. of plane b, activated. */
+typedef struct {
+    float rows[F4_ACT_FLOATS];
+    int b, lo;   /* b = -1: none yet */
+} ActRows;
+
+/* Row h of plane b (tile row ty of the segment's tile rows, `left` more
+ * after it) of x (B, H, W), read through act (or NULL).  With act, the rows
+ * the segment's tile rows of plane b read are activated first, once per
+ * plane, as one contiguous run (full vectors, each element once; a row at a
+ * time, 7- and 14-float rows ran mostly in the vector loop's scalar tail:
+ * the forward took 1.35x as long). */
+static inline __attribute__((always_inline)) const float* window_row(
+    ActRows* ar, const float* x, const NormAct* act, int H, int W, int b, int ty, int left, int h) {
+    const float* plane = x + (size_t)b * H * W;
+    if (!act) return plane + (size_t)h * W;
+    if (b != ar->b) {
+        const int th = tiles4(H);
+        const int last = ty + left < th - 1 ? ty + left : th - 1;
+        const int hi = 4 * last + 5 < H ? 4 * last + 5 : H;
+        ar->lo = 4 * ty - 1 > 0 ? 4 * ty - 1 : 0;
+        groupnorm_act_row(ar->rows, plane + (size_t)ar->lo * W, (hi - ar->lo) * W, act->a[b],
+                          act->k[b], act->silu);
+        ar->b = b;
+    }
+    return ar->rows + (size_t)(h - ar->lo) * W;
+}
+
 #if defined(F4_SHUFFLE) && defined(__x86_64__) && defined(__linux__)
 #include <immintrin.h>
 #define F4_WIDE 1
@@ -258,19 +291,22 @@ static inline __attribute__((always_inline)) void split_row(float* restrict s,
 
 /* 16-float staging on CPUs with AVX-512F (the switch of core/wide.h: on
  * where ddpm_wide says the 16-float rows run).  The 8-float split_row and
- * put_row above took about half of the 28x28 and 14x14 layers' transform
+ * put_row below took about half of the 28x28 and 14x14 layers' transform
  * time in copies and permutes.  Here a whole padded row (32 lanes: w = -1 ..
  * 30) is two masked loads straight from the input, the lanes outside the
  * row zero (the padding; no copy between zeros first), and each of its six
  * streams is one two-source permute; an output row is two permutes of the
  * four streams and masked stores.  The same floats move, and each output
- * is the same (b + sv) + o as put_row's: the same bits. */
+ * is the same (b + sv) + o as put_row's: the same bits.  Each runs a whole
+ * segment (one call per row cost a tenth of their time). */
 
-/* s[(6 i + j) F4_SROW + tx] = x_i[4 tx + j - 1] (zero outside 0 .. W-1),
- * i, j = 0..5, tx < 8 (lanes past tw: the next tile row's place, staged
- * after this one, or the spill), for the six window rows x_i = src[i] (NULL:
- * a row of zeros above or below the plane).  W <= 28. */
-F4_WIDE_TARGET static void split_rows_wide(float* s, const float* const src[6], int W) {
+/* stage_windows for W <= 28 (tw <= 7): S[(6 i + j) F4_SROW + m tw + tx] =
+ * x_i[4 tx + j - 1], x_i window row i of tile row r + m (zero outside the
+ * plane), tx < 8 (lanes past tw: the next tile row's place, staged after
+ * this one, or the spill). */
+F4_WIDE_TARGET static void stage_windows_wide(float* S, const float* x, const NormAct* act,
+                                              int H, int W, int r, int n) {
+    const int th = tiles4(H), tw = tiles4(W);
     const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
     const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
     /* lane tx of stream j reads lane 4 tx + j - 1 of the pair (x[0..15],
@@ -280,42 +316,64 @@ F4_WIDE_TARGET static void split_rows_wide(float* s, const float* const src[6], 
                                            56, 60);
     __m512i idx[6];
     for (int j = 0; j < 6; j++) idx[j] = _mm512_add_epi32(four, _mm512_set1_epi32(j - 1));
-    for (int i = 0; i < 6; i++) {
-        float* si = s + (size_t)6 * i * F4_SROW;
-        __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
-        if (src[i]) {
-            p0 = _mm512_maskz_loadu_ps(k0, src[i]);
-            p1 = _mm512_maskz_loadu_ps(k1, src[i] + 16);
+    ActRows ar;
+    ar.b = -1;
+    for (int m = 0; m < n; m++) {
+        const int b = (r + m) / th, ty = (r + m) % th;
+        for (int i = 0; i < 6; i++) {
+            const int h = 4 * ty - 1 + i;
+            float* s = S + (size_t)6 * i * F4_SROW + m * tw;
+            __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
+            if (h >= 0 && h < H) {
+                const float* row = window_row(&ar, x, act, H, W, b, ty, n - 1 - m, h);
+                p0 = _mm512_maskz_loadu_ps(k0, row);
+                p1 = _mm512_maskz_loadu_ps(k1, row + 16);
+            }
+            for (int j = 0; j < 6; j++)
+                _mm256_storeu_ps(s + j * F4_SROW,
+                                 _mm512_castps512_ps256(_mm512_permutex2var_ps(p0, idx[j], p1)));
         }
-        for (int j = 0; j < 6; j++)
-            _mm256_storeu_ps(si + j * F4_SROW,
-                             _mm512_castps512_ps256(_mm512_permutex2var_ps(p0, idx[j], p1)));
     }
 }
 
-/* put_row for W <= 32: y[4 tx + j] = (b[4 tx + j] + sv) + o[j F4_SEG + tx]
- * (sv + o[..] without b; b may be y), w = 4 tx + j < W. */
-F4_WIDE_TARGET static void put_row_wide(float* y, const float* b, const float* o, float sv,
-                                        int W) {
-    const __m512 o01 = _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(o))),
-        _mm256_castps_pd(_mm256_loadu_ps(o + F4_SEG)), 1));
-    const __m512 o23 = _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(o + 2 * F4_SEG))),
-        _mm256_castps_pd(_mm256_loadu_ps(o + 3 * F4_SEG)), 1));
+/* f4_output's rows for W <= 32: y[4 tx + j] = (base[4 tx + j] + sv) + o[j
+ * F4_SEG + tx] (sv + o[..] without base; base may be y), w = 4 tx + j < W,
+ * for the rows of tile rows [r, r + n), o = O + 4 i F4_SEG + m tw as f4_output
+ * lays it out. */
+F4_WIDE_TARGET static void put_rows_wide(float* y, const float* base, const float* O,
+                                         const WinoStart* st, int H, int W, int r, int n) {
+    const int th = tiles4(H), tw = tiles4(W);
     /* lane w = 4 tx + j of the row is lane 8 j + tx of (o01, o23): tiles 0-3, then 4-7 */
     const __m512i lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(4));
-    const __m512 r[2] = {_mm512_permutex2var_ps(o01, lo, o23),
-                         _mm512_permutex2var_ps(o01, hi, o23)};
-    const __m512 svv = _mm512_set1_ps(sv);
-    for (int q = 0; q < 2 && 16 * q < W; q++) {
-        const int left = W - 16 * q;
-        const __mmask16 k = (__mmask16)(left >= 16 ? 0xffffu : (1u << left) - 1);
-        const __m512 v = b ? _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k, b + 16 * q), svv),
-                                           r[q])
-                           : _mm512_add_ps(svv, r[q]);
-        _mm512_mask_storeu_ps(y + 16 * q, k, v);
+    const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
+    const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
+    for (int m = 0; m < n; m++) {
+        const int b = (r + m) / th, ty = (r + m) % th;
+        const size_t plane = (size_t)b * H * W;
+        const __m512 svv = _mm512_set1_ps(wino_start(st, b));
+        for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
+            const size_t at = plane + (size_t)(4 * ty + i) * W;
+            const float* o = O + (size_t)4 * i * F4_SEG + m * tw;
+            const __m512 o01 = _mm512_castpd_ps(_mm512_insertf64x4(
+                _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(o))),
+                _mm256_castps_pd(_mm256_loadu_ps(o + F4_SEG)), 1));
+            const __m512 o23 = _mm512_castpd_ps(_mm512_insertf64x4(
+                _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(o + 2 * F4_SEG))),
+                _mm256_castps_pd(_mm256_loadu_ps(o + 3 * F4_SEG)), 1));
+            __m512 v0 = _mm512_permutex2var_ps(o01, lo, o23);
+            __m512 v1 = _mm512_permutex2var_ps(o01, hi, o23);
+            if (base) {
+                v0 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k0, base + at), svv), v0);
+                v1 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k1, base + at + 16), svv),
+                                   v1);
+            } else {
+                v0 = _mm512_add_ps(svv, v0);
+                v1 = _mm512_add_ps(svv, v1);
+            }
+            _mm512_mask_storeu_ps(y + at, k0, v0);
+            if (k1) _mm512_mask_storeu_ps(y + at + 16, k1, v1);
+        }
     }
 }
 
@@ -324,23 +382,20 @@ static int f4_wide(void) { return ddpm_wide(-1); }
 static int f4_wide(void) { return 0; }
 #endif
 
-/* The rows a segment's tile rows of one plane read, n tile rows of tw
- * tiles (n tw <= F4_SEG, or n = 1): at most 4 n + 2 rows of W <= 4 tw
- * floats, so (4 F4_SEG / tw + 2) W <= 16 F4_SEG + 2 WINO_MAX_W floats. */
-#define F4_ACT_FLOATS (16 * F4_SEG + 2 * WINO_MAX_W)
-
 /* S[(6 i + j) F4_SROW + k] = element (i, j) of the 6x6 window of the
  * segment's tile k = m tw + tx (tile row r + m), zeros outside the plane;
- * x read through act (or NULL).  With act, the rows each plane's tile rows
- * read are activated first, as one contiguous run (full vectors, each
- * element once; a row at a time, 7- and 14-float rows ran mostly in the
- * vector loop's scalar tail: the forward took 1.35x as long), and the
- * windows are staged from there.  The zero padding stays zero, as the
- * convolution pads the activated input. */
+ * x read through act (or NULL; window_row).  The zero padding stays zero,
+ * as the convolution pads the activated input. */
 static inline __attribute__((always_inline)) void stage_windows(float* S, const float* x,
                                                                 const NormAct* act, int H,
                                                                 int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W);
+#ifdef F4_WIDE
+    if (tw <= 7 && f4_wide()) {
+        stage_windows_wide(S, x, act, H, W, r, n);
+        return;
+    }
+#endif
     /* the padded rows split_row reads, a ring of 8 indexed by (h + 1) & 7:
      * a tile row's six rows (4 ty - 1 .. 4 ty + 4) are distinct slots, and
      * its last two are the next tile row's first two, copied once (the
@@ -349,46 +404,23 @@ static inline __attribute__((always_inline)) void stage_windows(float* S, const 
      * done (a load right after them waited on store forwarding).  The zeros
      * are written once; copies only overwrite pad[1 .. W]. */
     enum { PADW = WINO_MAX_W + 32 };
-    const int vec = f4_vec(), wide = tw <= 7 && f4_wide();
+    const int vec = f4_vec();
     float pads[8][PADW];
     long key[8];   /* b H + h of the row a slot holds, or -1 */
-    const int pz = wide ? 0 : 4 * tw + 32 < PADW ? 4 * tw + 32 : PADW;
+    const int pz = 4 * tw + 32 < PADW ? 4 * tw + 32 : PADW;
     for (int q = 0; q < 8; q++) {
         key[q] = -1;
         for (int w = 0; w < pz; w++) pads[q][w] = 0.0f;
     }
-    float arows[F4_ACT_FLOATS];
-    int ab = -1, lo = 0;   /* arows holds rows lo.. of plane ab, activated */
+    ActRows ar;
+    ar.b = -1;
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
-        const float* plane = x + (size_t)b * H * W;
-        if (act && b != ab) {
-            const int last = ty + (n - 1 - m) < th - 1 ? ty + (n - 1 - m) : th - 1;
-            const int hi = 4 * last + 5 < H ? 4 * last + 5 : H;
-            lo = 4 * ty - 1 > 0 ? 4 * ty - 1 : 0;
-            groupnorm_act_row(arows, plane + (size_t)lo * W, (hi - lo) * W, act->a[b], act->k[b],
-                              act->silu);
-            ab = b;
-        }
-#ifdef F4_WIDE
-        if (wide) {
-            const float* src[6];
-            for (int i = 0; i < 6; i++) {
-                const int h = 4 * ty - 1 + i;
-                src[i] = h < 0 || h >= H ? NULL
-                         : act           ? arows + (size_t)(h - lo) * W
-                                         : plane + (size_t)h * W;
-            }
-            split_rows_wide(S + m * tw, src, W);
-            continue;
-        }
-#endif
         for (int i = 0; i < 6; i++) {
             const int h = 4 * ty - 1 + i, slot = (h + 1) & 7;
             const long kk = (long)b * H + h;
             if (h >= 0 && h < H && key[slot] != kk) {
-                copy_row(pads[slot] + 1,
-                         act ? arows + (size_t)(h - lo) * W : plane + (size_t)h * W, W);
+                copy_row(pads[slot] + 1, window_row(&ar, x, act, H, W, b, ty, n - 1 - m, h), W);
                 key[slot] = kk;
             }
         }
@@ -585,8 +617,6 @@ DDPM_SIMD_CLONES
 static void f4_output(float* y, const float* base, const float* restrict M, size_t xs,
                       const WinoStart* st, int H, int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W), nt = n * tw, vec = f4_vec();
-    const int wide = W <= 32 && f4_wide();
-    (void)wide;   /* without F4_WIDE: put_row only */
     float T[24 * F4_SEG], O[16 * F4_SEG + 8];   /* + put_row's 8-lane spill */
     /* down each column j: T[6 i + j] = (A^T m)_i, i = 0..3 */
     for (int j = 0; j < 6; j++)
@@ -594,20 +624,20 @@ static void f4_output(float* y, const float* base, const float* restrict M, size
     /* along each row i: O[4 i + j] = (row A)_j */
     for (int i = 0; i < 4; i++)
         at6(F4_P4(O + 4 * i * F4_SEG, F4_SEG), F4_P6(T + 6 * i * F4_SEG, F4_SEG), nt);
+#ifdef F4_WIDE
+    if (W <= 32 && f4_wide()) {
+        put_rows_wide(y, base, O, st, H, W, r, n);
+        return;
+    }
+#endif
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const size_t plane = (size_t)b * H * W;
         const float sv = wino_start(st, b);
         for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
             const size_t at = plane + (size_t)(4 * ty + i) * W;
-            const float* o = O + (size_t)4 * i * F4_SEG + m * tw;
-#ifdef F4_WIDE
-            if (wide) {
-                put_row_wide(y + at, base ? base + at : NULL, o, sv, W);
-                continue;
-            }
-#endif
-            put_row(y + at, base ? base + at : NULL, base == y, o, sv, W, vec);
+            put_row(y + at, base ? base + at : NULL, base == y, O + (size_t)4 * i * F4_SEG + m * tw,
+                    sv, W, vec);
         }
     }
 }
