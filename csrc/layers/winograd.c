@@ -148,12 +148,25 @@ size_t wino_scratch_floats(const WinoKind* kw, const WinoKind* kx, int B, int C,
             r += n;                                                                \
         }
 
+/* Tile rows per segment: as many as fit in seg_tiles, or down to half as
+ * many if then the segment's tiles are a multiple of 16, so that the
+ * transforms' flat loops (16-float vectors in the AVX-512 clones) end
+ * without a scalar tail (28x28 planes: 16 rows of 7 tiles, not 18).  Which
+ * tiles a segment holds does not change any number: each tile's transform
+ * is its own. */
+static inline int wino_seg_rows(int seg_tiles, int tw) {
+    const int n = seg_tiles / tw > 1 ? seg_tiles / tw : 1;
+    for (int q = n; 2 * q > n; q--)
+        if (q * tw % 16 == 0) return q;
+    return n;
+}
+
 /* The sizes every chunk function needs, from (k, B, H, W, nr). */
 #define WINO_CHUNK_SIZES                                                           \
     const int th = wino_tiles(H, k->m), tw = wino_tiles(W, k->m);                  \
     const int aa = k->a * k->a;                                                    \
     const size_t T = (size_t)nr * tw;                                              \
-    const int seg = k->seg_tiles / tw > 1 ? k->seg_tiles / tw : 1;                 \
+    const int seg = wino_seg_rows(k->seg_tiles, tw);                               \
     (void)th
 
 /* k->output for channel oc's planes, its start from (bias, add_bo). */
