@@ -292,11 +292,11 @@ static inline __attribute__((always_inline)) const float* window_row(
 /* 16-float staging on CPUs with AVX-512F (the switch of core/wide.h: on
  * where ddpm_wide says the 16-float rows run).  The 8-float split_row and
  * put_row below took about half of the 28x28 and 14x14 layers' transform
- * time in copies and permutes.  Here a whole padded row (32 lanes: w = -1 ..
- * 30) is two masked loads straight from the input, the lanes outside the
- * row zero (the padding; no copy between zeros first), and each of its six
- * streams is one two-source permute; an output row is two permutes of the
- * four streams and masked stores.  The same floats move, and each output
+ * time in copies and permutes.  Here a row (32 lanes, w = 0 .. 31) is two
+ * masked loads straight from the input, the lanes from W on zero (the
+ * padding; no copy between zeros first), and each of its six streams is one
+ * two-source permute; an output row is two permutes of the four streams and
+ * masked stores.  The same floats move, and each output
  * is the same (b + sv) + o as put_row's: the same bits.  Each runs a whole
  * segment (one call per row cost a tenth of their time). */
 
@@ -327,7 +327,7 @@ F4_WIDE_TARGET static void stage_windows_wide(float* S, const float* x, const No
             if (h >= 0 && h < H) {
                 const float* row = window_row(&ar, x, act, H, W, b, ty, n - 1 - m, h);
                 p0 = _mm512_maskz_loadu_ps(k0, row);
-                p1 = _mm512_maskz_loadu_ps(k1, row + 16);
+                if (k1) p1 = _mm512_maskz_loadu_ps(k1, row + 16);
             }
             for (int j = 0; j < 6; j++)
                 _mm256_storeu_ps(s + j * F4_SROW,
@@ -365,8 +365,8 @@ F4_WIDE_TARGET static void put_rows_wide(float* y, const float* base, const floa
             __m512 v1 = _mm512_permutex2var_ps(o01, hi, o23);
             if (base) {
                 v0 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k0, base + at), svv), v0);
-                v1 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k1, base + at + 16), svv),
-                                   v1);
+                const __m512 b1 = k1 ? _mm512_maskz_loadu_ps(k1, base + at + 16) : svv;
+                v1 = _mm512_add_ps(_mm512_add_ps(b1, svv), v1);   /* lanes past W: not stored */
             } else {
                 v0 = _mm512_add_ps(svv, v0);
                 v1 = _mm512_add_ps(svv, v1);
