@@ -17,7 +17,9 @@
 #define DDPM_CORE_WIDE_H
 
 /* Testing: 0 turns the 16-float rows off, 1 on (the default), -1 only asks.
- * Returns whether they ran before the call (0 where the CPU lacks AVX-512F). */
+ * Returns whether they ran before the call (0 where the CPU lacks AVX-512F).
+ * The one switch of every 16-float path: the layers' own (layers/wino_f4.c's
+ * staging) ask it with -1. */
 int ddpm_wide(int on);
 
 /* x[i] := ddpm_expf(x[i]) for i < the returned count (n rounded down to 16). */

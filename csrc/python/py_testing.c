@@ -174,10 +174,10 @@ static PyObject* py_gemm_small_kernel(PyObject* self, PyObject* args) {
 
 PyDoc_STRVAR(simd_wide_doc,
 "simd_wide(on) -> bool\n--\n\n"
-"Testing: False keeps the elementwise rows (exp, GroupNorm+SiLU) in 8-float\n"
-"vectors where the CPU has AVX-512F, True (the default) hands them to the\n"
-"16-float ones there (the same bits). Returns whether the 16-float rows were\n"
-"in use before the call.");
+"Testing: False keeps the elementwise rows (exp, GroupNorm+SiLU) and the\n"
+"F(4x4) row transforms' staging in 8-float vectors where the CPU has AVX-512F,\n"
+"True (the default) hands them to the 16-float ones there (the same bits).\n"
+"Returns whether the 16-float paths were in use before the call.");
 static PyObject* py_simd_wide(PyObject* self, PyObject* args) {
     (void)self;
     return testing_switch(args, ddpm_wide);
