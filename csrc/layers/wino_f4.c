@@ -309,6 +309,7 @@ F4_WIDE_TARGET static void stage_windows_wide(float* S, const float* x, const No
     const int th = tiles4(H), tw = tiles4(W);
     const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
     const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
+    const int hi16 = W > 16 ? 16 : 0;   /* the second half's start (none: k1 loads nothing) */
     /* lane tx of stream j reads lane 4 tx + j - 1 of the pair (x[0..15],
      * x[16..31]); the permute keeps an index's low 5 bits, so w = -1 reads
      * lane 31, x[31], which the mask zeroes (W <= 28) */
@@ -327,7 +328,7 @@ F4_WIDE_TARGET static void stage_windows_wide(float* S, const float* x, const No
             if (h >= 0 && h < H) {
                 const float* row = window_row(&ar, x, act, H, W, b, ty, n - 1 - m, h);
                 p0 = _mm512_maskz_loadu_ps(k0, row);
-                if (k1) p1 = _mm512_maskz_loadu_ps(k1, row + 16);
+                p1 = _mm512_maskz_loadu_ps(k1, row + hi16);
             }
             for (int j = 0; j < 6; j++)
                 _mm256_storeu_ps(s + j * F4_SROW,
@@ -348,6 +349,7 @@ F4_WIDE_TARGET static void put_rows_wide(float* y, const float* base, const floa
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(4));
     const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
     const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
+    const int hi16 = W > 16 ? 16 : 0;   /* the second half's start (none: k1 loads nothing) */
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const size_t plane = (size_t)b * H * W;
@@ -365,8 +367,8 @@ F4_WIDE_TARGET static void put_rows_wide(float* y, const float* base, const floa
             __m512 v1 = _mm512_permutex2var_ps(o01, hi, o23);
             if (base) {
                 v0 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k0, base + at), svv), v0);
-                const __m512 b1 = k1 ? _mm512_maskz_loadu_ps(k1, base + at + 16) : svv;
-                v1 = _mm512_add_ps(_mm512_add_ps(b1, svv), v1);   /* lanes past W: not stored */
+                v1 = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(k1, base + at + hi16), svv),
+                                   v1);
             } else {
                 v0 = _mm512_add_ps(svv, v0);
                 v1 = _mm512_add_ps(svv, v1);
