@@ -300,6 +300,19 @@ static inline __attribute__((always_inline)) const float* window_row(
  * is the same (b + sv) + o as put_row's: the same bits.  Each runs a whole
  * segment (one call per row cost a tenth of their time). */
 
+/* A row of W <= 32 floats as two 16-lane halves: the masks of its lanes
+ * below W, and where the second half starts (0 when there is none, k1 then
+ * empty: no pointer past a short row). */
+typedef struct {
+    __mmask16 k0, k1;
+    int hi16;
+} RowHalves;
+static inline RowHalves row_halves(int W) {
+    RowHalves h = {(__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1),
+                   (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0), W > 16 ? 16 : 0};
+    return h;
+}
+
 /* stage_windows for W <= 28 (tw <= 7): S[(6 i + j) F4_SROW + m tw + tx] =
  * x_i[4 tx + j - 1], x_i window row i of tile row r + m (zero outside the
  * plane), tx < 8 (lanes past tw: the next tile row's place, staged after
@@ -307,9 +320,9 @@ static inline __attribute__((always_inline)) const float* window_row(
 F4_WIDE_TARGET static void stage_windows_wide(float* S, const float* x, const NormAct* act,
                                               int H, int W, int r, int n) {
     const int th = tiles4(H), tw = tiles4(W);
-    const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
-    const int hi16 = W > 16 ? 16 : 0;   /* the second half's start (none: k1 loads nothing) */
+    const RowHalves rh = row_halves(W);
+    const __mmask16 k0 = rh.k0, k1 = rh.k1;
+    const int hi16 = rh.hi16;
     /* lane tx of stream j reads lane 4 tx + j - 1 of the pair (x[0..15],
      * x[16..31]); the permute keeps an index's low 5 bits, so w = -1 reads
      * lane 31, x[31], which the mask zeroes (W <= 28) */
@@ -347,9 +360,9 @@ F4_WIDE_TARGET static void put_rows_wide(float* y, const float* base, const floa
     /* lane w = 4 tx + j of the row is lane 8 j + tx of (o01, o23): tiles 0-3, then 4-7 */
     const __m512i lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(4));
-    const __mmask16 k0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    const __mmask16 k1 = (__mmask16)(W > 16 ? (1u << (W - 16)) - 1 : 0);
-    const int hi16 = W > 16 ? 16 : 0;   /* the second half's start (none: k1 loads nothing) */
+    const RowHalves rh = row_halves(W);
+    const __mmask16 k0 = rh.k0, k1 = rh.k1;
+    const int hi16 = rh.hi16;
     for (int m = 0; m < n; m++) {
         const int b = (r + m) / th, ty = (r + m) % th;
         const size_t plane = (size_t)b * H * W;
